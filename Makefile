@@ -1,0 +1,31 @@
+# The two commands of the README: `make report` (main job on the mock survey) and `make test`.
+# Both create .venv on first use and install the project (and its pinned tools) into it.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROFILE ?= quick
+OUT ?= reports/$(PROFILE)
+export MPLBACKEND := Agg
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONHASHSEED := 0
+
+.PHONY: install report test bench
+
+$(STAMP): settings.ini setup.py pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+report: $(STAMP)
+	$(VENV)/bin/spectral-nb reproduce --profile $(PROFILE) --source mock --out $(OUT)
+
+test: $(STAMP)
+	cd nbs && ../$(VENV)/bin/nbdev_test --n_workers 2
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_mock.py --n 10000

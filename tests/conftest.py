@@ -1,0 +1,11 @@
+import os
+os.environ.setdefault('MPLBACKEND', 'Agg')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+import pytest
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+@pytest.fixture(scope='session')
+def root():
+    return ROOT

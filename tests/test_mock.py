@@ -1,0 +1,225 @@
+"The mock survey must behave like SDSS in the ways the models can exploit (MOCK_SURVEY.md)."
+import os, stat
+import numpy as np, pandas as pd, pytest
+from spectral_nb import mock
+from spectral_nb.config import (CLASS_MIX_STATED, GALAXY_SUBCLASS_MIX, STAR_GROUP_MIX, STAR_SUBCLASS_GROUP, LINES,
+                                sdss_wavelength, WIDE_OFFSET, NPIX, MASK_BITS)
+from spectral_nb.records import read_records
+
+N = 3000
+
+
+@pytest.fixture(scope='module')
+def survey():
+    return mock.generate(N, seed=7)
+
+
+@pytest.fixture(scope='module')
+def with_models():
+    "A chunk with its noise-free wide-grid models: galaxies of every population, quasars and stars."
+    rng = np.random.default_rng(11)
+    cls = np.array(['GALAXY'] * 60 + ['QSO'] * 60 + ['STAR'] * 40, dtype=object)
+    sub = np.array(['STARFORMING'] * 30 + ['STARBURST'] * 15 + ['AGN'] * 15 + ['QSO'] * 60 + ['A0'] * 10 + ['M5'] * 10 + ['K3'] * 10 + ['WD'] * 10, dtype=object)
+    cat, pix, models = mock.generate_chunk(cls, sub, rng, mock.MockConfig().validate(), return_models=True)
+    return pd.DataFrame(cat), pix, models
+
+
+def _peak_offset(model_row, rest, z, search=12):
+    "Pixel offset between the model's local maximum near rest*(1+z) and that position, on the wide grid."
+    wl = mock.WIDE_LOGLAM
+    c = (np.log10(rest * (1 + z)) - wl[0]) / 1e-4
+    i = int(round(c))
+    seg = model_row[i - search:i + search + 1]
+    return (i - search + int(np.argmax(seg))) - c
+
+
+@pytest.mark.parametrize('line', ['Ha', 'Hb', '[OIII]5007'])
+def test_galaxy_lines_sit_at_their_redshifted_wavelengths(with_models, line):
+    cat, _, models = with_models
+    g = np.flatnonzero((cat['class'] == 'GALAXY').to_numpy())
+    offs = [_peak_offset(models['wide'][i], LINES[line], cat.z[i]) for i in g]
+    assert np.median(np.abs(offs)) <= 1.0, offs
+
+
+# Peak wavelengths of the broad lines in the SDSS composite (Vanden Berk et al. 2001, Table 2): CIV peaks ~560 km/s
+# blueward of its laboratory wavelength, as in real quasars; H-beta peaks on its narrow core at the laboratory wavelength.
+QSO_PEAKS = {'CIV': 1546.15, 'MgII': 2800.26, 'Hb': 4862.68}
+
+
+@pytest.mark.parametrize('line', list(QSO_PEAKS))
+def test_qso_broad_lines_sit_at_their_redshifted_wavelengths(with_models, line):
+    cat, _, models = with_models
+    q = np.flatnonzero((cat['class'] == 'QSO').to_numpy())
+    wide = 10 ** mock.WIDE_LOGLAM
+    inside = [i for i in q if wide[60] < QSO_PEAKS[line] * (1 + cat.z[i]) < wide[-60]]
+    assert len(inside) >= 5
+    offs = [_peak_offset(models['wide'][i], QSO_PEAKS[line], cat.z[i], search=40) for i in inside]
+    assert np.median(np.abs(offs)) <= 4, offs   # pixels of 69 km/s
+
+
+def test_class_mix_is_the_requested_one(survey):
+    cat, _ = survey
+    got = cat['class'].value_counts(normalize=True)
+    for k, v in CLASS_MIX_STATED.items():
+        assert abs(got[k] - v) < 0.002
+
+
+def test_galaxy_subclass_mix_within_a_few_percent(survey):
+    cat, _ = survey
+    got = cat[cat['class'] == 'GALAXY'].subClass.replace('', 'NULL').value_counts(normalize=True)
+    for k, v in GALAXY_SUBCLASS_MIX.items():
+        assert abs(got.get(k, 0) - v) < 0.04, (k, got.get(k, 0), v)
+
+
+def test_star_group_mix_within_a_few_percent(survey):
+    cat, _ = survey
+    got = cat[cat['class'] == 'STAR'].subClass.map(STAR_SUBCLASS_GROUP).value_counts(normalize=True)
+    for k, v in STAR_GROUP_MIX.items():
+        assert abs(got.get(k, 0) - v) < 0.02, (k, got.get(k, 0), v)
+
+
+def test_galaxy_subclass_follows_sdss_rules_on_measured_lines(survey):
+    cat, _ = survey
+    g = cat[cat['class'] == 'GALAXY']
+    m = lambda l: g[f'true_measflux_{l}']
+    e = lambda l: g[f'true_measfluxerr_{l}']
+    again = mock.sdss_galaxy_subclass(m('Hb'), m('[OIII]5007'), m('Ha'), m('[NII]6584'), e('Hb'), e('[OIII]5007'), e('Ha'), e('[NII]6584'),
+                                      g.true_measew_Ha, g.true_broad_snr)
+    assert (again == g.subClass.to_numpy()).all()
+
+
+def test_galaxy_subclass_agrees_with_rules_on_true_fluxes_at_high_sn(survey):
+    "Applying the rules to the generator's true fluxes (at the measured errors) gives the same label for nearly all bright galaxies."
+    cat, _ = survey
+    g = cat[(cat['class'] == 'GALAXY') & (cat.true_sn_median > 10)]
+    t = lambda l: g[f'true_lineflux_{l}']
+    e = lambda l: g[f'true_measfluxerr_{l}']
+    broad_snr = g['true_lineflux_Ha_broad'] / g['true_measfluxerr_Ha_broad']
+    labels = mock.sdss_galaxy_subclass(t('Hb'), t('[OIII]5007'), t('Ha'), t('[NII]6584'), e('Hb'), e('[OIII]5007'), e('Ha'), e('[NII]6584'),
+                                       g.true_ew_Ha, broad_snr)
+    agree = (labels == g.subClass.to_numpy()).mean()
+    assert len(g) > 200 and 0.9 < agree < 1.0 + 1e-9, agree
+
+
+def test_magnitudes_match_speclite_photometry_of_the_model(with_models):
+    import speclite.filters, astropy.units as u
+    cat, _, models = with_models
+    fs = speclite.filters.load_filters('sdss2010-*')
+    wave = 10 ** mock.WIDE_LOGLAM
+    mags = fs.get_ab_magnitudes(models['wide'] * 1e-17 * u.erg / u.s / u.cm ** 2 / u.Angstrom, wave * u.Angstrom)
+    for b in 'ugriz':
+        np.testing.assert_allclose(np.array(mags[f'sdss2010-{b}'], float), cat[f'true_petroMag_{b}'], atol=0.01)
+        pull = (cat[f'petroMag_{b}'] - cat[f'true_petroMag_{b}']) / cat[f'petroMagErr_{b}']
+        assert np.abs(pull).max() < 6 and 0.6 < pull.std() < 1.4
+
+
+def test_r_magnitudes_in_the_sdss_spectroscopic_range(survey):
+    cat, _ = survey
+    assert cat.petroMag_r.between(13.5, 22.5).all()
+
+
+def test_negative_fluxes_at_low_sn_only(survey):
+    cat, pix = survey
+    good = pix['ivar'] > 0
+    neg = ((pix['flux'] < 0) & good).sum(1) / np.maximum(good.sum(1), 1)
+    low, high = cat.true_sn_median < 2, cat.true_sn_median > 20
+    assert low.sum() > 20 and high.sum() > 20
+    assert np.median(neg[low]) > 0.1
+    assert np.median(neg[high]) < 0.001
+
+
+def test_sn_spans_sdss_range(survey):
+    cat, _ = survey
+    sn = cat.true_sn_median
+    assert 2 < sn.median() < 12
+    assert np.percentile(sn, 5) < 2 and np.percentile(sn, 99) > 30
+
+
+def test_missing_pixel_blocks_in_about_one_percent(survey):
+    cat, pix = survey
+    dead = (pix['ivar'] == 0).sum(1)
+    blocks = dead >= 200
+    assert 0.004 <= blocks.mean() <= 0.018
+    assert (blocks == cat.true_missing_block.to_numpy()).all()
+    nodata = (pix['and_mask'] & (1 << MASK_BITS['NODATA'])) > 0
+    assert (nodata == (pix['ivar'] == 0)).all()
+
+
+def _index(flux, wave, band, cont):
+    b = (wave > band[0]) & (wave < band[1]); c = (wave > cont[0]) & (wave < cont[1])
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return np.median(flux[:, b], 1) / np.median(flux[:, c], 1)
+
+
+def test_star_groups_are_distinguishable(survey):
+    "TiO in M stars, strong Balmer lines in A stars, neither in quasars."
+    cat, pix = survey
+    wave = sdss_wavelength()
+    grp = cat.subClass.map(STAR_SUBCLASS_GROUP)
+    bright = (cat.true_sn_median > 5) & ~cat.true_missing_block
+    sel = {k: ((grp == k) & bright).to_numpy() for k in ('M', 'A')}
+    sel['QSO'] = ((cat['class'] == 'QSO') & bright).to_numpy()
+    tio = {k: np.median(_index(pix['flux'][m], wave, (7060, 7140), (7000, 7040))) for k, m in sel.items()}
+    hd = {k: np.median(_index(pix['flux'][m], wave, (4095, 4110), (4040, 4070))) for k, m in sel.items()}
+    assert tio['M'] < 0.8 and tio['A'] > 0.95 and tio['QSO'] > 0.9, tio
+    assert hd['A'] < 0.75 and hd['M'] > 0.85 and hd['QSO'] > 0.85, hd
+
+
+def test_same_seed_gives_byte_identical_flux(tmp_path):
+    a = mock.write_mock(tmp_path / 'a', 1200, seed=5, progress=False)
+    b = mock.write_mock(tmp_path / 'b', 1200, seed=5, progress=False)
+    c = mock.write_mock(tmp_path / 'c', 1200, seed=6, progress=False)
+    fa, fb, fc = (read_records(p)[1]['flux'] for p in (a, b, c))
+    assert fa.tobytes() == fb.tobytes()
+    assert fa.shape == fc.shape and fa.tobytes() != fc.tobytes()
+
+
+@pytest.mark.parametrize('n', [-1, 0, 2.5, '10', True])
+def test_bad_n_is_refused(tmp_path, n):
+    with pytest.raises(ValueError, match='positive integer'):
+        mock.write_mock(tmp_path, n, progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_unknown_class_in_mix_is_refused(tmp_path):
+    with pytest.raises(ValueError, match='unknown label'):
+        mock.write_mock(tmp_path, 10, cfg=mock.MockConfig(class_mix={'GALAXY': 0.5, 'PULSAR': 0.5}), progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_mix_not_summing_to_one_is_refused(tmp_path):
+    with pytest.raises(ValueError, match='sum to'):
+        mock.write_mock(tmp_path, 10, cfg=mock.MockConfig(class_mix={'GALAXY': 0.5, 'QSO': 0.3, 'STAR': 0.1}), progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_unwritable_output_is_refused(tmp_path):
+    blocker = tmp_path / 'a-file'
+    blocker.write_text('not a folder')
+    with pytest.raises(PermissionError, match='Cannot write'):
+        mock.write_mock(blocker / 'out', 10, progress=False)
+
+
+def test_failure_midway_writes_nothing_and_keeps_old_file(tmp_path, monkeypatch):
+    path = mock.write_mock(tmp_path, 30, seed=1, progress=False)
+    before = path.read_bytes()
+    real = mock.generate_chunk
+    calls = {'n': 0}
+    def flaky(*a, **k):
+        calls['n'] += 1
+        if calls['n'] == 2: raise RuntimeError('disk on fire')
+        return real(*a, **k)
+    monkeypatch.setattr(mock, 'generate_chunk', flaky)
+    with pytest.raises(RuntimeError):
+        mock.write_mock(tmp_path, 2500, seed=2, progress=False)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['raw.parquet']
+
+
+def test_cli_mock_writes_raw_parquet(tmp_path):
+    from spectral_nb.cli import main
+    assert main(['-q', 'mock', '--n', '40', '--seed', '9', '--out', str(tmp_path)]) == 0
+    cat, pix = read_records(tmp_path / 'raw.parquet')
+    assert len(cat) == 40 and pix['flux'].shape == (40, NPIX) and (cat.source == 'mock').all()
+    assert main(['-q', 'mock', '--n', '40', '--class-mix', '{"GALAXY": 1.2}', '--out', str(tmp_path / 'bad')]) == 2
+    assert not (tmp_path / 'bad' / 'raw.parquet').exists()
