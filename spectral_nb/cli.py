@@ -11,7 +11,7 @@ from .config import SEED, get_logger
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'cmd_mock', 'build_parser', 'main']
+__all__ = ['log', 'cmd_mock', 'cmd_preprocess', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #a20b8fa8
 def _positive_int(s: str) -> int:
@@ -36,6 +36,15 @@ def cmd_mock(a) -> int:
     log.info("mock survey: %d spectra in %.1f s -> %s", a.n, time.time() - t, path)
     return 0
 
+def cmd_preprocess(a) -> int:
+    "Raw records and/or SDSS spec files -> dataset.h5 (+ scaler.json, preprocess_summary.json)."
+    from spectral_nb.preprocess import preprocess
+    fits_files = [str(p) for f in (a.fits or []) for p in (sorted(Path(f).glob('**/*.fits')) if Path(f).is_dir() else [Path(f)])]
+    s = preprocess(a.raw, a.out, fits_files=fits_files, sigma=a.sigma, max_missing=a.max_missing, seed=a.seed,
+                   on_bad=a.on_bad, progress=not a.quiet)
+    print(json.dumps(dict(n_in=s.n_in, n_out=s.n_out, dropped=s.dropped, spectra_per_s=s.spectra_per_s, out=str(a.out))))
+    return 0
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='spectral-nb', description='Spectral classification of SDSS objects with deep neural networks.')
     p.add_argument('-q', '--quiet', action='store_true', help='no progress bars, warnings only')
@@ -47,6 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument('--class-mix', type=_json_dict, default=None, help='JSON {class: fraction}; default: the thesis stated mix')
     m.add_argument('--missing-fraction', type=float, default=0.01, help='fraction of spectra that lose a block of pixels')
     m.set_defaults(func=cmd_mock)
+    pp = sub.add_parser('preprocess', help='raw records / SDSS spec files -> dataset.h5')
+    pp.add_argument('--raw', type=Path, default=None, help='raw.parquet (mock or downloaded records)')
+    pp.add_argument('--fits', nargs='*', default=None, help='SDSS spec-*.fits files or folders of them')
+    pp.add_argument('--out', type=Path, default=Path('data/mock/dataset.h5'), help='dataset file to write')
+    pp.add_argument('--sigma', type=float, default=0.0, help='Gaussian smoothing sigma in pixels (thesis: 0 or 4)')
+    pp.add_argument('--max-missing', type=float, default=0.05, help='drop spectra missing more than this fraction of pixels')
+    pp.add_argument('--seed', type=int, default=SEED, help='seed of the train/val/test split')
+    pp.add_argument('--on-bad', choices=['skip', 'raise'], default='skip', help='skip (and count) unusable spectra, or stop at the first')
+    pp.set_defaults(func=cmd_preprocess)
     return p
 
 def main(argv: list | None = None) -> int:

@@ -11,9 +11,9 @@ import numpy as np
 # %% auto #0
 __all__ = ['LOGLAM0', 'DLOGLAM', 'NPIX', 'C_KMS', 'WIDE_OFFSET', 'WIDE_NPIX', 'CLASSES', 'GALAXY_SUBCLASSES', 'STAR_SUBCLASSES',
            'STAR_GROUPS', 'STAR_SUBCLASS_GROUP', 'CLASS_MIX_STATED', 'CLASS_MIX_THESIS_TEST', 'GALAXY_SUBCLASS_MIX',
-           'STAR_GROUP_MIX', 'LINES', 'EW_LINES', 'KEY_LINES', 'MASK_BITS', 'BAD_PIXEL_MASK', 'SEED', 'PROJECT_ROOT',
-           'DATA_DIR', 'REPORTS_DIR', 'PROFILES', 'THESIS', 'sdss_loglam', 'sdss_wavelength', 'wide_loglam',
-           'star_group', 'normalise_mix', 'star_subclass_mix', 'get_profile', 'get_logger']
+           'STAR_GROUP_MIX', 'LINES', 'EW_LINES', 'KEY_LINES', 'EW_COLUMNS', 'MASK_BITS', 'BAD_PIXEL_MASK', 'SEED',
+           'PROJECT_ROOT', 'DATA_DIR', 'REPORTS_DIR', 'PROFILES', 'THESIS', 'sdss_loglam', 'sdss_wavelength',
+           'wide_loglam', 'star_group', 'normalise_mix', 'star_subclass_mix', 'ew_column', 'get_profile', 'get_logger']
 
 # %% ../nbs/00_config.ipynb #e83e0176
 LOGLAM0 = 3.5855          # log10(Angstrom) of the first kept pixel
@@ -104,12 +104,20 @@ KEY_LINES = {  # lines marked on plots of each class
     'STAR': ('H8', 'CaK', 'CaH', 'Hd', 'Gband', 'Hg', 'Hb', 'Mgb', 'NaD', 'Ha', 'CaT8542'),
 }
 
-# %% ../nbs/00_config.ipynb #21d5ff09
+# %% ../nbs/00_config.ipynb #16791a2b
+def ew_column(line: str) -> str:
+    "Column name of a line's equivalent width in tables: 'EW_' + the name without brackets ('[OIII]5007' -> 'EW_OIII5007')."
+    if line not in LINES: raise ValueError(f"Unknown line {line!r}: expected one of {', '.join(LINES)}.")
+    return 'EW_' + ''.join(ch for ch in line if ch.isalnum())
+
+EW_COLUMNS = tuple(ew_column(l) for l in EW_LINES)
+
+# %% ../nbs/00_config.ipynb #d7bb5190
 MASK_BITS = {'NOPLUG': 0, 'BADTRACE': 1, 'BADFLAT': 2, 'BADARC': 3, 'FULLREJECT': 18, 'PARTIALREJECT': 19,
              'NOSKY': 22, 'BRIGHTSKY': 23, 'NODATA': 24, 'COMBINEREJ': 25, 'BADFLUXFACTOR': 26, 'BADSKYCHI': 27}
 BAD_PIXEL_MASK = sum(1 << MASK_BITS[b] for b in ('NOPLUG', 'BADTRACE', 'BADFLAT', 'BADARC', 'FULLREJECT', 'NODATA'))
 
-# %% ../nbs/00_config.ipynb #835e3bfa
+# %% ../nbs/00_config.ipynb #834cd038
 SEED = 42
 PROJECT_ROOT = Path(os.environ.get('SPECTRAL_NB_ROOT', Path.cwd()))
 DATA_DIR = PROJECT_ROOT / 'data'
@@ -130,7 +138,7 @@ def get_profile(name: str) -> dict:
         raise ValueError(f"Unknown profile {name!r}: choose one of {', '.join(PROFILES)}.")
     return dict(PROFILES[name], profile=name)
 
-# %% ../nbs/00_config.ipynb #490d769e
+# %% ../nbs/00_config.ipynb #8e1e68fc
 THESIS = {
     'cnn_main': dict(train_acc=0.999, test_acc=0.9898, n_train=51200, n_test=12800),
     'mixed_main': dict(train_acc=0.998, test_acc=0.993, n_train=51200, n_test=12800),
@@ -141,7 +149,7 @@ THESIS = {
                    'sigma4': [0.960, 0.980, 0.989, 0.983, 0.985, 0.986, 0.989, 0.984]},
 }
 
-# %% ../nbs/00_config.ipynb #8e1e68fc
+# %% ../nbs/00_config.ipynb #5455ebc4
 def get_logger(name: str) -> logging.Logger:
     "A library logger (handlers are the application's business; the CLI configures them)."
     return logging.getLogger(name)

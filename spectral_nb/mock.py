@@ -519,12 +519,15 @@ def generate_chunk(cls: np.ndarray, sub: np.ndarray, rng: np.random.Generator, c
                **{f'petroMagErr_{b}': petro_err[:, i].astype(np.float32) for i, b in enumerate('ugriz')},
                source=np.full(n, 'mock', dtype=object),
                true_z=z, true_population=sub.astype(object), true_teff=teff, true_ebv=ebv, true_alpha_nu=alpha,
-               true_fiber_loss=fiber_loss, true_sn_median=snr, true_ew_Ha=np.where(g, 0, np.nan), true_measew_Ha=ew_ha_meas,
+               true_fiber_loss=fiber_loss, true_sn_median=snr, true_measew_Ha=ew_ha_meas,
+               **{f'true_ew_{ew_column(l)[3:]}': np.full(n, np.nan) for l in NEBULAR},
                true_missing_block=lose, **{f'true_petroMag_{b}': mags_true[:, i] for i, b in enumerate('ugriz')}, **truth, **meas)
-    if g.any():
-        gi = np.flatnonzero(g); hp = np.clip(np.round((np.log10(LINES['Ha'] * (1 + z[gi])) - WIDE_LOGLAM[0]) / DLOGLAM).astype(int), 0, WIDE_NPIX - 1)
-        ch = galcont[gi, hp]
-        cat['true_ew_Ha'][gi] = np.where(ch > 0, truth['true_lineflux_Ha'][gi] / np.where(ch > 0, ch, 1) / (1 + z[gi]), np.nan)
+    if g.any():   # true rest-frame EWs in the thesis's sign convention (emission < 0), against the galaxy's own continuum
+        gi = np.flatnonzero(g)
+        for l in NEBULAR:
+            lp = np.clip(np.round((np.log10(LINES[l] * (1 + z[gi])) - WIDE_LOGLAM[0]) / DLOGLAM).astype(int), 0, WIDE_NPIX - 1)
+            ch = galcont[gi, lp]
+            cat[f'true_ew_{ew_column(l)[3:]}'][gi] = np.where(ch > 0, -truth[f'true_lineflux_{l}'][gi] / np.where(ch > 0, ch, 1) / (1 + z[gi]), np.nan)
     pix = dict(loglam=loglam, flux=flux.astype(np.float32), ivar=ivar.astype(np.float32), and_mask=and_mask)
     if return_models: return cat, pix, dict(wide=wide, model=model)
     return cat, pix

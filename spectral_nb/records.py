@@ -37,11 +37,16 @@ def record_schema(extra: dict | None = None) -> pa.Schema:
     return pa.schema(fields)
 
 # %% ../nbs/00a_records.ipynb #72e73385
-def _list_array(a: np.ndarray, typ) -> pa.ListArray:
-    "A 2-D numpy array as an Arrow list column without a Python loop."
-    a = np.ascontiguousarray(a)
-    offsets = np.arange(0, a.size + 1, a.shape[1], dtype=np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(a.ravel(), type=typ))
+def _list_array(a, typ) -> pa.ListArray:
+    "A 2-D numpy array (or a list of 1-D arrays of any lengths, as real spectra have) as an Arrow list column."
+    if isinstance(a, np.ndarray) and a.ndim == 2:
+        a = np.ascontiguousarray(a)
+        offsets = np.arange(0, a.size + 1, a.shape[1], dtype=np.int64)
+        flat = a.ravel()
+    else:
+        offsets = np.concatenate([[0], np.cumsum([len(x) for x in a])]).astype(np.int64)
+        flat = np.concatenate([np.asarray(x) for x in a]) if len(a) else np.zeros(0)
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat, type=typ)).cast(pa.list_(typ))
 
 def check_writable(path) -> Path:
     "Fail early, with the fix, if `path` cannot be written; returns it as a Path. Creates the parent folder."
@@ -66,7 +71,7 @@ class RecordWriter:
         n = len(next(iter(pixels.values())))
         cols = {}
         for f in self.schema:
-            if f.name in PIXEL_COLUMNS: cols[f.name] = _list_array(np.asarray(pixels[f.name]), f.type.value_type)
+            if f.name in PIXEL_COLUMNS: cols[f.name] = _list_array(pixels[f.name], f.type.value_type)
             else:
                 if f.name not in cat: raise KeyError(f"Raw record chunk lacks column {f.name!r}.")
                 cols[f.name] = pa.array(np.asarray(cat[f.name]), type=f.type) if f.type != pa.string() else pa.array([str(v) for v in cat[f.name]], type=pa.string())
@@ -89,12 +94,15 @@ def _check_parquet(path) -> pq.ParquetFile:
     try: return pq.ParquetFile(path)
     except Exception as e: raise ValueError(f"{path} is not a readable Parquet raw-record file ({e}); regenerate it.") from e
 
-def _to_2d(col: pa.ChunkedArray | pa.ListArray, dtype) -> np.ndarray:
+def _to_2d(col: pa.ChunkedArray | pa.ListArray, dtype):
+    "A list column as a 2-D array when all rows have one length (mock data), else as a list of 1-D arrays (real spectra)."
     col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    lens = np.diff(col.offsets.to_numpy())
+    off = col.offsets.to_numpy()
+    vals = col.values.to_numpy(zero_copy_only=False).astype(dtype, copy=False)[off[0]:off[-1]]
+    off = off - off[0]
+    lens = np.diff(off)
     if len(lens) and (lens != lens[0]).any():
-        raise ValueError("Spectra in this chunk have different lengths; raw records must share one pixel count per file.")
-    vals = col.values.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+        return [vals[a:b] for a, b in zip(off[:-1], off[1:])]
     return vals.reshape(len(col), -1) if len(col) else vals.reshape(0, 0)
 
 def iter_records(path, batch_size: int = 2048, columns: list | None = None, pixels: bool = True) -> Iterator[tuple[pd.DataFrame, dict]]:
@@ -113,7 +121,10 @@ def read_records(path, columns: list | None = None, pixels: bool = True) -> tupl
     cats, pixs = [], []
     for c, p in iter_records(path, columns=columns, pixels=pixels): cats.append(c); pixs.append(p)
     if not cats: return pd.DataFrame(columns=columns), {}
-    return pd.concat(cats, ignore_index=True), {k: np.concatenate([p[k] for p in pixs]) for k in pixs[0]}
+    def cat_(parts):
+        if all(isinstance(p, np.ndarray) for p in parts) and len({p.shape[1:] for p in parts}) == 1: return np.concatenate(parts)
+        return [row for p in parts for row in p]
+    return pd.concat(cats, ignore_index=True), {k: cat_([p[k] for p in pixs]) for k in pixs[0]}
 
 def count_records(path) -> int:
     "Number of rows in a raw-record file, from its metadata."

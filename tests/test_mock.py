@@ -96,7 +96,7 @@ def test_galaxy_subclass_agrees_with_rules_on_true_fluxes_at_high_sn(survey):
     e = lambda l: g[f'true_measfluxerr_{l}']
     broad_snr = g['true_lineflux_Ha_broad'] / g['true_measfluxerr_Ha_broad']
     labels = mock.sdss_galaxy_subclass(t('Hb'), t('[OIII]5007'), t('Ha'), t('[NII]6584'), e('Hb'), e('[OIII]5007'), e('Ha'), e('[NII]6584'),
-                                       g.true_ew_Ha, broad_snr)
+                                       -g.true_ew_Ha, broad_snr)   # true_ew_* use the thesis sign (emission < 0)
     agree = (labels == g.subClass.to_numpy()).mean()
     assert len(g) > 200 and 0.9 < agree < 1.0 + 1e-9, agree
 
