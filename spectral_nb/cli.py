@@ -11,7 +11,7 @@ from .config import SEED, get_logger
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'cmd_mock', 'cmd_preprocess', 'build_parser', 'main']
+__all__ = ['log', 'cmd_mock', 'cmd_preprocess', 'cmd_train', 'cmd_predict', 'cmd_reproduce', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #a20b8fa8
 def _positive_int(s: str) -> int:
@@ -45,6 +45,40 @@ def cmd_preprocess(a) -> int:
     print(json.dumps(dict(n_in=s.n_in, n_out=s.n_out, dropped=s.dropped, spectra_per_s=s.spectra_per_s, out=str(a.out))))
     return 0
 
+def cmd_train(a) -> int:
+    "Train one of the thesis's models on a dataset and write its report and bundle under OUT."
+    if a.model == 'cnn':
+        from spectral_nb.cnn import run_cnn
+        res = run_cnn(a.data, a.out, a.profile, a.seed, a.source)
+    elif a.model == 'mixed':
+        from spectral_nb.mixed import run_mixed
+        res = {t: run_mixed(a.data, a.out, t, a.profile, a.seed, a.source) for t in a.task}
+    else:
+        from spectral_nb.autoencoder import run_autoencoder
+        res = {'autoencoder': run_autoencoder(a.data, a.out, a.profile, a.seed, a.source)}
+    print(json.dumps({k: {m: v[m] for m in ('accuracy', 'accuracy_ci95', 'test_mse', 'latent_logreg_test_accuracy') if m in v} for k, v in res.items()}))
+    return 0
+
+def cmd_predict(a) -> int:
+    "Apply a saved classifier to a dataset.h5 or raw.parquet and write predictions.csv."
+    from spectral_nb.training import predict
+    df = predict(a.model, a.data, a.out, batch_size=a.batch_size, progress=not a.quiet)
+    log.info("wrote %d predictions to %s", len(df), a.out)
+    return 0
+
+def cmd_reproduce(a) -> int:
+    "Run the papermill chain of stage notebooks into OUT and write the report."
+    from spectral_nb.reproduce import reproduce, StageFailed
+    try:
+        s = reproduce(a.out, a.profile, a.source, a.seed, stages=a.stages, force=a.force)
+    except StageFailed as e:
+        log.error("%s", e); print(f"spectral-nb reproduce: {e}", file=sys.stderr)
+        return 1
+    except NotImplementedError as e:
+        print(f"spectral-nb reproduce: {e}", file=sys.stderr); return 2
+    print(json.dumps(s))
+    return 0
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='spectral-nb', description='Spectral classification of SDSS objects with deep neural networks.')
     p.add_argument('-q', '--quiet', action='store_true', help='no progress bars, warnings only')
@@ -65,11 +99,35 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument('--seed', type=int, default=SEED, help='seed of the train/val/test split')
     pp.add_argument('--on-bad', choices=['skip', 'raise'], default='skip', help='skip (and count) unusable spectra, or stop at the first')
     pp.set_defaults(func=cmd_preprocess)
+    t = sub.add_parser('train', help='train the CNN, the mixed-input network or the autoencoder')
+    t.add_argument('model', choices=['cnn', 'mixed', 'autoencoder'])
+    t.add_argument('--data', type=Path, required=True, help='dataset.h5 from `spectral-nb preprocess`')
+    t.add_argument('--out', type=Path, required=True, help='run folder for models, metrics and figures')
+    t.add_argument('--profile', choices=['smoke', 'quick', 'full'], default='quick')
+    t.add_argument('--task', nargs='+', choices=['main', 'galaxy', 'star'], default=['main', 'galaxy', 'star'], help='tasks of the mixed-input network')
+    t.add_argument('--seed', type=int, default=SEED)
+    t.add_argument('--source', choices=['mock', 'sdss'], default='mock', help='printed on every figure')
+    t.set_defaults(func=cmd_train)
+    pr = sub.add_parser('predict', help='apply a saved classifier to new spectra')
+    pr.add_argument('--model', type=Path, required=True, help='model folder (model.keras, meta.json, scaler.json)')
+    pr.add_argument('--data', type=Path, required=True, help='dataset.h5 or raw.parquet')
+    pr.add_argument('--out', type=Path, default=Path('predictions.csv'))
+    pr.add_argument('--batch-size', type=_positive_int, default=1024)
+    pr.set_defaults(func=cmd_predict)
+    r = sub.add_parser('reproduce', help='run every stage notebook headless and write the report')
+    r.add_argument('--profile', choices=['smoke', 'quick', 'full'], default='quick')
+    r.add_argument('--source', choices=['mock', 'sdss'], default='mock')
+    r.add_argument('--out', type=Path, default=None, help='run folder (default reports/<profile>)')
+    r.add_argument('--seed', type=int, default=SEED)
+    r.add_argument('--stages', nargs='+', default=None, help='run only these stages (default: all)')
+    r.add_argument('--force', action='store_true', help='rerun stages even when complete and up to date')
+    r.set_defaults(func=cmd_reproduce)
     return p
 
 def main(argv: list | None = None) -> int:
     "Entry point of the `spectral-nb` console script."
     a = build_parser().parse_args(argv)
+    if getattr(a, 'command', None) == 'reproduce' and a.out is None: a.out = Path('reports') / a.profile
     logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     try:
         return a.func(a)

@@ -1,0 +1,131 @@
+"Saved models: bundles, prediction that reproduces the reported metrics, clear errors, determinism."
+import json
+from pathlib import Path
+import numpy as np, pandas as pd, pytest
+from spectral_nb.mock import write_mock
+from spectral_nb.preprocess import preprocess
+from spectral_nb import training as T
+from spectral_nb.cnn import build_compact_cnn
+from spectral_nb.mixed import build_mixed, run_mixed
+from spectral_nb.evaluate import report_classifier
+from spectral_nb.config import CLASSES
+
+
+@pytest.fixture(scope='module')
+def ds(tmp_path_factory):
+    d = tmp_path_factory.mktemp('models')
+    raw = write_mock(d / 'mock', 700, seed=4, progress=False)
+    preprocess(raw, d / 'mock' / 'dataset.h5', progress=False)
+    return d, raw, d / 'mock' / 'dataset.h5'
+
+
+def _train_compact(h5, seed=1, epochs=1):
+    T.seed_everything(seed)
+    data = T.load_task(h5, 'main', seed=seed)
+    model = build_compact_cnn(len(CLASSES))
+    hist = T.fit_model(model, data, 'cnn', epochs, batch_size=64)
+    return model, data, hist
+
+
+@pytest.fixture(scope='module')
+def cnn_bundle(ds):
+    d, raw, h5 = ds
+    model, data, hist = _train_compact(h5, epochs=2)
+    m = report_classifier('cnn_compact', model, data, 'cnn', hist, d / 'run', h5)
+    path = T.save_bundle(d / 'run' / 'models' / 'cnn_compact', model, 'cnn', 'main', CLASSES, data['scaler'])
+    return path, m
+
+
+@pytest.fixture(scope='module')
+def mixed_bundle(ds):
+    d, raw, h5 = ds
+    m = run_mixed(h5, d / 'run', 'main', 'smoke', seed=2)
+    return d / 'run' / 'models' / 'mixed_main', m
+
+
+def test_report_writes_every_figure_and_table(cnn_bundle, ds):
+    d, _, _ = ds
+    path, m = cnn_bundle
+    for f in m['figures']:
+        assert (d / 'run' / f).stat().st_size > 1000
+    cm = pd.read_csv(d / 'run' / 'confusion_cnn_compact.csv', index_col=0)
+    assert cm.to_numpy().sum() == m['n_test'] and list(cm.index) == [f'true {c}' for c in CLASSES]
+    lo, hi = m['accuracy_ci95']
+    assert lo <= m['accuracy'] <= hi and m['thesis'] == {}
+
+
+@pytest.mark.parametrize('which', ['cnn', 'mixed'])
+def test_predict_reproduces_test_metrics(which, cnn_bundle, mixed_bundle, ds, tmp_path):
+    _, _, h5 = ds
+    path, m = cnn_bundle if which == 'cnn' else mixed_bundle
+    df = T.predict(path, h5, tmp_path / 'p.csv', batch_size=100, progress=False)
+    test = df[df.split == 'test']
+    assert len(test) == m['n_test']
+    assert abs((test.predicted == test.label_main).mean() - m['accuracy']) < 1e-9
+    back = pd.read_csv(tmp_path / 'p.csv')
+    assert list(back.columns[-4:]) == ['prob_GALAXY', 'prob_QSO', 'prob_STAR', 'predicted']
+    np.testing.assert_allclose(back[['prob_GALAXY', 'prob_QSO', 'prob_STAR']].sum(1), 1, atol=1e-4)
+
+
+def test_predict_on_raw_records_matches_dataset(cnn_bundle, ds):
+    _, raw, h5 = ds
+    path, _ = cnn_bundle
+    a = T.predict(path, h5, progress=False).set_index('specObjID')
+    b = T.predict(path, raw, progress=False).set_index('specObjID')
+    assert len(b) == len(a)
+    np.testing.assert_allclose(b.loc[a.index, 'prob_QSO'], a['prob_QSO'], atol=1e-4)
+
+
+def test_model_refuses_another_grid(cnn_bundle, ds, tmp_path):
+    _, _, h5 = ds
+    path, _ = cnn_bundle
+    bad = tmp_path / 'other_grid.h5'
+    info = pd.read_hdf(h5, 'source_info')
+    with pd.HDFStore(bad, 'w') as s:
+        s.put('wavelengths', pd.DataFrame({'loglam': 3.6 + 1e-4 * np.arange(3000), 'wavelength': 10 ** (3.6 + 1e-4 * np.arange(3000))}))
+        s.put('source_info', info)
+    with pytest.raises(ValueError, match='another wavelength grid'):
+        T.predict(path, bad, progress=False)
+
+
+def test_mixed_model_refuses_missing_feature_columns(mixed_bundle, ds, tmp_path):
+    _, _, h5 = ds
+    path, _ = mixed_bundle
+    bad = tmp_path / 'no_ew.h5'
+    import shutil
+    shutil.copy(h5, bad)
+    info = pd.read_hdf(h5, 'source_info').drop(columns=['EW_Ha', 'petroMag_u'])
+    with pd.HDFStore(bad, 'a') as s:
+        s.remove('source_info'); s.put('source_info', info, format='table')
+    with pytest.raises(ValueError, match=r"EW_Ha.*petroMag_u|petroMag_u.*EW_Ha"):
+        T.predict(path, bad, progress=False)
+
+
+def test_missing_bundle_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match='model.keras'):
+        T.load_bundle(tmp_path)
+
+
+def test_same_seed_same_split_same_metrics_on_cpu(ds):
+    _, _, h5 = ds
+    m1, d1, h1 = _train_compact(h5, seed=5)
+    m2, d2, h2 = _train_compact(h5, seed=5)
+    assert (d1['test'].info.specObjID.to_numpy() == d2['test'].info.specObjID.to_numpy()).all()
+    assert h1['val_accuracy'] == h2['val_accuracy'] and h1['loss'] == h2['loss']
+    np.testing.assert_array_equal(m1.predict(d1['test'].flux, verbose=0), m2.predict(d2['test'].flux, verbose=0))
+
+
+def test_bundle_meta_records_what_the_model_needs(mixed_bundle):
+    path, _ = mixed_bundle
+    meta = json.loads((path / 'meta.json').read_text())
+    assert meta['kind'] == 'mixed' and meta['classes'] == list(CLASSES) and meta['npix'] == 3736
+    assert len(meta['feature_columns']) == 26 and 'EW_OIII5007' in meta['feature_columns']
+
+
+def test_cli_predict(cnn_bundle, ds, tmp_path):
+    from spectral_nb.cli import main
+    _, _, h5 = ds
+    path, _ = cnn_bundle
+    assert main(['-q', 'predict', '--model', str(path), '--data', str(h5), '--out', str(tmp_path / 'p.csv')]) == 0
+    assert len(pd.read_csv(tmp_path / 'p.csv')) == len(pd.read_hdf(h5, 'source_info'))
+    assert main(['-q', 'predict', '--model', str(tmp_path), '--data', str(h5), '--out', str(tmp_path / 'q.csv')]) == 2

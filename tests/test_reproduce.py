@@ -1,0 +1,90 @@
+"The reproduce chain, end to end on the smoke profile (marked `functional`; part of the README's test command)."
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.functional
+
+
+@pytest.fixture(scope='module')
+def smoke_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp('repro') / 'smoke'
+    exe = Path(sys.executable).with_name('spectral-nb')
+    r = subprocess.run([str(exe), '-q', 'reproduce', '--profile', 'smoke', '--source', 'mock', '--out', str(run)],
+                       capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return run
+
+
+def test_metrics_exist_are_probabilities_and_beat_the_majority_baseline(smoke_run):
+    m = json.loads((smoke_run / 'metrics.json').read_text())
+    assert m['source'] == 'mock' and m['profile'] == 'smoke'
+    ex = m['experiments']
+    for name in ('cnn', 'cnn_compact', 'mixed_main', 'mixed_galaxy', 'mixed_star'):
+        e = ex[name]
+        assert 0 <= e['test_accuracy'] <= 1 and 0 <= e['train_accuracy'] <= 1, name
+        assert 0 < e['thesis_test_accuracy'] < 1
+    # with smoke-sized training the main-class models must still beat always answering GALAXY
+    for name in ('mixed_main',):
+        assert ex[name]['test_accuracy'] > ex[name]['majority_baseline'], ex[name]
+    assert 0 <= ex['autoencoder']['latent_logreg_test_accuracy'] <= 1
+    assert set(m['stage_seconds']) == {'mock', 'preprocess', 'cnn', 'mixed', 'autoencoder'}
+
+
+def test_every_figure_the_report_links_exists_and_is_a_png(smoke_run):
+    from spectral_nb.reproduce import report_images
+    imgs = report_images(smoke_run)
+    assert len(imgs) >= 30
+    for rel in imgs:
+        p = smoke_run / rel
+        assert p.exists() and p.stat().st_size > 2000, rel
+        with Image.open(p) as im:
+            assert im.format == 'PNG' and im.size[0] > 100
+    md = (smoke_run / 'index.md').read_text()
+    assert "MOCK SDSS survey" in md and "missing figure" not in md
+    assert (smoke_run / 'index.html').stat().st_size > 5000
+    assert len(list((smoke_run / 'notebooks').glob('*.ipynb'))) == 5
+
+
+def test_rerun_skips_complete_stages(smoke_run):
+    from spectral_nb.reproduce import reproduce
+    before = {p.name: p.stat().st_mtime for p in (smoke_run / '.stages').glob('*.json')}
+    s = reproduce(smoke_run, 'smoke', 'mock', 42)
+    assert s['skipped'] == ['mock', 'preprocess', 'cnn', 'mixed', 'autoencoder']
+    assert {p.name: p.stat().st_mtime for p in (smoke_run / '.stages').glob('*.json')} == before
+
+
+def test_killed_run_resumes_without_redoing_complete_stages(tmp_path):
+    run = tmp_path / 'killed'
+    exe = Path(sys.executable).with_name('spectral-nb')
+    cmd = [str(exe), '-q', 'reproduce', '--profile', 'smoke', '--out', str(run), '--stages', 'mock', 'preprocess', 'cnn']
+    p = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not (run / '.stages' / 'preprocess.json').exists():   # kill during the cnn stage
+        assert time.time() - t0 < 600 and p.poll() is None
+        time.sleep(0.5)
+    time.sleep(3)
+    os.killpg(p.pid, signal.SIGKILL); p.wait()
+    assert not (run / '.stages' / 'cnn.json').exists()
+    mock_marker = (run / '.stages' / 'mock.json').stat().st_mtime
+    raw_before = (run / 'data' / 'raw.parquet').read_bytes()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads(r.stdout.strip().splitlines()[-1])
+    assert s['skipped'] == ['mock', 'preprocess']
+    assert (run / '.stages' / 'mock.json').stat().st_mtime == mock_marker
+    assert (run / 'data' / 'raw.parquet').read_bytes() == raw_before
+    assert (run / 'cnn' / 'metrics_cnn.json').exists() and (run / '.stages' / 'cnn.json').exists()
+
+
+def test_failing_stage_stops_the_chain_with_a_clear_message(tmp_path):
+    exe = Path(sys.executable).with_name('spectral-nb')
+    run = tmp_path / 'fail'
+    (run / 'data').mkdir(parents=True)
+    # a preprocess stage without the mock stage before it: no raw.parquet
+    r = subprocess.run([str(exe), '-q', 'reproduce', '--profile', 'smoke', '--out', str(run), '--stages', 'preprocess', 'cnn'],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1
+    assert "stage 'preprocess' failed" in r.stderr and 'No raw-record file' in r.stderr
+    assert not (run / '.stages' / 'cnn.json').exists()
