@@ -11,7 +11,8 @@ from .config import SEED, get_logger
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'cmd_mock', 'cmd_preprocess', 'cmd_train', 'cmd_predict', 'cmd_reproduce', 'build_parser', 'main']
+__all__ = ['log', 'cmd_mock', 'cmd_preprocess', 'cmd_train', 'cmd_predict', 'cmd_reproduce', 'cmd_query', 'cmd_download',
+           'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #a20b8fa8
 def _positive_int(s: str) -> int:
@@ -70,14 +71,31 @@ def cmd_reproduce(a) -> int:
     "Run the papermill chain of stage notebooks into OUT and write the report."
     from spectral_nb.reproduce import reproduce, StageFailed
     try:
-        s = reproduce(a.out, a.profile, a.source, a.seed, stages=a.stages, force=a.force)
+        s = reproduce(a.out, a.profile, a.source, a.seed, stages=a.stages, force=a.force, skyserver_url=a.skyserver_url, sas_url=a.sas_url)
     except StageFailed as e:
         log.error("%s", e); print(f"spectral-nb reproduce: {e}", file=sys.stderr)
         return 1
-    except NotImplementedError as e:
-        print(f"spectral-nb reproduce: {e}", file=sys.stderr); return 2
     print(json.dumps(s))
     return 0
+
+def cmd_query(a) -> int:
+    "Query a class-balanced SDSS catalogue into catalog.parquet."
+    from spectral_nb.query import query_catalog, astroquery_runner
+    mix = 'balanced' if a.balanced else a.class_mix
+    cat = query_catalog(a.n, mix, a.data_release, a.out, astroquery_runner(a.skyserver_url), page_size=a.page_size,
+                        emission_lines=a.emission_lines, progress=not a.quiet)
+    print(json.dumps(dict(rows=len(cat), by_class=cat['class'].value_counts().to_dict(), out=str(a.out))))
+    return 0
+
+def cmd_download(a) -> int:
+    "Download the spec files of a catalogue, then write raw.parquet."
+    from spectral_nb.download import download, to_records
+    from dataclasses import asdict
+    s = download(a.catalog, a.out, a.workers, a.sas_url, a.data_release, lite=not a.full, timeout=a.timeout, retries=a.retries,
+                 progress=not a.quiet)
+    raw = to_records(a.catalog, a.out, data_release=a.data_release, lite=not a.full) if s.downloaded + s.already_present else None
+    print(json.dumps(dict(**asdict(s), raw=str(raw) if raw else None)))
+    return 0 if not s.failed else 3
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='spectral-nb', description='Spectral classification of SDSS objects with deep neural networks.')
@@ -114,6 +132,26 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument('--out', type=Path, default=Path('predictions.csv'))
     pr.add_argument('--batch-size', type=_positive_int, default=1024)
     pr.set_defaults(func=cmd_predict)
+    q = sub.add_parser('query', help='query a class-balanced SDSS catalogue (SpecObjAll x SpecPhotoAll)')
+    q.add_argument('--n', type=_positive_int, required=True, help='spectra wanted in total')
+    q.add_argument('--class-mix', type=_json_dict, default=None, help='JSON {class: fraction}; default: the thesis stated mix')
+    q.add_argument('--balanced', action='store_true', help='one third per class')
+    q.add_argument('--data-release', type=int, default=17)
+    q.add_argument('--out', type=Path, default=Path('data/sdss/catalog.parquet'))
+    q.add_argument('--page-size', type=_positive_int, default=500000, help='rows per query (SkyServer allows 500,000)')
+    q.add_argument('--emission-lines', action='store_true', help='join the Portsmouth emissionLinesPort fluxes')
+    q.add_argument('--skyserver-url', default=None, help='SkyServer base URL (default: the real one)')
+    q.set_defaults(func=cmd_query)
+    d = sub.add_parser('download', help='download the spec files of a catalogue and make raw.parquet')
+    d.add_argument('--catalog', type=Path, required=True)
+    d.add_argument('--out', type=Path, default=Path('data/sdss'))
+    d.add_argument('--workers', type=_positive_int, default=8, help='concurrent downloads')
+    d.add_argument('--sas-url', default='https://data.sdss.org/sas')
+    d.add_argument('--data-release', type=int, default=17)
+    d.add_argument('--full', action='store_true', help='full spec files instead of lite ones')
+    d.add_argument('--timeout', type=float, default=30.0)
+    d.add_argument('--retries', type=int, default=5)
+    d.set_defaults(func=cmd_download)
     r = sub.add_parser('reproduce', help='run every stage notebook headless and write the report')
     r.add_argument('--profile', choices=['smoke', 'quick', 'full'], default='quick')
     r.add_argument('--source', choices=['mock', 'sdss'], default='mock')
@@ -121,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--seed', type=int, default=SEED)
     r.add_argument('--stages', nargs='+', default=None, help='run only these stages (default: all)')
     r.add_argument('--force', action='store_true', help='rerun stages even when complete and up to date')
+    r.add_argument('--skyserver-url', default=None, help='SkyServer base URL for --source sdss (default: the real one)')
+    r.add_argument('--sas-url', default=None, help='SAS base URL for --source sdss (default: https://data.sdss.org/sas)')
     r.set_defaults(func=cmd_reproduce)
     return p
 

@@ -431,7 +431,7 @@ def _ids(start: int, n: int, seed: int) -> dict:
     i = start + np.arange(n)
     plate = 7000 + (i // 1000) % 1000; fiber = 1 + i % 1000; mjd = np.full(n, 58000 + seed % 5000) + (i // 1000000)
     spec = (plate.astype(np.int64) << 50) | (fiber.astype(np.int64) << 38) | ((mjd.astype(np.int64) - 50000) << 24) | (26 << 10)
-    return dict(specObjID=spec, plate=plate.astype(np.int32), mjd=mjd.astype(np.int32), fiberID=fiber.astype(np.int32))
+    return dict(specObjID=spec.astype(np.uint64), plate=plate.astype(np.int32), mjd=mjd.astype(np.int32), fiberID=fiber.astype(np.int32))
 
 def generate_chunk(cls: np.ndarray, sub: np.ndarray, rng: np.random.Generator, cfg: MockConfig, start: int = 0, seed: int = 0,
                    return_models: bool = False):

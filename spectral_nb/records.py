@@ -19,7 +19,7 @@ __all__ = ['log', 'CATALOG_COLUMNS', 'PIXEL_COLUMNS', 'TRUTH_PREFIX', 'record_sc
 
 # %% ../nbs/00a_records.ipynb #21bb598e
 CATALOG_COLUMNS = {  # name: dtype of the catalogue part of a raw record
-    'specObjID': 'int64', 'plate': 'int32', 'mjd': 'int32', 'fiberID': 'int32', 'run2d': 'str',
+    'specObjID': 'uint64', 'plate': 'int32', 'mjd': 'int32', 'fiberID': 'int32', 'run2d': 'str',
     'ra': 'float64', 'dec': 'float64', 'class': 'str', 'subClass': 'str',
     'z': 'float64', 'zErr': 'float64', 'zWarning': 'int32',
     **{f'petroMag_{b}': 'float32' for b in 'ugriz'}, **{f'petroMagErr_{b}': 'float32' for b in 'ugriz'},
@@ -30,7 +30,7 @@ TRUTH_PREFIX = 'true_'
 
 def record_schema(extra: dict | None = None) -> pa.Schema:
     "The Arrow schema of raw records; `extra` maps further column names (e.g. `true_*`) to Arrow types."
-    conv = {'int64': pa.int64(), 'int32': pa.int32(), 'float64': pa.float64(), 'float32': pa.float32(), 'str': pa.string()}
+    conv = {'uint64': pa.uint64(), 'int64': pa.int64(), 'int32': pa.int32(), 'float64': pa.float64(), 'float32': pa.float32(), 'str': pa.string()}
     fields = [pa.field(k, conv[v]) for k, v in CATALOG_COLUMNS.items()]
     fields += [pa.field(k, pa.list_(t)) for k, t in PIXEL_COLUMNS.items()]
     fields += [pa.field(k, t) for k, t in (extra or {}).items()]

@@ -13,12 +13,13 @@ from .config import *
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'STAGE_ORDER', 'NOTEBOOKS', 'nbs_dir', 'stage_params', 'StageFailed', 'run_stage', 'reproduce',
+__all__ = ['log', 'STAGE_ORDER', 'SOURCE_STAGES', 'NOTEBOOKS', 'nbs_dir', 'stage_params', 'StageFailed', 'run_stage', 'reproduce',
            'collect_metrics', 'md_table', 'write_report', 'report_images']
 
 # %% ../nbs/99_reproduce.ipynb #91a18e63
-STAGE_ORDER = ('mock', 'preprocess', 'cnn', 'mixed', 'autoencoder')
-NOTEBOOKS = {'mock': '03_mock.ipynb', 'preprocess': '04_preprocess.ipynb', 'cnn': '05_cnn.ipynb', 'mixed': '06_mixed_input.ipynb',
+STAGE_ORDER = ('mock', 'query', 'download', 'preprocess', 'cnn', 'mixed', 'autoencoder')
+SOURCE_STAGES = {'mock': ('mock',), 'sdss': ('query', 'download')}
+NOTEBOOKS = {'mock': '03_mock.ipynb', 'query': '01_query.ipynb', 'download': '02_download.ipynb', 'preprocess': '04_preprocess.ipynb', 'cnn': '05_cnn.ipynb', 'mixed': '06_mixed_input.ipynb',
              'autoencoder': '07_autoencoder.ipynb'}
 
 def nbs_dir() -> Path:
@@ -29,12 +30,18 @@ def nbs_dir() -> Path:
         raise FileNotFoundError(f"Stage notebooks not found in {d}: run from a checkout of spectral_nb (pip install -e .).")
     return d
 
-def stage_params(stage: str, run: Path, prof: dict, seed: int, source: str) -> tuple:
-    "(parameters, output folder) of a stage."
+def stage_params(stage: str, run: Path, prof: dict, seed: int, source: str, urls: dict | None = None) -> tuple:
+    "(parameters, output folder) of a stage; the output folders of the model stages are emptied before they run."
     data = run / 'data'
     h5 = str(data / 'dataset.h5')
+    urls = urls or {}
     common = dict(profile=prof['profile'], seed=seed, source=source)
     if stage == 'mock': return dict(n_spectra=prof['n_spectra'], seed=seed, out_dir=str(data)), data
+    if stage == 'query':
+        return dict(n_spectra=prof['n_spectra'], data_release=17, out_path=str(data / 'catalog.parquet'), skyserver_url=urls.get('skyserver_url')), data
+    if stage == 'download':
+        return dict(catalog_path=str(data / 'catalog.parquet'), out_dir=str(data), workers=8, data_release=17,
+                    sas_url=urls.get('sas_url') or 'https://data.sdss.org/sas'), data
     if stage == 'preprocess':
         return dict(raw_path=str(data / 'raw.parquet'), out_path=h5, seed=seed, sigma=0.0, fig_dir=str(run / 'figures' / 'preprocess')), run / 'figures' / 'preprocess'
     if stage == 'cnn': return dict(h5_path=h5, out_dir=str(run / 'cnn'), **common), run / 'cnn'
@@ -53,7 +60,8 @@ def run_stage(stage: str, run: Path, params: dict, out_dir: Path) -> float:
     import papermill as pm
     nb_out = run / 'notebooks' / NOTEBOOKS[stage]
     nb_out.parent.mkdir(parents=True, exist_ok=True)
-    if out_dir.exists() and stage != 'mock': shutil.rmtree(out_dir)     # no stale outputs from an interrupted run
+    if out_dir.exists() and stage in ('preprocess', 'cnn', 'mixed', 'autoencoder'): shutil.rmtree(out_dir)   # no stale outputs
+    # (data/ is never emptied: mock writes atomically and downloads resume)
     out_dir.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     try:
@@ -65,20 +73,20 @@ def run_stage(stage: str, run: Path, params: dict, out_dir: Path) -> float:
     return time.perf_counter() - t
 
 def reproduce(out, profile: str = 'quick', source: str = 'mock', seed: int = SEED, stages=None, force: bool = False,
-              report: bool = True) -> dict:
+              report: bool = True, skyserver_url: str | None = None, sas_url: str | None = None) -> dict:
     "Run the stage notebooks in order into the run folder `out`, skipping complete, up-to-date stages; write the report."
     prof = get_profile(profile)
-    if source not in ('mock', 'sdss'): raise ValueError(f"source must be 'mock' or 'sdss', got {source!r}.")
-    if source == 'sdss':
-        raise NotImplementedError("The real-SDSS chain (query + download) is not part of this release yet; use --source mock, "
-                                  "or preprocess downloaded spec files with `spectral-nb preprocess --fits DIR`.")
-    stages = list(stages or STAGE_ORDER)
+    if source not in SOURCE_STAGES: raise ValueError(f"source must be 'mock' or 'sdss', got {source!r}.")
+    other = [s for src, ss in SOURCE_STAGES.items() if src != source for s in ss]
+    stages = [s for s in (stages or STAGE_ORDER) if s not in other] if not stages else list(stages)
+    if any(s in other for s in stages): raise ValueError(f"Stages {[s for s in stages if s in other]} do not belong to source {source!r}.")
+    urls = dict(skyserver_url=skyserver_url, sas_url=sas_url)
     bad = [s for s in stages if s not in STAGE_ORDER]
     if bad: raise ValueError(f"Unknown stage(s) {bad}: stages are {', '.join(STAGE_ORDER)}.")
     run = Path(out); run.mkdir(parents=True, exist_ok=True); (run / '.stages').mkdir(exist_ok=True)
     upstream, times, skipped = '', {}, []
     for stage in [s for s in STAGE_ORDER if s in stages]:
-        params, sdir = stage_params(stage, run, prof, seed, source)
+        params, sdir = stage_params(stage, run, prof, seed, source, urls)
         h = _hash(dict(stage=stage, params=params, upstream=upstream))
         marker = run / '.stages' / f'{stage}.json'
         if not force and marker.exists() and json.loads(marker.read_text()).get('hash') == h:
@@ -111,6 +119,8 @@ def collect_metrics(run: Path, profile: str, source: str, seed: int) -> dict:
                experiments={})
     pre = _load(run / 'data' / 'preprocess_summary.json')
     if pre: out['preprocess'] = pre
+    dl = _load(run / 'data' / 'download_summary.json')
+    if dl: out['download'] = dl
     for name, path, key in (('cnn', 'cnn/metrics_cnn.json', 'cnn_main'), ('cnn_compact', 'cnn/metrics_cnn_compact.json', 'cnn_main'),
                             ('mixed_main', 'mixed/metrics_mixed_main.json', 'mixed_main'), ('mixed_galaxy', 'mixed/metrics_mixed_galaxy.json', 'mixed_galaxy'),
                             ('mixed_star', 'mixed/metrics_mixed_star.json', 'mixed_star')):
@@ -156,11 +166,12 @@ def write_report(run, profile: str, source: str, seed: int) -> Path:
         p = m['preprocess']
         L += ["## Data\n", f"{p['n_in']} spectra in, {p['n_out']} kept (dropped: {p['dropped'] or 'none'}); split {p['split_counts']}. "
               "The thesis kept 96,115 SDSS spectra (56.0% galaxies, 33.8% quasars, 10.2% stars) after dropping the ~1% with missing flux.\n",
-              _fig(run, 'data/figures/mock_examples_class.png', 'Example spectra of each class, key lines marked (thesis Figs. 1, 3, 5)'),
-              _fig(run, 'data/figures/mock_examples_star_groups.png', 'One spectrum per star group'),
-              _fig(run, 'data/figures/mock_examples_galaxy_subclasses.png', 'One spectrum per galaxy subclass'),
-              _fig(run, 'data/figures/mock_distributions.png', 'Redshift, r magnitude and S/N per class'),
-              _fig(run, 'data/figures/mock_colour_colour.png', 'u-g vs g-r colours'), _fig(run, 'data/figures/mock_bpt.png', 'BPT diagram of the galaxies'),
+              *([_fig(run, 'data/figures/mock_examples_class.png', 'Example spectra of each class, key lines marked (thesis Figs. 1, 3, 5)'),
+                 _fig(run, 'data/figures/mock_examples_star_groups.png', 'One spectrum per star group'),
+                 _fig(run, 'data/figures/mock_examples_galaxy_subclasses.png', 'One spectrum per galaxy subclass'),
+                 _fig(run, 'data/figures/mock_distributions.png', 'Redshift, r magnitude and S/N per class'),
+                 _fig(run, 'data/figures/mock_colour_colour.png', 'u-g vs g-r colours'), _fig(run, 'data/figures/mock_bpt.png', 'BPT diagram of the galaxies')]
+                if source == 'mock' else []),
               _fig(run, 'figures/preprocess/preprocess_steps.png', 'A spectrum through the preprocessing steps'),
               _fig(run, 'figures/preprocess/ew_distributions.png', 'Equivalent widths per class'),
               _fig(run, 'figures/preprocess/smoothing_effect.png', 'Gaussian smoothing, sigma = 4 pixels')]
