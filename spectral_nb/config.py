@@ -127,7 +127,7 @@ PROFILES = {
     'smoke': dict(n_spectra=600, tuner_trials=2, tuner_epochs=1, epochs=2, ae_epochs=2, batch_size=64,
                   size_grid=[300, 600], compact=True),
     'quick': dict(n_spectra=6000, tuner_trials=4, tuner_epochs=3, epochs=12, ae_epochs=10, batch_size=64,
-                  size_grid=[1000, 2000, 4000, 6000], compact=True),
+                  size_grid=[1000, 2000, 4000], compact=True),
     'full': dict(n_spectra=96115, tuner_trials=40, tuner_epochs=12, epochs=60, ae_epochs=50, batch_size=32,
                  size_grid=[1000, 2000, 4000, 8000, 16000, 32000, 64000, 96115], compact=False),
 }
