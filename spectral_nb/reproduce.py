@@ -83,7 +83,8 @@ def reproduce(out, profile: str = 'quick', source: str = 'mock', seed: int = SEE
     urls = dict(skyserver_url=skyserver_url, sas_url=sas_url)
     bad = [s for s in stages if s not in STAGE_ORDER]
     if bad: raise ValueError(f"Unknown stage(s) {bad}: stages are {', '.join(STAGE_ORDER)}.")
-    run = Path(out); run.mkdir(parents=True, exist_ok=True); (run / '.stages').mkdir(exist_ok=True)
+    run = Path(out).resolve()    # absolute: the stage notebooks run with the run folder as their working directory
+    run.mkdir(parents=True, exist_ok=True); (run / '.stages').mkdir(exist_ok=True)
     upstream, times, skipped = '', {}, []
     for stage in [s for s in STAGE_ORDER if s in stages]:
         params, sdir = stage_params(stage, run, prof, seed, source, urls)

@@ -88,3 +88,16 @@ def test_failing_stage_stops_the_chain_with_a_clear_message(tmp_path):
     assert r.returncode == 1
     assert "stage 'preprocess' failed" in r.stderr and 'No raw-record file' in r.stderr
     assert not (run / '.stages' / 'cnn.json').exists()
+
+
+def test_relative_run_folder_keeps_outputs_in_it(tmp_path, monkeypatch):
+    "`make report` passes a relative --out: stage outputs must land in that folder, not below the notebooks' cwd."
+    from spectral_nb.reproduce import reproduce, report_images
+    monkeypatch.chdir(tmp_path)
+    reproduce('reports/rel', 'smoke', 'mock', 42, stages=['mock', 'preprocess'])
+    run = tmp_path / 'reports' / 'rel'
+    assert (run / 'data' / 'raw.parquet').exists() and (run / 'data' / 'dataset.h5').exists()
+    assert not (run / 'reports').exists()
+    imgs = report_images(run)
+    assert imgs and all((run / i).exists() for i in imgs)
+    assert json.loads((run / 'metrics.json').read_text())['preprocess']['n_in'] == 600
