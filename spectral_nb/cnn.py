@@ -54,7 +54,7 @@ def compact_trunk(x, widths=(16, 32, 48, 64, 64), kernels=(7, 5, 5, 3, 3)):
     from keras import layers
     for w, k in zip(widths, kernels):
         x = layers.Conv1D(w, k, strides=2, padding='same', use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
+        x = layers.BatchNormalization(momentum=0.9)(x)   # small data sets take few steps: let the moving statistics converge
         x = layers.Activation('relu')(x)
     return layers.Concatenate()([layers.GlobalAveragePooling1D()(x), layers.GlobalMaxPooling1D()(x)])
 

@@ -88,7 +88,7 @@ def reproduce(out, profile: str = 'quick', source: str = 'mock', seed: int = SEE
     upstream, times, skipped = '', {}, []
     for stage in [s for s in STAGE_ORDER if s in stages]:
         params, sdir = stage_params(stage, run, prof, seed, source, urls)
-        h = _hash(dict(stage=stage, params=params, upstream=upstream))
+        h = _hash(dict(stage=stage, params=params, profile=prof, upstream=upstream))
         marker = run / '.stages' / f'{stage}.json'
         if not force and marker.exists() and json.loads(marker.read_text()).get('hash') == h:
             m = json.loads(marker.read_text())
