@@ -56,7 +56,7 @@ class TaskData:
 def subsample(info: pd.DataFrame, n: int, seed: int, by: str) -> np.ndarray:
     "Positions of a stratified, seeded subset of `n` rows (all rows if n >= len)."
     if n is None or n >= len(info): return np.arange(len(info))
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng([seed, 7])   # a stream independent of the split's (same seed would pick the test rows first)
     key = rng.random(len(info))
     frac = n / len(info)
     keep = []

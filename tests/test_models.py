@@ -129,3 +129,12 @@ def test_cli_predict(cnn_bundle, ds, tmp_path):
     assert main(['-q', 'predict', '--model', str(path), '--data', str(h5), '--out', str(tmp_path / 'p.csv')]) == 0
     assert len(pd.read_csv(tmp_path / 'p.csv')) == len(pd.read_hdf(h5, 'source_info'))
     assert main(['-q', 'predict', '--model', str(tmp_path), '--data', str(h5), '--out', str(tmp_path / 'q.csv')]) == 2
+
+
+def test_subsets_keep_the_split_proportions(ds):
+    "The data-size experiment's subsets must be split 64/16/20 like the whole (their keys once coincided with the split's)."
+    _, _, h5 = ds
+    d = T.load_task(h5, 'main', max_rows=300, seed=42)
+    n = {s: d[s].n for s in ('train', 'val', 'test')}
+    assert sum(n.values()) == 300
+    assert 0.55 < n['train'] / 300 < 0.73 and 0.1 < n['val'] / 300 < 0.22 and 0.14 < n['test'] / 300 < 0.26, n
