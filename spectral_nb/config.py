@@ -11,8 +11,8 @@ import numpy as np
 # %% auto #0
 __all__ = ['LOGLAM0', 'DLOGLAM', 'NPIX', 'C_KMS', 'WIDE_OFFSET', 'WIDE_NPIX', 'CLASSES', 'GALAXY_SUBCLASSES', 'STAR_SUBCLASSES',
            'STAR_GROUPS', 'STAR_SUBCLASS_GROUP', 'CLASS_MIX_STATED', 'CLASS_MIX_THESIS_TEST', 'GALAXY_SUBCLASS_MIX',
-           'STAR_GROUP_MIX', 'LINES', 'EW_LINES', 'KEY_LINES', 'EW_COLUMNS', 'MASK_BITS', 'BAD_PIXEL_MASK', 'SEED',
-           'PROJECT_ROOT', 'DATA_DIR', 'REPORTS_DIR', 'PROFILES', 'THESIS', 'sdss_loglam', 'sdss_wavelength',
+           'STAR_GROUP_MIX', 'LINES', 'EW_LINES', 'KEY_LINES', 'EW_COLUMNS', 'MASK_BITS', 'BAD_PIXEL_MASK', 'Z_RANGE',
+           'SEED', 'PROJECT_ROOT', 'DATA_DIR', 'REPORTS_DIR', 'PROFILES', 'THESIS', 'sdss_loglam', 'sdss_wavelength',
            'wide_loglam', 'star_group', 'normalise_mix', 'star_subclass_mix', 'ew_column', 'get_profile', 'get_logger']
 
 # %% ../nbs/00_config.ipynb #e83e0176
@@ -47,14 +47,26 @@ STAR_SUBCLASSES = ('A0', 'A0p', 'B6', 'B9', 'CV', 'Carbon', 'CarbonWD', 'Carbon_
                    'G0', 'G2', 'K1', 'K3', 'K5', 'K7', 'L0', 'L1', 'L2', 'L3', 'L4', 'L5.5', 'L9', 'M0', 'M0V',
                    'M1', 'M2', 'M2V', 'M3', 'M4', 'M5', 'M6', 'M7', 'M8', 'M9', 'O', 'OB', 'T2', 'WD', 'WDmagnetic')
 STAR_GROUPS = ('A', 'B', 'CV', 'Carbon', 'CarbonWD', 'Carbon_lines', 'F', 'G', 'K', 'L', 'M', 'O', 'T2', 'WD', 'WDmagnetic')
-_SPECIAL = {'CV', 'Carbon', 'CarbonWD', 'Carbon_lines', 'T2', 'WD', 'WDmagnetic', 'OB'}
+_SPECIAL = ('CV', 'Carbon', 'CarbonWD', 'Carbon_lines', 'T2', 'WD', 'WDmagnetic')   # groups kept by exact name
+_RAISE = object()
 
-def star_group(subclass: str) -> str:
-    "The thesis's 15-way group of an SDSS star subclass (e.g. 'K5' -> 'K', 'OB' -> 'O', 'M2V' -> 'M')."
-    if subclass not in STAR_SUBCLASSES:
-        raise ValueError(f"Unknown star subclass {subclass!r}: expected one of {', '.join(STAR_SUBCLASSES)}.")
-    if subclass == 'OB': return 'O'
-    return subclass if subclass in _SPECIAL else subclass[0]
+def star_group(subclass: str,   # an SDSS star subclass: one of the 41 or any spectral type ('G5', 'M0.5', 'K0III', 'F5V (HD 1)', 'WDcooler')
+               default=_RAISE,  # returned for a subclass no group fits (default: raise ValueError)
+              ) -> str:
+    "The thesis's 15-way group of an SDSS star subclass, from its letter(s): 'K5' -> 'K', 'OB' -> 'O', 'M0.5' -> 'M', 'WDcooler' -> 'WD'."
+    import re
+    s = str(subclass).split('(')[0].strip().split(' ')[0] if subclass is not None else ''
+    if s in _SPECIAL: return s
+    if s == 'OB': return 'O'
+    if s.startswith('Carbon'): return 'Carbon'                        # other carbon-star variants
+    if 'WD' in s or s.startswith('DA'): return 'WD'                  # WDcooler, WDhotter, CalciumWD, DA white dwarfs
+    m = re.fullmatch(r'(?:e?sd|usd)?([OBAFGKML])(?:\d+(?:\.\d+)?)?(?:I{1,3}|IV|V|p|e|n|[ab]|/)*[^a-z]*', s)
+    if m: return m[1]                                                 # letter, optional number, luminosity class
+    if re.fullmatch(r'T\d+(?:\.\d+)?', s): return 'T2'                 # T dwarfs: the thesis's only T group
+    if default is _RAISE:
+        raise ValueError(f"Unknown star subclass {subclass!r}: no star group fits it; expected a spectral type such as "
+                         f"'K5', 'M0.5', 'G2V' or one of {', '.join(_SPECIAL)}.")
+    return default
 
 STAR_SUBCLASS_GROUP = {s: star_group(s) for s in STAR_SUBCLASSES}
 
@@ -116,6 +128,7 @@ EW_COLUMNS = tuple(ew_column(l) for l in EW_LINES)
 MASK_BITS = {'NOPLUG': 0, 'BADTRACE': 1, 'BADFLAT': 2, 'BADARC': 3, 'FULLREJECT': 18, 'PARTIALREJECT': 19,
              'NOSKY': 22, 'BRIGHTSKY': 23, 'NODATA': 24, 'COMBINEREJ': 25, 'BADFLUXFACTOR': 26, 'BADSKYCHI': 27}
 BAD_PIXEL_MASK = sum(1 << MASK_BITS[b] for b in ('NOPLUG', 'BADTRACE', 'BADFLAT', 'BADARC', 'FULLREJECT', 'NODATA'))
+Z_RANGE = (-0.01, 8.0)    # plausible redshifts [low, high]: stars reach -0.002 (blueshifts of a few 100 km/s), quasars z ~ 7
 
 # %% ../nbs/00_config.ipynb #834cd038
 SEED = 42

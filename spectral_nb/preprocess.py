@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_preprocess.ipynb #69171038
 from __future__ import annotations
-import json, os, time, uuid, warnings
+import hashlib, json, os, re, signal, threading, time, uuid, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -16,11 +16,13 @@ from .records import iter_records, count_records, check_writable, CATALOG_COLUMN
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'GRID', 'EW_WINDOWS', 'INFO_COLUMNS', 'FEATURE_COLUMNS', 'BadSpectrumError', 'read_sdss_spec', 'read_spzline',
-           'iter_fits_records', 'on_common_grid', 'slice_to_grid', 'resample_to_grid', 'to_grid', 'bad_pixels',
-           'missing_fraction', 'fill_bad', 'equivalent_widths', 'gaussian_smooth', 'normalise_subclass', 'make_labels',
-           'grid_chunk', 'sn_median', 'process_chunk', 'stratified_split', 'Scaler', 'fit_scaler', 'read_fluxes',
-           'read_dataset', 'prefetch', 'PreprocessSummary', 'preprocess']
+__all__ = ['log', 'GRID', 'EW_WINDOWS', 'INFO_COLUMNS', 'PIXEL_KEYS', 'REQUIRED_COLUMNS', 'DEFECTS', 'FEATURE_COLUMNS',
+           'DATASET_FORMAT', 'BadSpectrumError', 'read_sdss_spec', 'read_spzline', 'iter_fits_records',
+           'on_common_grid', 'slice_to_grid', 'resample_to_grid', 'to_grid', 'bad_pixels', 'missing_fraction',
+           'fill_bad', 'equivalent_widths', 'gaussian_smooth', 'normalise_subclass', 'make_labels', 'grid_chunk',
+           'pixel_problems', 'sn_median', 'process_chunk', 'stratified_split', 'Scaler', 'fit_scaler', 'read_fluxes',
+           'read_dataset', 'check_dataset', 'read_dataset_summary', 'read_dataset_scaler', 'dataset_hash', 'prefetch',
+           'PreprocessSummary', 'clean_stale_tmp', 'preprocess']
 
 # %% ../nbs/04_preprocess.ipynb #bd2b140d
 class BadSpectrumError(ValueError):
@@ -229,7 +231,7 @@ def normalise_subclass(s) -> str:
     return s.split('(')[0].strip()
 
 def make_labels(cls, sub) -> tuple:
-    "(label_main, label_galaxy, label_star, reason) arrays; reason is '' for good rows, else why the row cannot be labelled."
+    "(label_main, label_galaxy, label_star, reason) arrays; reason is '' for usable rows, else why the row cannot be labelled. A subclass never drops a row: one no label fits stays '' (the row leaves that subclass task only)."
     cls = np.array([str(c).strip().upper() for c in cls], dtype=object)
     sub = np.array([normalise_subclass(s) for s in sub], dtype=object)
     n = len(cls)
@@ -239,11 +241,8 @@ def make_labels(cls, sub) -> tuple:
         if c not in CLASSES: why[i] = 'unknown_class'
         elif c == 'GALAXY':
             s = s or 'NULL'
-            if s not in GALAXY_SUBCLASSES: why[i] = 'unknown_galaxy_subclass'
-            else: gal[i] = s
-        elif c == 'STAR':
-            if s.split(' ')[0] not in STAR_SUBCLASS_GROUP: why[i] = 'unknown_star_subclass'
-            else: star[i] = STAR_SUBCLASS_GROUP[s.split(' ')[0]]
+            if s in GALAXY_SUBCLASSES: gal[i] = s
+        elif c == 'STAR': star[i] = star_group(s, default='')
     return cls, gal, star, why
 
 # %% ../nbs/04_preprocess.ipynb #b0359efc
@@ -269,6 +268,31 @@ def grid_chunk(pix: dict) -> tuple:
     f, i, m, _ = zip(*out)
     return np.stack(f), np.stack(i), np.stack(m), nres
 
+PIXEL_KEYS = ('loglam', 'flux', 'ivar', 'and_mask')
+
+def pixel_problems(pix: dict) -> np.ndarray:
+    "Per row of a chunk, '' or why its pixel arrays cannot be used: 'bad_pixel_arrays' (missing, or lengths differ), 'bad_loglam' (not finite or not increasing)."
+    missing = [k for k in PIXEL_KEYS if k not in pix]
+    if missing: raise ValueError(f"Raw-record chunk lacks pixel column(s) {missing}; raw records need {list(PIXEL_KEYS)}.")
+    ll = pix['loglam']
+    if isinstance(ll, np.ndarray) and ll.ndim == 2 and all(isinstance(pix[k], np.ndarray) and pix[k].shape == ll.shape for k in PIXEL_KEYS):
+        ok = np.isfinite(ll).all(1) & (np.diff(ll, axis=1) > 0).all(1) & (ll.shape[1] >= 2)
+        return np.where(ok, '', 'bad_loglam').astype(object)
+    why = np.full(len(ll), '', object)
+    for i in range(len(ll)):
+        rows = [pix[k][i] for k in PIXEL_KEYS]
+        if any(r is None for r in rows) or len({len(r) for r in rows}) != 1 or len(rows[0]) < 2: why[i] = 'bad_pixel_arrays'; continue
+        l = np.asarray(rows[0], np.float64)
+        if not (np.isfinite(l).all() and (np.diff(l) > 0).all()): why[i] = 'bad_loglam'
+    return why
+
+def _blank_rows(pix: dict, bad: np.ndarray) -> dict:
+    "The chunk's pixel columns with the rows in `bad` replaced by empty arrays (which land off the grid)."
+    out = {k: list(pix[k]) for k in PIXEL_KEYS}
+    for i in np.flatnonzero(bad):
+        for k in PIXEL_KEYS: out[k][i] = np.zeros(0, np.int32 if k == 'and_mask' else np.float32)
+    return out
+
 def sn_median(flux: np.ndarray, ivar: np.ndarray, bad: np.ndarray) -> np.ndarray:
     "SDSS's SN_MEDIAN_ALL per spectrum: the median over good pixels of flux x sqrt(ivar) (0 when none is good); one sort per chunk."
     with np.errstate(invalid='ignore'):
@@ -279,18 +303,35 @@ def sn_median(flux: np.ndarray, ivar: np.ndarray, bad: np.ndarray) -> np.ndarray
     hi = np.take_along_axis(sn, np.maximum(ng // 2, 0)[:, None], 1)[:, 0]
     return np.where(ng > 0, 0.5 * (lo + hi), 0.0)
 
+REQUIRED_COLUMNS = ('specObjID', 'class', 'subClass', 'z', *PIXEL_KEYS)
+DEFECTS = ('bad_pixel_arrays', 'bad_loglam', 'bad_z')   # damaged input rows: each is logged with its specObjID
+
 def process_chunk(cat: pd.DataFrame, pix: dict, sigma: float = 0.0, max_missing: float = 0.05) -> tuple:
-    "Preprocess one raw-record chunk: returns (info DataFrame, fluxes float32 (n, NPIX), dropped {reason: count})."
+    "Preprocess one raw-record chunk: returns (info DataFrame, fluxes float32 (n, NPIX), dropped {reason: count}); keys starting with '_' are notes, not drops."
+    missing = [c for c in REQUIRED_COLUMNS if c not in cat and c not in pix]
+    if missing: raise ValueError(f"Raw records lack column(s) {missing}; raw records need {list(REQUIRED_COLUMNS)} (see the records module).")
+    pbad = pixel_problems(pix)
+    if (pbad != '').any(): pix = _blank_rows(pix, pbad != '')
     flux, ivar, mask, nres = grid_chunk(pix)
     bad = bad_pixels(flux, ivar, mask)
     miss = bad.mean(1)
     z = pd.to_numeric(cat['z'], errors='coerce').to_numpy(np.float64)
     main, gal, star, why = make_labels(cat['class'], cat['subClass'])
     why = np.where(~np.isfinite(flux).any(1) | bad.all(1), np.where(np.all(mask & (1 << MASK_BITS['NODATA']) > 0, 1), 'off_grid', 'no_good_flux'), why)
+    why = np.where(pbad != '', pbad, why)
     why = np.where((why == '') & ~np.isfinite(z), 'z_nan', why)
+    with np.errstate(invalid='ignore'): why = np.where((why == '') & ((z < Z_RANGE[0]) | (z > Z_RANGE[1])), 'bad_z', why)
     why = np.where((why == '') & (miss > max_missing), 'missing_flux', why)
     keep = why == ''
     dropped = pd.Series(why[~keep]).value_counts().to_dict()
+    ids = cat['specObjID'].to_numpy()
+    named = {r: [int(v) for v in ids[why == r]] for r in DEFECTS if (why == r).any()}
+    for r, v in named.items():
+        log.warning("skipped %d spectra for %s (specObjID %s%s)", len(v), r, ', '.join(map(str, v[:20])), ' ...' if len(v) > 20 else '')
+    if named: dropped['_ids'] = named
+    unl_g = int(((main == 'GALAXY') & (gal == '') & keep).sum()); unl_s = int(((main == 'STAR') & (star == '') & keep).sum())
+    if unl_g: dropped['_unlabelled_galaxy'] = unl_g
+    if unl_s: dropped['_unlabelled_star'] = unl_s
     flux, ivar, bad, z = flux[keep], ivar[keep], bad[keep], z[keep]
     ew, ewerr = equivalent_widths(np.where(bad, np.nan, flux), np.where(bad, 0, ivar), z)
     snr = sn_median(flux, ivar, bad)
@@ -368,6 +409,8 @@ def fit_scaler(h5_path, info: pd.DataFrame, sigma: float = 0.0, chunk: int = 409
     return Scaler(mean.tolist(), std.tolist(), fm, fs, sigma=float(sigma))
 
 # %% ../nbs/04_preprocess.ipynb #a1884571
+DATASET_FORMAT = 'spectral_nb.dataset/1'   # stamped on every dataset file; check_dataset refuses files without it
+
 def read_fluxes(path, start: int = 0, stop: int | None = None) -> np.ndarray:
     "Rows [start, stop) of the `fluxes` table as a float32 array, without reading the other rows."
     import tables
@@ -378,46 +421,156 @@ def read_dataset(path) -> tuple:
     "(fluxes, wavelengths, source_info) of a dataset file (whole; for small data)."
     return read_fluxes(path), pd.read_hdf(path, 'wavelengths'), pd.read_hdf(path, 'source_info')
 
+def check_dataset(h5_path) -> Path:
+    "`h5_path` as a Path if it is a complete spectral_nb dataset file; else a ValueError (FileNotFoundError) that names it and the fix."
+    import tables
+    p = Path(h5_path)
+    fix = "give a dataset.h5 written by `spectral-nb preprocess` (or run `spectral-nb preprocess --raw RAW.parquet --out FILE.h5`)"
+    if not p.exists(): raise FileNotFoundError(f"No dataset at {p}: {fix}.")
+    if p.is_dir(): raise ValueError(f"{p} is a folder, not a dataset file: {fix}.")
+    try: is_h5 = tables.is_hdf5_file(str(p))
+    except Exception: is_h5 = False
+    if not is_h5: raise ValueError(f"{p} is not an HDF5 file, so not a spectral_nb dataset: {fix}.")
+    try:
+        with tables.open_file(str(p), 'r') as h:
+            lack = [k for k in ('fluxes', 'wavelengths', 'source_info', 'scaler') if f'/{k}' not in h]
+            if lack: raise ValueError(f"{p} lacks the table(s) {lack}, so it is not a (current) spectral_nb dataset: {fix}.")
+            fmt = h.root.source_info._v_attrs['spectral_nb_format'] if 'spectral_nb_format' in h.root.source_info._v_attrs else None
+            if str(fmt) != DATASET_FORMAT: raise ValueError(f"{p} carries no '{DATASET_FORMAT}' stamp (found {fmt!r}): it was written by another program or an older spectral_nb; {fix}.")
+            w = h.root.fluxes.table.coldescrs['values_block_0'].shape
+            if tuple(w) != (NPIX,): raise ValueError(f"{p}: fluxes have {w} pixels, not {NPIX}: {fix}.")
+    except ValueError: raise
+    except Exception as e: raise ValueError(f"{p} is a damaged or unreadable HDF5 file ({type(e).__name__}): {fix}.") from None
+    return p
+
+def _attr_json(h5_path, name: str) -> dict:
+    import tables
+    with tables.open_file(str(h5_path), 'r') as h: return json.loads(str(h.root.source_info._v_attrs[name]))
+
+def read_dataset_summary(h5_path) -> dict:
+    "The preprocessing summary stored in a dataset file: counts in/out, drops by reason (with example specObjIDs), `sigma_applied`, split counts."
+    return _attr_json(check_dataset(h5_path), 'spectral_nb_summary')
+
+def read_dataset_scaler(h5_path) -> Scaler:
+    "The Scaler stored in a dataset file (fitted on its training split when it was written)."
+    p = check_dataset(h5_path)
+    meta = _attr_json(p, 'spectral_nb_scaler')
+    px = pd.read_hdf(p, 'scaler')
+    return Scaler(px['flux_mean'].tolist(), px['flux_std'].tolist(), **meta)
+
+def dataset_hash(h5_path, chunk: int = 4096) -> str:
+    "sha256 (hex) of a dataset's content: specObjIDs, labels, split and the flux table, streamed; equal for copies of a file."
+    import tables
+    p = check_dataset(h5_path)
+    info = pd.read_hdf(p, 'source_info', columns=['specObjID', 'label_main', 'label_galaxy', 'label_star', 'split'])
+    h = hashlib.sha256(DATASET_FORMAT.encode())
+    h.update(info['specObjID'].to_numpy().astype('<u8').tobytes())
+    for c in ('label_main', 'label_galaxy', 'label_star', 'split'): h.update('\x1f'.join(info[c].astype(str)).encode() + b'\x1e')
+    with tables.open_file(str(p), 'r') as f:
+        t = f.root.fluxes.table
+        for a in range(0, t.nrows, chunk): h.update(np.ascontiguousarray(t.read(a, a + chunk, field='values_block_0'), '<f4').tobytes())
+    return h.hexdigest()
+
 def prefetch(it: Iterable, depth: int = 2) -> Iterator:
-    "Run an iterator in a background thread, `depth` items ahead, so reading (Parquet decoding releases the GIL) overlaps computing."
-    import queue, threading
+    "Run an iterator in a background thread, `depth` items ahead, so reading (Parquet decoding releases the GIL) overlaps computing. The thread stops when the consumer does."
+    import queue
     q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
+    done, stop = object(), threading.Event()
+    def put(x) -> bool:
+        while not stop.is_set():
+            try: q.put(x, timeout=0.1); return True
+            except queue.Full: pass
+        return False
     def work():
         try:
-            for x in it: q.put(x)
-            q.put(done)
-        except BaseException as e: q.put(e)
-    threading.Thread(target=work, daemon=True).start()
-    while True:
-        x = q.get()
-        if x is done: return
-        if isinstance(x, BaseException): raise x
-        yield x
+            for x in it:
+                if not put(x): return
+            put(done)
+        except BaseException as e: put(e)
+    t = threading.Thread(target=work, daemon=True); t.start()
+    try:
+        while True:
+            x = q.get()
+            if x is done: return
+            if isinstance(x, BaseException): raise x
+            yield x
+    finally:
+        stop.set(); t.join(timeout=30)   # never leave the reader running into interpreter shutdown
 
 @dataclass
 class PreprocessSummary:
     n_in: int = 0
     n_out: int = 0
-    dropped: dict = field(default_factory=dict)
+    dropped: dict = field(default_factory=dict)      # spectra left out, by reason
+    dropped_ids: dict = field(default_factory=dict)  # specObjIDs of damaged input rows, by reason (first 100 each)
+    unlabelled: dict = field(default_factory=dict)   # kept spectra with no subclass label: {'galaxy': n, 'star': n}
     n_resampled: int = 0
     seconds: float = 0.0
     spectra_per_s: float = 0.0
     sigma: float = 0.0
+    sigma_applied: float = 0.0                       # the smoothing applied to the stored fluxes (pixels)
     max_missing: float = 0.05
     source: str = ''
     split_counts: dict = field(default_factory=dict)
+    format: str = DATASET_FORMAT
+
+# %% ../nbs/04_preprocess.ipynb #90957e5b
+def _pid_alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except OSError: return True
+    return True
+
+def clean_stale_tmp(out: Path) -> list:
+    "Delete temporary files of `out` left by writers that died (SIGKILL, power loss); returns what was removed."
+    gone = []
+    for p in out.parent.glob(f'.{out.name}.*.tmp'):
+        m = re.fullmatch(rf'\.{re.escape(out.name)}\.(\d+)\.[0-9a-f]+\.tmp', p.name)
+        if m and not _pid_alive(int(m[1])):
+            p.unlink(missing_ok=True); gone.append(p)
+    if gone: log.warning("removed %d temporary file(s) left by an interrupted run: %s", len(gone), [g.name for g in gone])
+    return gone
+
+class _TermAsExit:
+    "While active (main thread only), SIGTERM raises SystemExit(143) so `finally`/`except` blocks remove temporary files."
+    def __enter__(self):
+        self.prev = None
+        if threading.current_thread() is threading.main_thread():
+            self.prev = signal.getsignal(signal.SIGTERM)
+            def term(signum, frame): raise SystemExit(128 + signum)
+            signal.signal(signal.SIGTERM, term)
+        return self
+    def __exit__(self, *a):
+        if self.prev is not None: signal.signal(signal.SIGTERM, self.prev)
+        return False
+
+def _check_inputs(raw, fits_files, out) -> Path:
+    "Refuse unusable inputs and outputs before any work; returns the output path."
+    out = Path(out)
+    if out.is_dir(): raise ValueError(f"--out {out} is a folder; give a file path for the dataset, e.g. {out / 'dataset.h5'}.")
+    if raw is not None:
+        from spectral_nb.records import _check_parquet
+        names = _check_parquet(raw).schema_arrow.names
+        lack = [c for c in REQUIRED_COLUMNS if c not in names]
+        if lack: raise ValueError(f"{raw} lacks column(s) {lack}: it is not a raw-record file; write it with `spectral-nb mock`/`download` (records module).")
+    for f in fits_files or []:
+        if not Path(f).is_file(): raise FileNotFoundError(f"No SDSS spec file at {f}: fix the --fits path.")
+    return check_writable(out)
+
+def _write_json(path: Path, obj):
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp'); tmp.write_text(json.dumps(obj, indent=1)); os.replace(tmp, path)
 
 def preprocess(raw=None, out='data/dataset.h5', fits_files=None, sigma: float = 0.0, max_missing: float = 0.05,
                seed: int = SEED, batch_size: int = 2048, on_bad: str = 'skip', progress: bool = True) -> PreprocessSummary:
-    "Raw records (`raw`: a raw.parquet) and/or SDSS spec files (`fits_files`) -> `out` (dataset.h5) + scaler.json + summary."
+    "Raw records (`raw`: a raw.parquet) and/or SDSS spec files (`fits_files`) -> `out` (dataset.h5, holding its scaler and summary) + `<stem>.scaler.json`, `<stem>.summary.json`."
     if on_bad not in ('skip', 'raise'): raise ValueError(f"on_bad must be 'skip' or 'raise', got {on_bad!r}.")
     if not (np.isfinite(max_missing) and 0 <= max_missing <= 1): raise ValueError(f"max_missing must be in [0, 1], got {max_missing!r}.")
     gaussian_smooth(np.zeros((1, 3)), sigma)   # validates sigma
     if raw is None and not fits_files: raise ValueError("Nothing to preprocess: give a raw.parquet (--raw) or SDSS spec files (--fits).")
-    out = check_writable(out)
-    tmp = out.with_name(f'.{out.name}.{uuid.uuid4().hex}.tmp')
-    summ = PreprocessSummary(sigma=float(sigma), max_missing=float(max_missing))
+    out = _check_inputs(raw, fits_files, out)
+    clean_stale_tmp(out)
+    tmp = out.with_name(f'.{out.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp')
+    summ = PreprocessSummary(sigma=float(sigma), sigma_applied=float(sigma), max_missing=float(max_missing))
     t0 = time.perf_counter(); infos = []; errors = {}
     total = (count_records(raw) if raw is not None else 0) + (len(fits_files) if fits_files else 0)
     cols = [f'{w:.2f}' for w in sdss_wavelength()]
@@ -425,40 +578,52 @@ def preprocess(raw=None, out='data/dataset.h5', fits_files=None, sigma: float = 
     if raw is not None: sources.append(prefetch(iter_records(raw, batch_size=batch_size)))
     if fits_files: sources.append(iter_fits_records(fits_files, errors=errors))
     try:
-        import tables
-        warnings.filterwarnings('ignore', category=tables.NaturalNameWarning)   # the SDSS column name 'class' is a Python keyword
-        with pd.HDFStore(tmp, mode='w') as store, tqdm(total=total, desc='preprocess', unit='spec', disable=not progress) as bar:
-            for src in sources:
-                for cat, pix in src:
-                    info, flux, dropped = process_chunk(cat, pix, sigma, max_missing)
-                    summ.n_resampled += dropped.pop('_resampled', 0)
-                    if dropped and on_bad == 'raise':
-                        raise BadSpectrumError(f"{sum(dropped.values())} spectra cannot be used: {dropped}; fix the input or use on_bad='skip'.")
-                    for k, v in dropped.items(): summ.dropped[k] = summ.dropped.get(k, 0) + int(v)
-                    summ.n_in += len(cat)
-                    if len(info):
-                        store.append('fluxes', pd.DataFrame(flux, columns=cols), format='table', index=False)
-                        infos.append(info)
-                    bar.update(len(cat))
-            for k, v in errors.items(): summ.dropped[k] = summ.dropped.get(k, 0) + v; summ.n_in += v
-            if not infos: raise ValueError(f"No spectrum survived preprocessing ({summ.dropped}); check the input and max_missing.")
-            info = pd.concat(infos, ignore_index=True)
-            dup = info['specObjID'].duplicated()
-            if dup.any(): raise ValueError(f"{dup.sum()} duplicate specObjID values in the input (e.g. {info.specObjID[dup].iloc[0]}); de-duplicate it first.")
-            info['split'] = stratified_split(info, seed)
-            store.put('wavelengths', pd.DataFrame({'loglam': sdss_loglam(), 'wavelength': sdss_wavelength()}), format='fixed', track_times=False)
-            store.put('source_info', info, format='table', data_columns=['label_main', 'split'], track_times=False,
-                      min_itemsize={c: 32 for c in ('class', 'subClass', 'label_main', 'label_galaxy', 'label_star', 'source', 'split')})
-        scaler = fit_scaler(tmp, info, sigma)
-        os.replace(tmp, out)
+        with _TermAsExit():
+            import tables
+            warnings.filterwarnings('ignore', category=tables.NaturalNameWarning)   # the SDSS column name 'class' is a Python keyword
+            with pd.HDFStore(tmp, mode='w') as store, tqdm(total=total, desc='preprocess', unit='spec', disable=not progress) as bar:
+                for src in sources:
+                    for cat, pix in src:
+                        info, flux, dropped = process_chunk(cat, pix, sigma, max_missing)
+                        summ.n_resampled += dropped.pop('_resampled', 0)
+                        for r, v in dropped.pop('_ids', {}).items(): summ.dropped_ids[r] = (summ.dropped_ids.get(r, []) + v)[:100]
+                        for k in ('galaxy', 'star'):
+                            v = dropped.pop(f'_unlabelled_{k}', 0)
+                            if v: summ.unlabelled[k] = summ.unlabelled.get(k, 0) + int(v)
+                        if dropped and on_bad == 'raise':
+                            raise BadSpectrumError(f"{sum(dropped.values())} spectra cannot be used: {dropped}; fix the input or use on_bad='skip'.")
+                        for k, v in dropped.items(): summ.dropped[k] = summ.dropped.get(k, 0) + int(v)
+                        summ.n_in += len(cat)
+                        if len(info):
+                            store.append('fluxes', pd.DataFrame(flux, columns=cols), format='table', index=False)
+                            infos.append(info)
+                        bar.update(len(cat))
+                for k, v in errors.items(): summ.dropped[k] = summ.dropped.get(k, 0) + v; summ.n_in += v
+                if not infos: raise ValueError(f"No spectrum survived preprocessing ({summ.dropped}); check the input and max_missing.")
+                info = pd.concat(infos, ignore_index=True)
+                dup = info['specObjID'].duplicated()
+                if dup.any(): raise ValueError(f"{dup.sum()} duplicate specObjID values in the input (e.g. {info.specObjID[dup].iloc[0]}); de-duplicate it first.")
+                info['split'] = stratified_split(info, seed)
+                store.put('wavelengths', pd.DataFrame({'loglam': sdss_loglam(), 'wavelength': sdss_wavelength()}), format='fixed', track_times=False)
+                store.put('source_info', info, format='table', data_columns=['label_main', 'split'], track_times=False,
+                          min_itemsize={c: 32 for c in ('class', 'subClass', 'label_main', 'label_galaxy', 'label_star', 'source', 'split')})
+            scaler = fit_scaler(tmp, info, sigma)
+            summ.n_out = len(info); summ.seconds = round(time.perf_counter() - t0, 3)
+            summ.spectra_per_s = round(summ.n_in / max(summ.seconds, 1e-9), 1)
+            summ.source = ','.join(sorted(info['source'].astype(str).unique()))
+            summ.split_counts = info['split'].value_counts().to_dict()
+            sc = asdict(scaler); px = pd.DataFrame({'flux_mean': sc.pop('flux_mean'), 'flux_std': sc.pop('flux_std')})
+            with pd.HDFStore(tmp, mode='a') as store:    # the scaler and the summary belong to this file, not to its folder
+                store.put('scaler', px, format='fixed', track_times=False)
+                attrs = store.get_storer('source_info').attrs
+                attrs.spectral_nb_format = DATASET_FORMAT
+                attrs.spectral_nb_scaler = json.dumps(sc)
+                attrs.spectral_nb_summary = json.dumps(asdict(summ))
+            os.replace(tmp, out)
     except BaseException:
         if tmp.exists(): tmp.unlink()
         raise
-    scaler.save(out.with_name('scaler.json'))
-    summ.n_out = len(info); summ.seconds = round(time.perf_counter() - t0, 3)
-    summ.spectra_per_s = round(summ.n_in / max(summ.seconds, 1e-9), 1)
-    summ.source = ','.join(sorted(info['source'].astype(str).unique()))
-    summ.split_counts = info['split'].value_counts().to_dict()
-    out.with_name('preprocess_summary.json').write_text(json.dumps(asdict(summ), indent=1))
+    _write_json(out.with_name(f'{out.stem}.scaler.json'), asdict(scaler))
+    _write_json(out.with_name(f'{out.stem}.summary.json'), asdict(summ))
     log.info("preprocess: %d in, %d out, dropped %s, %.1f spectra/s -> %s", summ.n_in, summ.n_out, summ.dropped, summ.spectra_per_s, out)
     return summ

@@ -154,7 +154,8 @@ def test_scaler_is_fitted_on_train_only_and_round_trips(dataset):
     out, _ = dataset
     info = pd.read_hdf(out, 'source_info')
     fl = pp.read_fluxes(out)
-    sc = pp.Scaler.load(out.with_name('scaler.json'))
+    sc = pp.read_dataset_scaler(out)
+    assert pp.Scaler.load(out.with_name('dataset.scaler.json')) == sc
     train = fl[(info.split == 'train').to_numpy()].astype(np.float64)
     np.testing.assert_allclose(sc.flux_mean, train.mean(0), rtol=1e-5, atol=1e-4)
     assert not np.allclose(sc.flux_mean, fl.astype(np.float64).mean(0), rtol=1e-6)
@@ -164,7 +165,7 @@ def test_scaler_is_fitted_on_train_only_and_round_trips(dataset):
         sc.transform_flux(fl[:, :100])
     with pytest.raises(ValueError, match='missing'):
         sc.transform_features(info.drop(columns=['EW_Ha']))
-    assert 'pickle' not in out.with_name('scaler.json').read_text()[:20]
+    assert 'pickle' not in out.with_name('dataset.scaler.json').read_text()[:20]
 
 
 def test_smoothing_changes_fluxes_not_labels(raw, dataset, tmp_path):
@@ -219,8 +220,8 @@ def test_bad_records_are_skipped_with_counts(tmp_path):
     assert s.n_out == 8 and s.n_out + sum(s.dropped.values()) == s.n_in == 12
     info = pd.read_hdf(tmp_path / 'ds.h5', 'source_info')
     assert info.z.notna().all() and info.label_main.isin(['GALAXY', 'QSO', 'STAR']).all()
-    summary = json.loads((tmp_path / 'preprocess_summary.json').read_text())
-    assert summary['dropped'] == s.dropped
+    assert pp.read_dataset_summary(tmp_path / 'ds.h5')['dropped'] == s.dropped
+    assert json.loads((tmp_path / 'ds.summary.json').read_text())['dropped'] == s.dropped
 
 
 def test_bad_records_raise_when_asked_and_keep_the_old_dataset(tmp_path, raw):
