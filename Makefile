@@ -16,6 +16,7 @@ $(STAMP): settings.ini setup.py pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	$(PY) -c "from spectral_nb.libraries import star_library, ssp_library; star_library(); ssp_library()"  # observed spectral libraries (sdss-mangadap wheel, read as data), cached
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -17,16 +17,18 @@ log = get_logger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'REST_LOGLAM0', 'REST_NPIX', 'REST_LOGLAM', 'REST_WAVE', 'WIDE_LOGLAM', 'WIDE_WAVE', 'SIGMA_INST_KMS',
-           'STAR_TEFF', 'BALMER', 'TIO_HEADS', 'SWAN_HEADS', 'CN_HEADS', 'STAR_KIND', 'DISPERSIONS_KMS',
-           'QSO_WIDTHS_KMS', 'NOISE_GAIN', 'READ_NOISE', 'FIT_LINES', 'NEBULAR', 'planck_lambda', 'gauss_tau',
-           'band_tau', 'star_tau', 'star_templates', 'star_templates_m_dwarf', 'galaxy_templates', 'attenuation',
-           'load_qso_composite', 'qso_line_ratio', 'line_profiles', 'add_lines', 'filter_weights', 'synth_mags',
-           'sky_model', 'sdss_galaxy_subclass', 'fit_line_fluxes', 'MockConfig', 'allocate', 'mag_errors',
-           'generate_chunk', 'truth_schema', 'iter_mock', 'generate', 'write_mock']
+           'STAR_TEFF', 'BALMER', 'TIO_HEADS', 'SWAN_HEADS', 'CN_HEADS', 'STAR_KIND', 'PHYSICAL_ONLY', 'LIBRARY_POOL',
+           'DISPERSIONS_KMS', 'GALAXY_AGES', 'QSO_WIDTHS_KMS', 'NOISE_GAIN', 'READ_NOISE', 'FIT_LINES', 'AP_TAU',
+           'NEBULAR', 'ZWARNING_SMALL_DELTA_CHI2', 'ZWARNING_Z_FITLIMIT', 'planck_lambda', 'gauss_tau', 'band_tau',
+           'star_tau', 'star_templates', 'star_templates_m_dwarf', 'library_stars', 'galaxy_templates', 'attenuation',
+           'library_ssps', 'load_qso_composite', 'qso_line_ratio', 'line_profiles', 'add_lines', 'filter_weights',
+           'synth_mags', 'sky_model', 'sdss_galaxy_subclass', 'fit_line_fluxes', 'MockConfig', 'allocate',
+           'fit_redshift', 'mag_errors', 'generate_chunk', 'truth_schema', 'iter_mock', 'generate', 'write_mock']
 
 # %% ../nbs/03_mock.ipynb #ecaeea24
-REST_LOGLAM0 = np.log10(500.0)   # rest grid from 500 A ...
-REST_NPIX = 13800                # ... to 11,980 A
+from .libraries import LIB_LOGLAM0, LIB_NPIX, STAR_LIBRARIES, SSP_LIBRARIES, star_library, ssp_library
+REST_LOGLAM0 = LIB_LOGLAM0       # the rest grid of the observed libraries: 450 A (quasars at z = 5) ...
+REST_NPIX = LIB_NPIX             # ... to 12,020 A
 REST_LOGLAM = REST_LOGLAM0 + DLOGLAM * np.arange(REST_NPIX)
 REST_WAVE = 10 ** REST_LOGLAM
 WIDE_LOGLAM = wide_loglam()
@@ -59,7 +61,7 @@ TIO_HEADS = (4955, 5167, 5448, 5847, 6159, 6651, 7054, 7589, 8432, 8859)
 SWAN_HEADS = (4737, 5165, 5636)
 CN_HEADS = (7874, 8067, 8320, 9140)
 
-def _sig(x): return 1 / (1 + np.exp(-x))
+def _sig(x): return 1 / (1 + np.exp(-np.clip(x, -500, 500)))
 
 def star_tau(teff: float, wave: np.ndarray = REST_WAVE, kind: str = 'normal') -> np.ndarray:
     "Rest-frame absorption optical depth of a star of temperature `teff`; `kind` is 'normal', 'dwarf', 'wd', 'wdmag', 'carbon', 'dq', 'cemp' or 'peculiar'."
@@ -129,6 +131,42 @@ def star_templates_m_dwarf() -> np.ndarray:
     disc = planck_lambda(REST_WAVE, 15000)
     return m * disc[np.searchsorted(REST_WAVE, 8000)] / m[np.searchsorted(REST_WAVE, 8000)]
 
+# %% ../nbs/03_mock.ipynb #02e59ee7
+PHYSICAL_ONLY = ('CV', 'Carbon', 'CarbonWD', 'Carbon_lines', 'WDmagnetic', 'L0', 'L1', 'L2', 'L3', 'L4', 'L5.5', 'L9', 'T2')
+LIBRARY_POOL = {'A0p': 'A0', 'M0V': 'M0', 'M2V': 'M2'}   # drawn from the stars of another subclass (A0p: plus its peculiar lines)
+
+def _splice(f: np.ndarray, d: np.ndarray, width: int = 60) -> np.ndarray:
+    "Fill the NaN ends of spectra `f` (n, npix) with donor spectra `d`, scaled to match `f` over `width` pixels at each edge."
+    f = f.copy()
+    for i in np.flatnonzero(~np.isfinite(f).all(1)):
+        ok = np.flatnonzero(np.isfinite(f[i]))
+        if len(ok) == 0: f[i] = d[i]; continue
+        a, b = ok[0], ok[-1]
+        gap = np.flatnonzero(~np.isfinite(f[i, a:b + 1])) + a       # interior gaps (bad pixels of the library): interpolate
+        if len(gap): f[i, gap] = np.interp(gap, ok, f[i, ok])
+        for win, part in ((slice(a, a + width), slice(0, a)), (slice(b - width + 1, b + 1), slice(b + 1, None))):
+            r = f[i, win] / d[i, win]; r = r[np.isfinite(r) & (r > 0)]
+            if len(r): f[i, part] = np.where(np.isnan(f[i, part]), d[i, part] * np.median(r), f[i, part])
+    return f
+
+def _physical_star(teff: np.ndarray, kind: np.ndarray) -> np.ndarray:
+    "Physical-model spectra (planck x absorption) for each (teff, kind), computed once per distinct pair rounded to 50 K."
+    key = [(int(round(t / 50) * 50), k) for t, k in zip(teff, kind)]
+    cache = {u: planck_lambda(REST_WAVE, u[0]) * np.exp(-star_tau(u[0], kind=u[1])) for u in set(key)}
+    return np.array([cache[k] for k in key])
+
+@lru_cache(maxsize=None)
+def library_stars(libraries: tuple = STAR_LIBRARIES) -> tuple:
+    "(meta, templates (n, REST_NPIX)) of the observed stars of `libraries`, extended beyond each one's coverage by the MaStar star nearest in Teff and then by the physical model of its Teff; unit median at 5,500 A."
+    allm, allf = star_library()
+    keep = allm.library.isin(libraries).to_numpy()
+    meta, flux = allm[keep].reset_index(drop=True), allf[keep].astype(np.float64)
+    ms = (allm.library == 'mastar').to_numpy()
+    near = np.abs(np.log10(allm.teff.to_numpy()[ms])[None] - np.log10(meta.teff.to_numpy())[:, None]).argmin(1)
+    phys = _physical_star(meta.teff.to_numpy(), np.where(meta.subclass == 'WD', 'wd', 'normal'))
+    out = _splice(_splice(flux, allf[ms][near].astype(np.float64)), phys)
+    return meta, out / np.median(out[:, (REST_WAVE > 5400) & (REST_WAVE < 5600)], 1, keepdims=True)
+
 # %% ../nbs/03_mock.ipynb #37c3b10f
 DISPERSIONS_KMS = (60.0, 150.0, 250.0, 350.0)
 
@@ -150,6 +188,39 @@ def galaxy_templates() -> np.ndarray:
 def attenuation(wave: np.ndarray, ebv) -> np.ndarray:
     "Dust transmission 10^(-0.4 A_lambda) with A_lambda = 3.1 E(B-V) (5500/lambda)^1.2 (a power-law curve close to Calzetti's in the optical)."
     return 10 ** (-0.4 * 3.1 * np.asarray(ebv)[..., None] * (5500.0 / wave) ** 1.2)
+
+# %% ../nbs/03_mock.ipynb #d3e83814
+GALAXY_AGES = {'old': (5.0, 15.0), 'intermediate': (0.7, 3.5), 'young': (0.0, 0.35)}   # Gyr: the three populations of a galaxy
+
+def _population_models() -> np.ndarray:
+    "Unbroadened physical population spectra (old, intermediate, young) on REST_WAVE, unit median at 5,500 A: they extend the libraries below 3,000 A."
+    pops = []
+    for teff in (4400, 6300, 11000):
+        f = planck_lambda(REST_WAVE, teff) * np.exp(-star_tau(teff) * np.where(REST_WAVE < 8000, 1.0, 0.5))
+        if teff < 5000: f = f * np.where(REST_WAVE < 4000, 0.75, 1.0)
+        pops.append(f / np.median(f[(REST_WAVE > 5400) & (REST_WAVE < 5600)]))
+    return np.array(pops)
+
+@lru_cache(maxsize=None)
+def library_ssps(libraries: tuple = SSP_LIBRARIES) -> tuple:
+    "(meta, templates (len(DISPERSIONS_KMS), n, REST_NPIX) float32): the SSPs of `libraries`, extended by the M11-MARCS population nearest in age (ages >= 2 Gyr) and then by the physical population model, unit median at 5,500 A, broadened to each dispersion."
+    allm, allf = ssp_library()
+    keep = allm.library.isin(libraries).to_numpy()
+    meta, flux = allm[keep].reset_index(drop=True), allf[keep].astype(np.float64)
+    marcs = np.flatnonzero((allm.library == 'm11_marcs').to_numpy())
+    age = meta.age_gyr.to_numpy()
+    near = marcs[np.abs(allm.age_gyr.to_numpy()[marcs][None] - age[:, None]).argmin(1)]
+    donor = np.where((age >= 2.0)[:, None], allf[near].astype(np.float64), np.nan)
+    pops = _population_models()
+    phys = pops[np.select([age >= 2.0, age >= 0.5], [0, 1], 2)]
+    out = _splice(_splice(flux, donor), phys)
+    out = out / np.median(out[:, (REST_WAVE > 5400) & (REST_WAVE < 5600)], 1, keepdims=True)
+    return meta, np.stack([_broaden_rows(out, s) for s in DISPERSIONS_KMS]).astype(np.float32)
+
+def _broaden_rows(x: np.ndarray, sigma_kms: float) -> np.ndarray:
+    "Gaussian broadening of spectra (n, npix) on the log grid by `sigma_kms` (added in quadrature to the library's own resolution is neglected)."
+    from scipy.ndimage import gaussian_filter1d
+    return gaussian_filter1d(x, sigma_kms / (C_KMS * np.log(10) * DLOGLAM), axis=-1, mode='nearest')
 
 # %% ../nbs/03_mock.ipynb #f8456fcc
 QSO_WIDTHS_KMS = (0.0, 1200.0, 2400.0)
@@ -286,11 +357,20 @@ class MockConfig:
     detect_snr: float = 3.0             # SDSS line-detection threshold (S/N)
     broad_snr: float = 10.0             # S/N for a broad (> 200 km/s) line to set BROADLINE
     noise_scale: float = 1.0            # multiplies the noise sigma (1 = SDSS-like)
+    star_libraries: tuple = STAR_LIBRARIES   # observed star libraries the survey may use ('mastar', 'miles', 'stelib'); () = physics only
+    galaxy_libraries: tuple = SSP_LIBRARIES  # population libraries ('mastar_ssp', 'm11', 'bc03')
+    tilt_sigma: float = 0.08            # spread of the flux-calibration tilt exponent: flux x (lambda / 6000 A)^a
+    drop_zwarning: bool = True          # keep only zWarning = 0, as the thesis's query did
     def validate(self):
         self.class_mix = normalise_mix(self.class_mix, CLASSES, 'class_mix')
         self.galaxy_mix = normalise_mix(self.galaxy_mix, GALAXY_SUBCLASSES, 'galaxy_mix', tol=2e-3)
         self.star_mix = star_subclass_mix(self.star_group_mix)
-        for name, lo, hi in (('missing_fraction', 0, 1), ('detect_snr', 0, 1e3), ('broad_snr', 0, 1e3), ('noise_scale', 0, 100)):
+        self.star_libraries, self.galaxy_libraries = tuple(self.star_libraries), tuple(self.galaxy_libraries)
+        for name, got, allowed in (('star_libraries', self.star_libraries, STAR_LIBRARIES), ('galaxy_libraries', self.galaxy_libraries, SSP_LIBRARIES)):
+            bad = [x for x in got if x not in allowed]
+            if bad: raise ValueError(f"MockConfig.{name}: unknown library {bad}; choose from {list(allowed)}.")
+        if not self.galaxy_libraries: raise ValueError("MockConfig.galaxy_libraries is empty: name at least one of " + ', '.join(SSP_LIBRARIES) + '.')
+        for name, lo, hi in (('missing_fraction', 0, 1), ('detect_snr', 0, 1e3), ('broad_snr', 0, 1e3), ('noise_scale', 0, 100), ('tilt_sigma', 0, 1)):
             v = getattr(self, name)
             if not (np.isfinite(v) and lo <= v <= hi):
                 raise ValueError(f"MockConfig.{name} = {v!r} is out of range [{lo}, {hi}].")
@@ -318,11 +398,12 @@ def _draw_z_mag(cls: np.ndarray, pop: np.ndarray, rng) -> tuple:
     q = cls == 'QSO'
     boss = rng.random(q.sum()) < 0.45
     zq = np.where(boss, rng.normal(2.45, 0.45, q.sum()), rng.normal(1.3, 0.65, q.sum()))
-    z[q] = np.clip(np.abs(zq), 0.1, 4.0)
+    zq = np.where(rng.random(q.sum()) < 0.04, rng.uniform(3.5, 5.0, q.sum()), zq)   # the high-z tail, to z = 5
+    z[q] = np.clip(np.abs(zq), 0.1, 5.0)
     r[q] = np.where(boss, rng.uniform(19.5, 21.7, q.sum()), rng.uniform(17.0, 20.3, q.sum()))
     s = cls == 'STAR'
     z[s] = rng.normal(0, 150, s.sum()) / C_KMS
-    r[s] = rng.uniform(14.5, 20.8, s.sum())
+    r[s] = rng.uniform(15.0, 21.0, s.sum())
     return z, r, lrg
 
 # %% ../nbs/03_mock.ipynb #ed559b27
@@ -335,7 +416,38 @@ def _shift(templates: np.ndarray, idx: np.ndarray, z: np.ndarray) -> np.ndarray:
     t = templates[idx[:, None], cols]; t1 = templates[idx[:, None], cols + 1]
     return t * (1 - fr) + t1 * fr
 
-def _stars(sub: np.ndarray, z: np.ndarray, rng) -> tuple:
+AP_TAU = None
+def _ap_tau() -> np.ndarray:
+    "The extra lines (Si II, Sr II, Cr II, Eu II) of a chemically peculiar A star, as an optical depth on REST_WAVE."
+    global AP_TAU
+    if AP_TAU is None: AP_TAU = star_tau(9300, kind='peculiar') - star_tau(9300, kind='normal')
+    return AP_TAU
+
+def _stars(sub: np.ndarray, z: np.ndarray, rng, libraries=STAR_LIBRARIES) -> tuple:
+    "Star models on the wide grid: an observed library star of the subclass where `libraries` hold one, else the physical model; (model, teff, library, library id)."
+    n = len(sub); model = np.zeros((n, WIDE_NPIX)); teff = np.full(n, np.nan)
+    lib = np.full(n, 'physical', dtype=object); sid = np.full(n, '', dtype=object)
+    todo = np.ones(n, bool)
+    if libraries:
+        meta, T = library_stars(tuple(sorted(libraries)))
+        for s in sorted(set(sub) - set(PHYSICAL_ONLY)):
+            m = np.flatnonzero(sub == s)
+            pool = np.flatnonzero((meta.subclass == LIBRARY_POOL.get(s, s)).to_numpy())
+            if s in ('M0V', 'M2V'):   # the SDSS dwarf templates: prefer library dwarfs
+                dw = pool[meta.logg.to_numpy()[pool] >= 4.0]; pool = dw if len(dw) else pool
+            if len(pool) == 0: continue
+            libs = meta.library.to_numpy()[pool]; names = np.unique(libs)   # each library equally likely, then a star of it
+            which = names[rng.integers(0, len(names), len(m))]
+            pick = np.array([rng.choice(pool[libs == w]) for w in which])
+            model[m] = _shift(T, pick, z[m])
+            if s == 'A0p': model[m] *= np.exp(-_shift(_ap_tau()[None], np.zeros(len(m), int), z[m]))
+            teff[m] = meta.teff.to_numpy()[pick]; lib[m] = meta.library.to_numpy()[pick]; sid[m] = meta.id.to_numpy()[pick]
+            todo[m] = False
+    if todo.any(): model[todo], teff[todo] = _physical_stars(sub[todo], z[todo], rng)
+    return model, teff, lib, sid
+
+def _physical_stars(sub: np.ndarray, z: np.ndarray, rng) -> tuple:
+    "The physical star model (black body x absorption, CV disc lines) for subclasses no library holds."
     n = len(sub); tmpl = star_templates()
     names = list(STAR_SUBCLASSES); idx = np.array([names.index(s) for s in sub])
     cont = np.array([tmpl[s][0] for s in names]); tau = np.array([tmpl[s][1] for s in names])
@@ -355,8 +467,10 @@ def _stars(sub: np.ndarray, z: np.ndarray, rng) -> tuple:
         m = model[cv]; add_lines(m, WIDE_LOGLAM[0], lam[None] * (1 + z[cv, None]), np.full(ew.shape, 800.0), ew * cl); model[cv] = m
     return model, teff
 
-def _galaxies(pop: np.ndarray, z: np.ndarray, lrg: np.ndarray, rng) -> tuple:
-    n = len(pop); T = galaxy_templates()
+def _galaxies(pop: np.ndarray, z: np.ndarray, lrg: np.ndarray, rng, libraries=SSP_LIBRARIES) -> tuple:
+    "Galaxy continua: old + intermediate + young SSPs of one population library per galaxy, broadened, dust-attenuated; (continuum, ebv, dispersion, library)."
+    n = len(pop); meta, T = library_ssps(tuple(sorted(libraries)))
+    nssp = len(meta); flat = T.reshape(-1, REST_NPIX)
     disp = np.where(lrg, rng.uniform(180, 330, n), rng.uniform(50, 250, n))
     di = np.abs(np.array(DISPERSIONS_KMS)[None] - disp[:, None]).argmin(1)
     sfish = np.isin(pop, ['STARFORMING', 'STARBURST', 'STARFORMING BROADLINE', 'STARBURST BROADLINE'])
@@ -364,10 +478,19 @@ def _galaxies(pop: np.ndarray, z: np.ndarray, lrg: np.ndarray, rng) -> tuple:
     young = np.where(np.isin(pop, ['STARBURST', 'STARBURST BROADLINE']), rng.uniform(0.4, 0.9, n), young)
     inter = rng.uniform(0.05, 0.4, n) * (1 - young)
     old = 1 - young - inter
-    cont = sum(w[:, None] * _shift(T[:, k], di, z) for k, w in enumerate((old, inter, young)))
+    libs = np.array(sorted(set(meta.library)), dtype=object)
+    lib = libs[rng.integers(0, len(libs), n)]
+    cont = np.zeros((n, WIDE_NPIX))
+    for w, (lo, hi) in zip((old, inter, young), GALAXY_AGES.values()):
+        idx = np.zeros(n, int)
+        for L in libs:
+            m = lib == L
+            pool = np.flatnonzero(((meta.library == L) & meta.age_gyr.between(lo, hi)).to_numpy())
+            idx[m] = pool[rng.integers(0, len(pool), m.sum())]
+        cont += w[:, None] * _shift(flat, di * nssp + idx, z)
     ebv = np.where(lrg, rng.uniform(0, 0.05, n), rng.uniform(0, 0.35, n) * (0.3 + sfish))
     cont = cont * attenuation(WIDE_WAVE / (1 + z[:, None]), ebv)
-    return cont, ebv, disp
+    return cont, ebv, disp, lib
 
 def _emission_lines(pop: np.ndarray, rng) -> dict:
     "Rest equivalent widths (A, emission > 0) and line ratios of the nebular lines, drawn by population."
@@ -399,15 +522,29 @@ def _nebular_fluxes(p: dict, cont_ha: np.ndarray) -> dict:
     return {'[OII]3727': hb * p['oii'], 'Hd': 0.259 * hb, 'Hg': 0.468 * hb, 'Hb': hb, '[OIII]4959': oiii / 2.98,
             '[OIII]5007': oiii, '[NII]6548': nii / 3.05, 'Ha': ha, '[NII]6584': nii, '[SII]6717': 0.57 * sii, '[SII]6731': 0.43 * sii}
 
-def _qsos(z: np.ndarray, rng) -> tuple:
+def _qsos(z: np.ndarray, rmag: np.ndarray, rng) -> tuple:
+    "Quasar models: composite lines on a varied power law (Baldwin effect: weaker lines in brighter quasars), broad absorption lines in ~12% at z > 1.5, Lyman-alpha forest, host light at low z, dust."
     n = len(z); R = qso_line_ratio()
     wave_rest = WIDE_WAVE / (1 + z[:, None])
     alpha_nu = rng.normal(-0.5, 0.3, n)
     cont = (wave_rest / 1450.0) ** (-2 - alpha_nu[:, None])
     wi = rng.integers(0, len(QSO_WIDTHS_KMS), n)
-    strength = rng.lognormal(0, 0.3, n)[:, None]
+    # Baldwin effect: EW ~ L^-0.2; log L from r and a rough distance modulus (relative to r = 20 at z = 1.5)
+    logl = -0.4 * (rmag - 20) + 2 * np.log10(np.clip(z, 0.1, None) / 1.5)
+    strength = (rng.lognormal(0, 0.3, n) * 10 ** (-0.2 * logl))[:, None]
     ratio = _shift(R, wi, z)
     model = cont * np.clip(1 + strength * (ratio - 1), 0.02, None)
+    # broad absorption-line troughs blueward of C IV, Si IV, N V (and Al III, Mg II in the rarer LoBALs)
+    bal = (rng.random(n) < 0.12) & (z > 1.5)
+    if bal.any():
+        b = np.flatnonzero(bal); vmin = rng.uniform(1000, 6000, len(b)); vmax = vmin + rng.uniform(3000, 20000, len(b))
+        depth = rng.uniform(0.5, 2.5, len(b)); lobal = rng.random(len(b)) < 0.1
+        tau = np.zeros((len(b), WIDE_NPIX))
+        for lam, rel, lo_only in ((1549.06, 1.0, False), (1397.61, 0.6, False), (1240.14, 0.8, False), (1857.4, 0.4, True), (2799.12, 0.6, True)):
+            v = (1 - wave_rest[b] / lam) * C_KMS          # outflow velocity of absorbing gas at each pixel
+            box = _sig((v - vmin[:, None]) / 400) * _sig((vmax[:, None] - v) / 400)
+            tau += (depth * rel * (lobal | (not lo_only)))[:, None] * box
+        model[b] *= np.exp(-tau)
     # Lyman-alpha forest with log-normal fluctuations in optical depth, and the Lyman limit
     zabs = WIDE_WAVE[None] / LINES['Lya'] - 1
     g = rng.normal(0, 1, (n, WIDE_NPIX)); g = (g + np.roll(g, 1, 1) + np.roll(g, 2, 1)) / np.sqrt(3)
@@ -419,7 +556,36 @@ def _qsos(z: np.ndarray, rng) -> tuple:
     old_pop = _shift(galaxy_templates()[1, :1], np.zeros(n, int), z)   # unit flux near 5,500 A rest
     model = model / at5500 * (1 - host[:, None]) + host[:, None] * old_pop
     ebv = rng.exponential(0.03, n)
-    return model * attenuation(wave_rest, ebv), alpha_nu, ebv
+    return model * attenuation(wave_rest, ebv), alpha_nu, ebv, bal
+
+# %% ../nbs/03_mock.ipynb #a3a55662
+ZWARNING_SMALL_DELTA_CHI2 = 1 << 2    # SDSS ZWARNING bit: chi2 of the best fit too close to that of the next best
+ZWARNING_Z_FITLIMIT = 1 << 5          # SDSS ZWARNING bit: chi2 minimum at the edge of the redshift window
+
+def fit_redshift(flux: np.ndarray, ivar: np.ndarray, wide_model: np.ndarray, z: np.ndarray, half: int = 20,
+                 sep: int = 4, min_dchi2: float = 9.0) -> tuple:
+    "Measure z the way SDSS does: chi2 of a template (the noiseless model) with a free amplitude over a window of +-`half` pixels, parabolic refinement; (z, zErr, zWarning, delta chi2)."
+    n = len(flux); ks = np.arange(-half, half + 1)
+    f = flux.astype(np.float64); iv = ivar.astype(np.float64); fw = f * iv
+    chi2 = np.empty((n, len(ks)))
+    base = np.einsum('ij,ij->i', fw, f)
+    for j, k in enumerate(ks):   # chi2 = sum(iv f^2) - (sum(iv f M))^2 / sum(iv M^2) for the best amplitude
+        M = wide_model[:, WIDE_OFFSET + k: WIDE_OFFSET + k + NPIX]
+        chi2[:, j] = base - np.einsum('ij,ij->i', fw, M) ** 2 / np.maximum(np.einsum('ij,ij->i', iv, M * M), 1e-300)
+    j = chi2.argmin(1); jc = np.clip(j, 1, len(ks) - 2); r = np.arange(n)
+    cm, c0, cp = chi2[r, jc - 1], chi2[r, jc], chi2[r, jc + 1]
+    den = cm - 2 * c0 + cp
+    with np.errstate(divide='ignore', invalid='ignore'):
+        d = np.where(den > 0, np.clip(0.5 * (cm - cp) / den, -1, 1), 0.0)
+        sig = np.where(den > 0, np.sqrt(2 / den), half)            # pixels at delta chi2 = 1
+    shift = ks[jc] + d
+    far = np.abs(ks[None] - ks[j][:, None]) > sep
+    dchi2 = np.where(far, chi2, np.inf).min(1) - chi2[r, j]
+    warn = np.where(~(dchi2 >= min_dchi2), ZWARNING_SMALL_DELTA_CHI2, 0)
+    warn |= np.where((j == 0) | (j == len(ks) - 1), ZWARNING_Z_FITLIMIT, 0)
+    zfit = (1 + z) * 10 ** (-shift * DLOGLAM) - 1                # the data match the model moved by `shift` pixels
+    zerr = (1 + z) * np.log(10) * DLOGLAM * sig
+    return zfit, zerr, warn.astype(np.int32), dchi2
 
 # %% ../nbs/03_mock.ipynb #7f2b42a0
 def mag_errors(mag: np.ndarray, rng) -> np.ndarray:
@@ -440,12 +606,15 @@ def generate_chunk(cls: np.ndarray, sub: np.ndarray, rng: np.random.Generator, c
     z, rmag, lrg = _draw_z_mag(cls, sub, rng)
     wide = np.zeros((n, WIDE_NPIX)); teff = np.full(n, np.nan); ebv = np.zeros(n); alpha = np.full(n, np.nan)
     s, g, q = cls == 'STAR', cls == 'GALAXY', cls == 'QSO'
-    if s.any(): wide[s], teff[s] = _stars(sub[s], z[s], rng)
-    if q.any(): wide[q], alpha[q], ebv[q] = _qsos(z[q], rng)
+    lib = np.full(n, '', dtype=object); lib_id = np.full(n, '', dtype=object); bal = np.zeros(n, bool)
+    if s.any():   # observed (or physical) stars behind the Galaxy's dust
+        wide[s], teff[s], lib[s], lib_id[s] = _stars(sub[s], z[s], rng, cfg.star_libraries)
+        ebv[s] = rng.exponential(0.04, s.sum()); wide[s] *= attenuation(WIDE_WAVE, ebv[s])
+    if q.any(): wide[q], alpha[q], ebv[q], bal[q] = _qsos(z[q], rmag[q], rng); lib[q] = 'vandenberk2001'
     truth = {f'true_lineflux_{l}': np.full(n, np.nan) for l in NEBULAR}
     sig = np.full((n, len(FIT_LINES)), 100.0)
     if g.any():
-        cont, ebv[g], disp = _galaxies(sub[g], z[g], lrg[g], rng)
+        cont, ebv[g], disp, lib[g] = _galaxies(sub[g], z[g], lrg[g], rng, cfg.galaxy_libraries)
         p = _emission_lines(sub[g], rng)
         ha_pix = np.clip(((np.log10(LINES['Ha'] * (1 + z[g])) - WIDE_LOGLAM[0]) / DLOGLAM).astype(int), 0, WIDE_NPIX - 1)
         fl = _nebular_fluxes(p, cont[np.arange(g.sum()), ha_pix] * (1 + z[g]))
@@ -470,7 +639,8 @@ def generate_chunk(cls: np.ndarray, sub: np.ndarray, rng: np.random.Generator, c
     fiber_loss = np.where(g, rng.uniform(0.3, 1.0, n), rng.uniform(0.0, 0.15, n))
     ff = 10 ** (-0.4 * fiber_loss)[:, None]
     sl = slice(WIDE_OFFSET, WIDE_OFFSET + NPIX)
-    model = wide[:, sl] * ff; cont_obs = galcont[:, sl] * ff
+    tilt = (sdss_wavelength() / 6000.0)[None] ** rng.normal(0, cfg.tilt_sigma, (n, 1))   # flux-calibration error
+    model = wide[:, sl] * ff * tilt; cont_obs = galcont[:, sl] * ff * tilt
     # noise
     skyc, skyl, thr = sky_model()
     cond = rng.lognormal(0, 0.3, n)[:, None] * cfg.noise_scale ** 2
@@ -509,16 +679,17 @@ def generate_chunk(cls: np.ndarray, sub: np.ndarray, rng: np.random.Generator, c
     subclass[q] = 'BROADLINE'
     petro_err = mag_errors(mags_true, rng)
     petro = mags_true + petro_err * rng.standard_normal(mags_true.shape)
-    zerr = np.where(q, 4e-4, 6e-5) * (1 + z) * np.clip(5 / np.maximum(snr, 0.5), 0.3, 10)
+    zfit, zerr, zwarn, dchi2 = np.zeros(n), np.zeros(n), np.zeros(n, np.int32), np.zeros(n)
+    for m, half, sep in ((~q, 20, 4), (q, 60, 20)):   # quasars: broad lines, a wider window (+-4,100 km/s)
+        if m.any(): zfit[m], zerr[m], zwarn[m], dchi2[m] = fit_redshift(flux[m], ivar[m], wide[m] * ff[m], z[m], half, sep)
     loglam = np.broadcast_to(sdss_loglam().astype(np.float32), (n, NPIX))
     cat = dict(**_ids(start, n, seed), run2d=np.full(n, '26', dtype=object),
                ra=rng.uniform(110, 260, n), dec=np.degrees(np.arcsin(rng.uniform(np.sin(np.radians(-5)), np.sin(np.radians(70)), n))),
-               **{'class': cls.astype(object), 'subClass': subclass}, z=z + rng.normal(0, 1, n) * zerr * 0.5, zErr=zerr,
-               zWarning=np.zeros(n, np.int32),
+               **{'class': cls.astype(object), 'subClass': subclass}, z=zfit, zErr=zerr, zWarning=zwarn,
                **{f'petroMag_{b}': petro[:, i].astype(np.float32) for i, b in enumerate('ugriz')},
                **{f'petroMagErr_{b}': petro_err[:, i].astype(np.float32) for i, b in enumerate('ugriz')},
                source=np.full(n, 'mock', dtype=object),
-               true_z=z, true_population=sub.astype(object), true_teff=teff, true_ebv=ebv, true_alpha_nu=alpha,
+               true_z=z, true_population=sub.astype(object), true_library=lib, true_library_id=lib_id, true_bal=bal, true_dchi2=dchi2, true_teff=teff, true_ebv=ebv, true_alpha_nu=alpha,
                true_fiber_loss=fiber_loss, true_sn_median=snr, true_measew_Ha=ew_ha_meas,
                **{f'true_ew_{ew_column(l)[3:]}': np.full(n, np.nan) for l in NEBULAR},
                true_missing_block=lose, **{f'true_petroMag_{b}': mags_true[:, i] for i, b in enumerate('ugriz')}, **truth, **meas)
@@ -563,7 +734,11 @@ def iter_mock(n: int, seed: int = SEED, cfg: MockConfig | None = None, progress:
     bar = tqdm(total=n, desc='mock spectra', unit='spec', disable=not progress)
     for b, child in enumerate(children):
         a = b * block; e = min(n, a + block)
-        yield generate_chunk(cls[a:e], sub[a:e], np.random.default_rng(child), cfg, start=a, seed=int(seed))
+        cat, pix = generate_chunk(cls[a:e], sub[a:e], np.random.default_rng(child), cfg, start=a, seed=int(seed))
+        if cfg.drop_zwarning:   # the query's zWarning = 0
+            keep = np.asarray(cat['zWarning']) == 0
+            cat = {k: np.asarray(v)[keep] for k, v in cat.items()}; pix = {k: np.asarray(v)[keep] for k, v in pix.items()}
+        yield cat, pix
         bar.update(e - a)
     bar.close()
 
