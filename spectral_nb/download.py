@@ -4,20 +4,20 @@
 
 # %% ../nbs/02_download.ipynb #79591271
 from __future__ import annotations
-import os, random, threading, time, uuid
+import os, random, re, threading, time, uuid
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np, pandas as pd
 from tqdm.auto import tqdm
 from .config import *
-from .fakesdss import sas_path
 from .records import RecordWriter, CATALOG_COLUMNS, check_writable
 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'fits_ok', 'file_ok', 'fetch', 'DownloadSummary', 'spec_file', 'download', 'to_records']
+__all__ = ['log', 'MAX_RETRY_AFTER', 'RETRY_STATUS', 'fits_ok', 'file_ok', 'fetch', 'DownloadSummary', 'sas_path', 'spec_file',
+           'download', 'to_records']
 
 # %% ../nbs/02_download.ipynb #e10f6bde
 def fits_ok(body: bytes) -> str:
@@ -46,33 +46,62 @@ def file_ok(path: Path) -> bool:
     except OSError: return False
 
 # %% ../nbs/02_download.ipynb #e6584e5b
-class _Session(threading.local):
-    def get(self):
-        if not hasattr(self, 's'):
+MAX_RETRY_AFTER = 120.0   # seconds: a longer Retry-After is capped (a server asking for hours is treated as failing)
+RETRY_STATUS = (429, 500, 502, 503, 504)
+
+def _retry_policy(retries: int, backoff: float):
+    "urllib3's Retry for HTTP status retries (429, 5xx): exponential backoff, honouring Retry-After (capped at MAX_RETRY_AFTER)."
+    from urllib3.util.retry import Retry
+    class CappedRetry(Retry):
+        def get_retry_after(self, response):
+            v = super().get_retry_after(response)
+            return None if v is None else min(v, MAX_RETRY_AFTER)
+    return CappedRetry(total=None, connect=0, read=False, redirect=5, other=0, status=retries, backoff_factor=backoff, backoff_max=30.0,
+                       status_forcelist=RETRY_STATUS, allowed_methods=frozenset({'GET'}), respect_retry_after_header=True,
+                       raise_on_status=False)
+
+class _Sessions(threading.local):
+    "One requests.Session per thread and retry policy (Sessions are not thread-safe; connections are reused)."
+    def get(self, retries: int, backoff: float):
+        d = self.__dict__.setdefault('by_policy', {})
+        if (retries, backoff) not in d:
             import requests
-            self.s = requests.Session()
-        return self.s
-_SESSION = _Session()
+            from requests.adapters import HTTPAdapter
+            s = requests.Session(); a = HTTPAdapter(max_retries=_retry_policy(retries, backoff))
+            s.mount('http://', a); s.mount('https://', a)
+            d[retries, backoff] = s
+        return d[retries, backoff]
+_SESSIONS = _Sessions()
+
+def _check_retry_args(timeout, retries, backoff):
+    if isinstance(retries, bool) or not isinstance(retries, (int, np.integer)) or retries < 0:
+        raise ValueError(f"retries must be an integer >= 0, got {retries!r}.")
+    if not (isinstance(timeout, (int, float)) and np.isfinite(timeout) and timeout > 0): raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}.")
+    if not (isinstance(backoff, (int, float)) and np.isfinite(backoff) and backoff >= 0): raise ValueError(f"backoff must be a number of seconds >= 0, got {backoff!r}.")
 
 def fetch(url: str, timeout: float = 30, retries: int = 5, backoff: float = 0.5, sleep=time.sleep) -> tuple:
     "(body or None, reason, attempts) for one spec file URL."
     import requests
-    reason = ''
+    _check_retry_args(timeout, retries, backoff)
+    reason, attempts = '', 0
     for attempt in range(retries + 1):
         if attempt: sleep(min(30.0, backoff * 2 ** (attempt - 1)) * (1 + random.random()))
+        attempts += 1
         try:
-            r = _SESSION.get().get(url, timeout=timeout)
-            if r.status_code == 404: return None, 'not_found', attempt + 1
-            if 400 <= r.status_code < 500 and r.status_code != 429: return None, f'http_{r.status_code}', attempt + 1
-            if r.status_code >= 500 or r.status_code == 429: reason = f'http_{r.status_code}'; continue
+            r = _SESSIONS.get(retries, backoff).get(url, timeout=timeout)
+            hist = getattr(getattr(r.raw, 'retries', None), 'history', ()) or ()
+            attempts += len(hist)                       # status retries urllib3 made (429/5xx, after Retry-After)
+            if r.status_code == 404: return None, 'not_found', attempts
+            if r.status_code in RETRY_STATUS: return None, f'http_{r.status_code}', attempts   # urllib3 already retried it
+            if r.status_code >= 400: return None, f'http_{r.status_code}', attempts
             body = r.content
             cl = r.headers.get('Content-Length')
             if cl is not None and int(cl) != len(body): reason = 'truncated'; continue
             reason = fits_ok(body)
-            if not reason: return body, '', attempt + 1
+            if not reason: return body, '', attempts
         except requests.exceptions.Timeout: reason = 'timeout'
         except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError): reason = 'connection'
-    return None, reason, retries + 1
+    return None, reason, attempts
 
 @dataclass
 class DownloadSummary:
@@ -84,6 +113,14 @@ class DownloadSummary:
     retries: int = 0
     seconds: float = 0.0
     spectra_per_s: float = 0.0
+
+def sas_path(plate: int, mjd: int, fiber: int, run2d: str, data_release: int = 17, lite: bool = True) -> str:
+    "Relative SAS path of a spec file (DR17 layout): legacy SDSS reductions (run2d 26, 103, 104) under sdss/, BOSS/eBOSS under eboss/."
+    run2d = str(run2d).strip()
+    if not re.fullmatch(r'[0-9A-Za-z_.]{1,16}', run2d): raise ValueError(f"Invalid run2d {run2d!r} in the catalogue; it must come from `spectral-nb query`.")
+    survey = 'sdss' if run2d in ('26', '103', '104') else 'eboss'
+    kind = 'lite' if lite else 'full'
+    return f"dr{int(data_release)}/{survey}/spectro/redux/{run2d}/spectra/{kind}/{int(plate):04d}/spec-{int(plate):04d}-{int(mjd):05d}-{int(fiber):04d}.fits"
 
 def spec_file(out_dir, row, data_release: int = 17, lite: bool = True) -> Path:
     "Where a catalogue row's spec file is kept locally (the SAS layout under out_dir/sas/)."
@@ -97,6 +134,7 @@ def download(catalog, out_dir, workers: int = 8, sas_url: str = 'https://data.sd
     for c in ('specObjID', 'plate', 'mjd', 'fiberID', 'run2d'):
         if c not in cat: raise ValueError(f"The catalogue lacks column {c!r}; it must come from `spectral-nb query`.")
     if not (isinstance(workers, int) and 1 <= workers <= 256): raise ValueError(f"workers must be an integer in [1, 256], got {workers!r}.")
+    _check_retry_args(timeout, retries, backoff)   # before any work: a bad value must not produce a (false) summary
     out = Path(out_dir); check_writable(out / 'sas' / 'x')
     for p in (out / 'sas').rglob('*.part'): p.unlink()          # leftovers of a killed run
     s = DownloadSummary(requested=len(cat))

@@ -16,8 +16,22 @@ from .training import classification_metrics, TaskData
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'plot_history', 'plot_confusion', 'plot_acc_by_sn', 'pick_examples', 'plot_examples', 'predict_proba',
-           'report_classifier']
+__all__ = ['log', 'wilson_ci', 'plot_history', 'plot_confusion', 'plot_acc_by_sn', 'pick_examples', 'plot_examples',
+           'predict_proba', 'report_classifier']
+
+# %% ../nbs/04b_evaluate.ipynb #93dcfb58
+def wilson_ci(k: int,                   # successes (e.g. correct predictions)
+              n: int,                   # trials (e.g. test spectra)
+              confidence: float = 0.95, # confidence level of the interval
+             ) -> tuple:
+    "Wilson score interval (lo, hi) of the proportion k/n, from scipy; (nan, nan) when n = 0."
+    from scipy.stats import binomtest
+    k, n = int(k), int(n)
+    if n < 0 or not 0 <= k <= max(n, 0): raise ValueError(f"wilson_ci needs 0 <= k <= n, got k={k}, n={n}.")
+    if not 0 < confidence < 1: raise ValueError(f"confidence must be in (0, 1), got {confidence!r}.")
+    if n == 0: return (float('nan'), float('nan'))
+    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method='wilson')
+    return (float(ci.low), float(ci.high))
 
 # %% ../nbs/04b_evaluate.ipynb #2a633bec
 def plot_history(hist: dict, title: str = ''):

@@ -13,8 +13,8 @@ from .config import *
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'STAGE_ORDER', 'SOURCE_STAGES', 'NOTEBOOKS', 'nbs_dir', 'stage_params', 'StageFailed', 'run_stage', 'reproduce',
-           'collect_metrics', 'md_table', 'write_report', 'report_images']
+__all__ = ['log', 'STAGE_ORDER', 'SOURCE_STAGES', 'NOTEBOOKS', 'nbs_dir', 'stage_params', 'package_dir', 'file_hash', 'code_hash',
+           'StageFailed', 'run_stage', 'reproduce', 'collect_metrics', 'md_table', 'write_report', 'report_images']
 
 # %% ../nbs/99_reproduce.ipynb #91a18e63
 STAGE_ORDER = ('mock', 'query', 'download', 'preprocess', 'cnn', 'mixed', 'autoencoder')
@@ -38,7 +38,7 @@ def stage_params(stage: str, run: Path, prof: dict, seed: int, source: str, urls
     common = dict(profile=prof['profile'], seed=seed, source=source)
     if stage == 'mock': return dict(n_spectra=prof['n_spectra'], seed=seed, out_dir=str(data)), data
     if stage == 'query':
-        return dict(n_spectra=prof['n_spectra'], data_release=17, out_path=str(data / 'catalog.parquet'), skyserver_url=urls.get('skyserver_url')), data
+        return dict(n_spectra=prof['n_spectra'], data_release=17, seed=seed, out_path=str(data / 'catalog.parquet'), skyserver_url=urls.get('skyserver_url')), data
     if stage == 'download':
         return dict(catalog_path=str(data / 'catalog.parquet'), out_dir=str(data), workers=8, data_release=17,
                     sas_url=urls.get('sas_url') or 'https://data.sdss.org/sas'), data
@@ -50,6 +50,21 @@ def stage_params(stage: str, run: Path, prof: dict, seed: int, source: str, urls
     raise ValueError(f"Unknown stage {stage!r}: stages are {', '.join(STAGE_ORDER)}.")
 
 def _hash(obj) -> str: return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+def package_dir() -> Path:
+    "The folder of the spectral_nb package whose code the stages run."
+    import spectral_nb
+    return Path(spectral_nb.__file__).resolve().parent
+
+def file_hash(path) -> str:
+    "sha256 (hex, 16) of a file's bytes."
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+def code_hash(pkg: Path | None = None) -> str:
+    "sha256 (hex, 16) of every spectral_nb/*.py (names and bytes): any change to the package's code changes it."
+    h = hashlib.sha256()
+    for f in sorted((pkg or package_dir()).glob('*.py')): h.update(f.name.encode() + b'\0' + f.read_bytes() + b'\0')
+    return h.hexdigest()[:16]
 
 # %% ../nbs/99_reproduce.ipynb #658571bb
 class StageFailed(RuntimeError):
@@ -86,9 +101,10 @@ def reproduce(out, profile: str = 'quick', source: str = 'mock', seed: int = SEE
     run = Path(out).resolve()    # absolute: the stage notebooks run with the run folder as their working directory
     run.mkdir(parents=True, exist_ok=True); (run / '.stages').mkdir(exist_ok=True)
     upstream, times, skipped = '', {}, []
+    code = code_hash()   # a stage is up to date only for the same notebook, package code, parameters and upstream
     for stage in [s for s in STAGE_ORDER if s in stages]:
         params, sdir = stage_params(stage, run, prof, seed, source, urls)
-        h = _hash(dict(stage=stage, params=params, profile=prof, upstream=upstream))
+        h = _hash(dict(stage=stage, params=params, profile=prof, upstream=upstream, notebook=file_hash(nbs_dir() / NOTEBOOKS[stage]), code=code))
         marker = run / '.stages' / f'{stage}.json'
         if not force and marker.exists() and json.loads(marker.read_text()).get('hash') == h:
             m = json.loads(marker.read_text())
@@ -118,8 +134,9 @@ def collect_metrics(run: Path, profile: str, source: str, seed: int) -> dict:
     out = dict(source=source, profile=profile, seed=seed, version=spectral_nb.__version__, python=platform.python_version(),
                stage_seconds={s: json.loads((run / '.stages' / f'{s}.json').read_text())['seconds'] for s in STAGE_ORDER if (run / '.stages' / f'{s}.json').exists()},
                experiments={})
-    pre = _load(run / 'data' / 'preprocess_summary.json')
-    if pre: out['preprocess'] = pre
+    if (run / 'data' / 'dataset.h5').exists():
+        from spectral_nb.preprocess import read_dataset_summary
+        out['preprocess'] = read_dataset_summary(run / 'data' / 'dataset.h5')   # the summary lives in the dataset file
     dl = _load(run / 'data' / 'download_summary.json')
     if dl: out['download'] = dl
     for name, path, key in (('cnn', 'cnn/metrics_cnn.json', 'cnn_main'), ('cnn_compact', 'cnn/metrics_cnn_compact.json', 'cnn_main'),

@@ -1,8 +1,9 @@
 "The reproduce chain, end to end on the smoke profile (marked `functional`; part of the README's test command)."
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
-import pytest
+import numpy as np, pandas as pd, pytest
 from PIL import Image
+from spectral_nb.config import THESIS
 
 pytestmark = pytest.mark.functional
 
@@ -21,14 +22,23 @@ def test_metrics_exist_are_probabilities_and_beat_the_majority_baseline(smoke_ru
     m = json.loads((smoke_run / 'metrics.json').read_text())
     assert m['source'] == 'mock' and m['profile'] == 'smoke'
     ex = m['experiments']
-    for name in ('cnn', 'cnn_compact', 'mixed_main', 'mixed_galaxy', 'mixed_star'):
+    from spectral_nb.evaluate import wilson_ci
+    for name, folder in (('cnn', 'cnn'), ('cnn_compact', 'cnn'), ('mixed_main', 'mixed'), ('mixed_galaxy', 'mixed'), ('mixed_star', 'mixed')):
         e = ex[name]
-        assert 0 <= e['test_accuracy'] <= 1 and 0 <= e['train_accuracy'] <= 1, name
-        assert 0 < e['thesis_test_accuracy'] < 1
+        # the recorded metrics agree with the confusion matrix the run saved, recomputed here
+        cm = pd.read_csv(smoke_run / folder / f'confusion_{name}.csv', index_col=0).to_numpy()
+        k, n = int(np.trace(cm)), int(cm.sum())
+        assert n == e['n_test'] and abs(e['test_accuracy'] - k / n) < 1e-9, (name, e['test_accuracy'], k, n)
+        assert np.allclose(e['test_accuracy_ci95'], wilson_ci(k, n), atol=2e-4), (name, e['test_accuracy_ci95'], wilson_ci(k, n))
+        assert abs(e['majority_baseline'] - cm.sum(1).max() / n) < 1e-9, name
+        per = json.loads((smoke_run / folder / f'metrics_{name}.json').read_text())
+        assert e['train_accuracy'] == per['train_accuracy'] and e['n_train'] == per['n_train'], name
+        assert e['thesis_test_accuracy'] == THESIS[{'cnn_compact': 'cnn_main', 'cnn': 'cnn_main'}.get(name, name)]['test_acc']
     # with smoke-sized training the main-class models must still beat always answering GALAXY
     for name in ('mixed_main',):
         assert ex[name]['test_accuracy'] > ex[name]['majority_baseline'], ex[name]
-    assert 0 <= ex['autoencoder']['latent_logreg_test_accuracy'] <= 1
+    ae = json.loads((smoke_run / 'autoencoder' / 'metrics_autoencoder.json').read_text())
+    assert ex['autoencoder']['latent_logreg_test_accuracy'] == ae['latent_logreg_test_accuracy'] > 0.4   # beats a 3-way guess
     assert set(m['stage_seconds']) == {'mock', 'preprocess', 'cnn', 'mixed', 'autoencoder'}
 
 
