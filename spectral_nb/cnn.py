@@ -10,14 +10,14 @@ import json, shutil, time
 from pathlib import Path
 import numpy as np, pandas as pd
 from .config import *
-from .training import (load_task, seed_everything, fit_model, save_bundle, class_weights, TASKS)
+from .training import (load_task, seed_everything, fit_model, save_bundle, class_weights, TASKS, staged_run, Augment)
 from .evaluate import report_classifier
 
 log = get_logger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'THESIS_SPACE', 'REDUCED_SPACE', 'build_thesis_cnn', 'compact_trunk', 'build_compact_cnn', 'tune_cnn',
-           'inference_speed', 'run_cnn']
+           'inference_speed', 'train_compact_cnn', 'run_cnn']
 
 # %% ../nbs/05_cnn.ipynb #44a799be
 THESIS_SPACE = dict(conv_layers=(2, 6), filters=(64, 128, 256, 512), filters_deep=(64, 128, 256), kernels=(3, 5, 7),
@@ -104,30 +104,49 @@ def inference_speed(model, x, batch: int = 1024, repeats: int = 2) -> float:
         best = max(best, n / (time.perf_counter() - t))
     return best
 
-def run_cnn(h5_path, out_dir, profile: str = 'smoke', seed: int = SEED, source: str = 'mock') -> dict:
+def _run_extra(data: dict, hist: dict, **kw) -> dict:
+    "What a bundle's meta records about its training run."
+    return dict(n_train=data['train'].n, epochs_trained=len(hist['loss']), augment=hist.get('augment'), **kw)
+
+def train_compact_cnn(h5_path, out_dir, epochs: int = 12, seed: int = SEED, augment: bool | Augment = True, norm: str = 'median',
+                      sigma: float = 0.0, batch_size: int = 64, name: str = 'cnn_compact', source: str = 'mock',
+                      max_rows: int | None = None, data: dict | None = None) -> tuple:
+    "Train, report and save the compact flux-only CNN (no tuner) on the main classes; returns (bundle path, test metrics)."
+    seed_everything(seed)
+    data = data or load_task(h5_path, 'main', sigma=sigma, max_rows=max_rows, seed=seed, norm=norm, feature_columns=())
+    with staged_run(out_dir) as stage:
+        seed_everything(seed)
+        model = build_compact_cnn(len(CLASSES), data['train'].flux.shape[1])
+        hist = fit_model(model, data, 'cnn', epochs, batch_size=batch_size, augment=augment, seed=seed, name=name)
+        m = report_classifier(name, model, data, 'cnn', hist, stage, h5_path, 'cnn_main', source,
+                              extra=dict(n_params=model.count_params(), predict_spectra_per_s=inference_speed(model, data['test'].flux)))
+        save_bundle(stage / 'models' / name, model, 'cnn', 'main', CLASSES, data['scaler'], data['spec'],
+                    _run_extra(data, hist, seed=seed, source=source, test_accuracy=m['accuracy'], n_test=m['n_test']), data['dataset'])
+    return Path(out_dir) / 'models' / name, m
+
+def run_cnn(h5_path, out_dir, profile: str = 'smoke', seed: int = SEED, source: str = 'mock', augment: bool | Augment = True,
+            norm: str = 'median') -> dict:
     "The CNN experiment of the thesis (and the compact CNN) on the main classes; returns their metrics."
-    prof = get_profile(profile); out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    prof = get_profile(profile)
     seed_everything(seed)
-    data = load_task(h5_path, 'main', seed=seed)
+    data = load_task(h5_path, 'main', seed=seed, norm=norm, feature_columns=())
     space = REDUCED_SPACE if prof['compact'] else THESIS_SPACE
-    t = time.perf_counter()
-    tuner, table = tune_cnn(data, space, prof['tuner_trials'], prof['tuner_epochs'], out / 'tuner', seed, batch_size=32)
-    tune_s = time.perf_counter() - t
-    table.to_csv(out / 'cnn_tuner_trials.csv', index=False)
     results = {}
-    seed_everything(seed)
-    best = tuner.hypermodel.build(tuner.get_best_hyperparameters(1)[0])
-    hist = fit_model(best, data, 'cnn', prof['epochs'], batch_size=prof['batch_size'])
-    results['cnn'] = report_classifier('cnn', best, data, 'cnn', hist, out, h5_path, 'cnn_main', source,
-                                       extra=dict(space='reduced' if prof['compact'] else 'thesis', tuner_trials=len(table),
-                                                  tuner_seconds=tune_s, n_params=best.count_params(),
-                                                  predict_spectra_per_s=inference_speed(best, data['test'].flux)))
-    save_bundle(out / 'models' / 'cnn', best, 'cnn', 'main', CLASSES, data['scaler'], dict(seed=seed, source=source, profile=profile))
-    seed_everything(seed)
-    compact = build_compact_cnn(len(CLASSES))
-    hist = fit_model(compact, data, 'cnn', prof['epochs'], batch_size=prof['batch_size'])
-    results['cnn_compact'] = report_classifier('cnn_compact', compact, data, 'cnn', hist, out, h5_path, 'cnn_main', source,
-                                               extra=dict(n_params=compact.count_params(), predict_spectra_per_s=inference_speed(compact, data['test'].flux)))
-    save_bundle(out / 'models' / 'cnn_compact', compact, 'cnn', 'main', CLASSES, data['scaler'], dict(seed=seed, source=source, profile=profile))
-    shutil.rmtree(out / 'tuner', ignore_errors=True)   # trial checkpoints: the table keeps what matters
+    with staged_run(out_dir) as stage:
+        t = time.perf_counter()
+        tuner, table = tune_cnn(data, space, prof['tuner_trials'], prof['tuner_epochs'], stage / 'tuner', seed, batch_size=32)
+        tune_s = time.perf_counter() - t
+        table.to_csv(stage / 'cnn_tuner_trials.csv', index=False)
+        seed_everything(seed)
+        best = tuner.hypermodel.build(tuner.get_best_hyperparameters(1)[0])
+        hist = fit_model(best, data, 'cnn', prof['epochs'], batch_size=prof['batch_size'], augment=augment, seed=seed, name='cnn')
+        results['cnn'] = report_classifier('cnn', best, data, 'cnn', hist, stage, h5_path, 'cnn_main', source,
+                                           extra=dict(space='reduced' if prof['compact'] else 'thesis', tuner_trials=len(table),
+                                                      tuner_seconds=tune_s, n_params=best.count_params(),
+                                                      predict_spectra_per_s=inference_speed(best, data['test'].flux)))
+        save_bundle(stage / 'models' / 'cnn', best, 'cnn', 'main', CLASSES, data['scaler'], data['spec'],
+                    _run_extra(data, hist, seed=seed, source=source, profile=profile, test_accuracy=results['cnn']['accuracy'],
+                               n_test=results['cnn']['n_test']), data['dataset'])
+        _, results['cnn_compact'] = train_compact_cnn(h5_path, stage, prof['epochs'], seed, augment, batch_size=prof['batch_size'],
+                                                      source=source, data=data)
     return results

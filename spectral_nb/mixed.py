@@ -12,35 +12,50 @@ import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 from .config import *
 from .preprocess import FEATURE_COLUMNS
-from .training import load_task, seed_everything, fit_model, save_bundle, class_weights, TASKS
+from .training import load_task, seed_everything, fit_model, save_bundle, class_weights, TASKS, staged_run, Augment
 from .evaluate import report_classifier
-from .cnn import compact_trunk, inference_speed
+from .cnn import compact_trunk, inference_speed, _run_extra
 from .plots import data_banner
 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'TASK_WEIGHTS', 'THESIS_KEYS', 'build_mixed', 'run_mixed', 'size_experiment', 'plot_size_table']
+__all__ = ['log', 'PHOTO_Z_COLUMNS', 'ABLATIONS', 'TASK_WEIGHTS', 'THESIS_KEYS', 'build_mixed', 'train_mixed', 'run_mixed',
+           'size_experiment', 'plot_size_table']
 
 # %% ../nbs/06_mixed_input.ipynb #01f4b43f
-def build_mixed(n_classes: int, npix: int = NPIX, n_features: int = len(FEATURE_COLUMNS), flux_branch: str = 'compact', lr: float = 2e-3):
-    "The mixed-input classifier: inputs {'flux': (npix, 1), 'features': (n_features,)}."
+PHOTO_Z_COLUMNS = ('z', 'zErr', *[f'petroMag_{b}' for b in 'ugriz'], *[f'petroMagErr_{b}' for b in 'ugriz'])
+ABLATIONS = {
+    'flux+features': dict(use_flux=True, feature_columns=FEATURE_COLUMNS),
+    'flux+features-no-z': dict(use_flux=True, feature_columns=tuple(c for c in FEATURE_COLUMNS if c not in ('z', 'zErr'))),
+    'flux': dict(use_flux=True, feature_columns=()),
+    'photometry+z': dict(use_flux=False, feature_columns=PHOTO_Z_COLUMNS),
+}
+
+def build_mixed(n_classes: int, npix: int = NPIX, n_features: int = len(FEATURE_COLUMNS), flux_branch: str = 'compact', lr: float = 2e-3,
+                use_flux: bool = True):
+    "The mixed-input classifier: inputs {'flux': (npix, 1), 'features': (n_features,)}, either branch optional."
     import keras
     from keras import layers
-    fin = keras.Input((npix, 1), name='flux'); xin = keras.Input((n_features,), name='features')
-    if flux_branch == 'compact': a = compact_trunk(fin)
-    elif flux_branch == 'thesis':
-        a = fin
-        for w, k in ((64, 7), (128, 5), (128, 3)):
-            a = layers.MaxPooling1D(4)(layers.Conv1D(w, k, padding='same', activation='relu')(a))
-        a = layers.Flatten()(a)
-    else: raise ValueError(f"flux_branch must be 'compact' or 'thesis', got {flux_branch!r}.")
-    a = layers.Dense(64, activation='relu')(a)
-    b = layers.Dense(32, activation='relu')(layers.Dense(64, activation='relu')(xin))
-    x = layers.Concatenate()([a, b])
+    if not use_flux and not n_features: raise ValueError("build_mixed needs the flux branch or at least one feature (use_flux=False and n_features=0).")
+    inputs, parts = {}, []
+    if use_flux:
+        fin = inputs['flux'] = keras.Input((npix, 1), name='flux')
+        if flux_branch == 'compact': a = compact_trunk(fin)
+        elif flux_branch == 'thesis':
+            a = fin
+            for w, k in ((64, 7), (128, 5), (128, 3)):
+                a = layers.MaxPooling1D(4)(layers.Conv1D(w, k, padding='same', activation='relu')(a))
+            a = layers.Flatten()(a)
+        else: raise ValueError(f"flux_branch must be 'compact' or 'thesis', got {flux_branch!r}.")
+        parts.append(layers.Dense(64, activation='relu')(a))
+    if n_features:
+        xin = inputs['features'] = keras.Input((n_features,), name='features')
+        parts.append(layers.Dense(32, activation='relu')(layers.Dense(64, activation='relu')(xin)))
+    x = layers.Concatenate()(parts) if len(parts) > 1 else parts[0]
     x = layers.Dropout(0.3)(layers.Dense(128, activation='relu')(x))
     x = layers.Dense(64, activation='relu')(x)
-    model = keras.Model({'flux': fin, 'features': xin}, layers.Dense(n_classes, activation='softmax', name='probs')(x), name='mixed_input')
+    model = keras.Model(inputs, layers.Dense(n_classes, activation='softmax', name='probs')(x), name='mixed_input')
     model.compile(optimizer=keras.optimizers.Adam(lr), loss='sparse_categorical_crossentropy', metrics=['accuracy'])
     return model
 
@@ -48,23 +63,37 @@ def build_mixed(n_classes: int, npix: int = NPIX, n_features: int = len(FEATURE_
 TASK_WEIGHTS = {'main': None, 'galaxy': 'sqrt', 'star': 'sqrt'}
 THESIS_KEYS = {'main': 'mixed_main', 'galaxy': 'mixed_galaxy', 'star': 'mixed_star'}
 
-def run_mixed(h5_path, out_dir, task: str = 'main', profile: str = 'smoke', seed: int = SEED, source: str = 'mock',
-              flux_branch: str | None = None) -> dict:
-    "Train, report and save the mixed-input network for one task; returns its metrics."
-    prof = get_profile(profile); out = Path(out_dir)
-    flux_branch = flux_branch or ('compact' if prof['compact'] else 'thesis')
+def train_mixed(h5_path, out_dir, task: str = 'main', epochs: int = 12, seed: int = SEED, feature_columns=None, use_flux: bool = True,
+                name: str | None = None, augment: bool | Augment = True, norm: str = 'median', sigma: float = 0.0,
+                flux_branch: str = 'compact', batch_size: int = 64, source: str = 'mock', max_rows: int | None = None,
+                class_weight: str | None = 'task', extra: dict | None = None) -> tuple:
+    "Train, report and save one mixed-input variant for one task; returns (bundle path, test metrics)."
+    cols = tuple(FEATURE_COLUMNS if feature_columns is None else feature_columns)
+    name = name or f'mixed_{task}'
     seed_everything(seed)
-    data = load_task(h5_path, task, seed=seed)
-    if data['train'].n < 10 or data['val'].n < 2 or data['test'].n < 2:
-        raise ValueError(f"Task {task!r} has too few sources ({data['train'].n} train, {data['test'].n} test); use a bigger survey.")
+    data = load_task(h5_path, task, sigma=sigma, max_rows=max_rows, seed=seed, norm=norm, feature_columns=cols, use_flux=use_flux)
     k = len(data['train'].classes)
-    model = build_mixed(k, flux_branch=flux_branch)
-    cw = class_weights(data['train'].y, k, TASK_WEIGHTS[task])
-    hist = fit_model(model, data, 'mixed', prof['epochs'], batch_size=prof['batch_size'], class_weight=cw)
-    name = f'mixed_{task}'
-    m = report_classifier(name, model, data, 'mixed', hist, out, h5_path, THESIS_KEYS[task], source,
-                          extra=dict(task=task, flux_branch=flux_branch, class_weight=TASK_WEIGHTS[task], n_params=model.count_params()))
-    save_bundle(out / 'models' / name, model, 'mixed', task, data['train'].classes, data['scaler'], dict(seed=seed, source=source, profile=profile))
+    cw_mode = TASK_WEIGHTS[task] if class_weight == 'task' else class_weight
+    with staged_run(out_dir) as stage:
+        seed_everything(seed)
+        model = build_mixed(k, NPIX, len(cols), flux_branch=flux_branch, use_flux=use_flux)
+        hist = fit_model(model, data, 'mixed', epochs, batch_size=batch_size, class_weight=class_weights(data['train'].y, k, cw_mode),
+                         augment=augment, seed=seed, name=name)
+        m = report_classifier(name, model, data, 'mixed', hist, stage, h5_path, THESIS_KEYS[task] if name == f'mixed_{task}' else None, source,
+                              extra=dict(task=task, flux_branch=flux_branch if use_flux else None, class_weight=cw_mode, use_flux=use_flux,
+                                         feature_columns=list(cols), n_params=model.count_params(), **(extra or {})))
+        save_bundle(stage / 'models' / name, model, 'mixed', task, data['train'].classes, data['scaler'], data['spec'],
+                    _run_extra(data, hist, seed=seed, source=source, test_accuracy=m['accuracy'], n_test=m['n_test'], **(extra or {})),
+                    data['dataset'])
+    return Path(out_dir) / 'models' / name, m
+
+def run_mixed(h5_path, out_dir, task: str = 'main', profile: str = 'smoke', seed: int = SEED, source: str = 'mock',
+              flux_branch: str | None = None, augment: bool | Augment = True, norm: str = 'median') -> dict:
+    "Train, report and save the mixed-input network (all inputs) for one task, with the profile's settings; returns its metrics."
+    prof = get_profile(profile)
+    flux_branch = flux_branch or ('compact' if prof['compact'] else 'thesis')
+    _, m = train_mixed(h5_path, out_dir, task, prof['epochs'], seed, augment=augment, norm=norm, flux_branch=flux_branch,
+                       batch_size=prof['batch_size'], source=source, extra=dict(profile=profile))
     return m
 
 # %% ../nbs/06_mixed_input.ipynb #1cbeb0b1
@@ -79,7 +108,7 @@ def size_experiment(h5_path, sizes, sigmas=(0.0, 4.0), seed: int = SEED, epochs:
             seed_everything(seed)
             data = load_task(h5_path, 'main', sigma=sigma, max_rows=n_eff, seed=seed)
             model = build_mixed(len(CLASSES))
-            h = fit_model(model, data, 'mixed', epochs, batch_size=batch_size, patience=epochs)
+            h = fit_model(model, data, 'mixed', epochs, batch_size=batch_size, patience=epochs, seed=seed)
             va = h['val_accuracy']
             test_acc = float((model.predict(data['test'].inputs('mixed'), verbose=0).argmax(1) == data['test'].y).mean())
             rows.append(dict(sigma=sigma, sources=n_eff, requested=int(n), val_acc_best5=max(va[:5]), test_acc=test_acc, epochs=len(va)))

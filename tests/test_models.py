@@ -32,7 +32,8 @@ def cnn_bundle(ds):
     d, raw, h5 = ds
     model, data, hist = _train_compact(h5, epochs=2)
     m = report_classifier('cnn_compact', model, data, 'cnn', hist, d / 'run', h5)
-    path = T.save_bundle(d / 'run' / 'models' / 'cnn_compact', model, 'cnn', 'main', CLASSES, data['scaler'])
+    path = T.save_bundle(d / 'run' / 'models' / 'cnn_compact', model, 'cnn', 'main', CLASSES, data['scaler'], data['spec'],
+                         dataset=data['dataset'])
     return path, m
 
 
@@ -50,8 +51,11 @@ def test_report_writes_every_figure_and_table(cnn_bundle, ds):
         assert (d / 'run' / f).stat().st_size > 1000
     cm = pd.read_csv(d / 'run' / 'confusion_cnn_compact.csv', index_col=0)
     assert cm.to_numpy().sum() == m['n_test'] and list(cm.index) == [f'true {c}' for c in CLASSES]
-    lo, hi = m['accuracy_ci95']
-    assert lo <= m['accuracy'] <= hi and m['thesis'] == {}
+    k = int(np.trace(cm.to_numpy()))
+    assert m['accuracy'] == k / m['n_test'] and m['thesis'] == {}
+    from scipy.stats import binomtest
+    ci = binomtest(k, m['n_test']).proportion_ci(confidence_level=0.95, method='wilson')
+    assert tuple(m['accuracy_ci95']) == pytest.approx((ci.low, ci.high), abs=1e-12)
 
 
 @pytest.mark.parametrize('which', ['cnn', 'mixed'])
@@ -73,17 +77,29 @@ def test_predict_on_raw_records_matches_dataset(cnn_bundle, ds):
     a = T.predict(path, h5, progress=False).set_index('specObjID')
     b = T.predict(path, raw, progress=False).set_index('specObjID')
     assert len(b) == len(a)
-    np.testing.assert_allclose(b.loc[a.index, 'prob_QSO'], a['prob_QSO'], atol=1e-4)
+    np.testing.assert_allclose(b.loc[a.index, 'prob_QSO'], a['prob_QSO'], atol=1e-5)
+    assert (b.loc[a.index, 'predicted'] == a['predicted']).all()
+
+
+def _replace_table(src, dst, key, df):
+    "A copy of dataset `src` with table `key` replaced by `df`, keeping the table's attributes (the dataset's stamps)."
+    import shutil, tables
+    shutil.copy(src, dst)
+    with tables.open_file(str(src), 'r') as h:
+        node = h.get_node(f'/{key}')
+        attrs = {k: node._v_attrs[k] for k in node._v_attrs._v_attrnames if k.startswith('spectral_nb')}
+    with pd.HDFStore(dst, 'a') as s:
+        s.remove(key); s.put(key, df, format='table' if key == 'source_info' else 'fixed')
+    with tables.open_file(str(dst), 'a') as h:
+        for k, v in attrs.items(): h.get_node(f'/{key}')._v_attrs[k] = v
+    return dst
 
 
 def test_model_refuses_another_grid(cnn_bundle, ds, tmp_path):
     _, _, h5 = ds
     path, _ = cnn_bundle
-    bad = tmp_path / 'other_grid.h5'
-    info = pd.read_hdf(h5, 'source_info')
-    with pd.HDFStore(bad, 'w') as s:
-        s.put('wavelengths', pd.DataFrame({'loglam': 3.6 + 1e-4 * np.arange(3000), 'wavelength': 10 ** (3.6 + 1e-4 * np.arange(3000))}))
-        s.put('source_info', info)
+    ll = 3.6 + 1e-4 * np.arange(3736)   # as many pixels, shifted: only the grid check can catch it
+    bad = _replace_table(h5, tmp_path / 'other_grid.h5', 'wavelengths', pd.DataFrame({'loglam': ll, 'wavelength': 10 ** ll}))
     with pytest.raises(ValueError, match='another wavelength grid'):
         T.predict(path, bad, progress=False)
 
@@ -91,12 +107,8 @@ def test_model_refuses_another_grid(cnn_bundle, ds, tmp_path):
 def test_mixed_model_refuses_missing_feature_columns(mixed_bundle, ds, tmp_path):
     _, _, h5 = ds
     path, _ = mixed_bundle
-    bad = tmp_path / 'no_ew.h5'
-    import shutil
-    shutil.copy(h5, bad)
     info = pd.read_hdf(h5, 'source_info').drop(columns=['EW_Ha', 'petroMag_u'])
-    with pd.HDFStore(bad, 'a') as s:
-        s.remove('source_info'); s.put('source_info', info, format='table')
+    bad = _replace_table(h5, tmp_path / 'no_ew.h5', 'source_info', info)
     with pytest.raises(ValueError, match=r"EW_Ha.*petroMag_u|petroMag_u.*EW_Ha"):
         T.predict(path, bad, progress=False)
 
@@ -116,10 +128,12 @@ def test_same_seed_same_split_same_metrics_on_cpu(ds):
 
 
 def test_bundle_meta_records_what_the_model_needs(mixed_bundle):
-    path, _ = mixed_bundle
+    path, m = mixed_bundle
     meta = json.loads((path / 'meta.json').read_text())
     assert meta['kind'] == 'mixed' and meta['classes'] == list(CLASSES) and meta['npix'] == 3736
     assert len(meta['feature_columns']) == 26 and 'EW_OIII5007' in meta['feature_columns']
+    assert meta['input'] == dict(norm='median', sigma_model=0.0, sigma_dataset=0.0, feature_columns=meta['feature_columns'], use_flux=True)
+    assert len(meta['dataset']['sha256']) == 64 and meta['test_accuracy'] == m['accuracy']
 
 
 def test_cli_predict(cnn_bundle, ds, tmp_path):

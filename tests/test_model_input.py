@@ -1,0 +1,206 @@
+"Model inputs: one path for training and prediction, brightness invariance, smoothing applied once, own scaler, clear errors, atomic runs."
+import hashlib, json, logging, shutil
+from pathlib import Path
+import numpy as np, pandas as pd, pytest
+from spectral_nb.mock import write_mock
+from spectral_nb.preprocess import preprocess
+from spectral_nb import training as T
+from spectral_nb import cnn as C
+from spectral_nb.mixed import run_mixed
+
+
+def _sha(p):
+    return hashlib.sha256(Path(p).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope='module')
+def s4(tmp_path_factory):
+    "A 300-spectrum mock survey preprocessed at sigma 4, and a smoke-profile CNN run on it (tuned CNN + compact CNN, flux only)."
+    d = tmp_path_factory.mktemp('s4')
+    raw = write_mock(d / 'mock', 300, seed=4, progress=False)
+    h5 = d / 'mock' / 'dataset.h5'
+    preprocess(raw, h5, sigma=4, progress=False)
+    res = C.run_cnn(h5, d / 'run', 'smoke', seed=3)
+    return d, raw, h5, res
+
+
+def _scaled_copy(h5, dst, c):
+    "A copy of a dataset with every flux multiplied by c (everything else, stamps and labels included, unchanged)."
+    import tables
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(h5, dst)
+    with tables.open_file(str(dst), 'a') as f:
+        t = f.root.fluxes.table
+        t.modify_column(colname='values_block_0', column=t.col('values_block_0') * np.float32(c))
+    return dst
+
+
+def test_flux_only_class_does_not_change_with_brightness(s4, tmp_path):
+    "Multiplying every spectrum by a constant (0.01 to 100) changes no predicted class of a flux-only CNN."
+    d, _, h5, _ = s4
+    path = d / 'run' / 'models' / 'cnn_compact'
+    base = T.predict(path, h5, progress=False)
+    for c in (0.01, 0.1, 10, 100):
+        p = T.predict(path, _scaled_copy(h5, tmp_path / f'x{c}' / 'dataset.h5', c), progress=False)
+        changed = (p['predicted'].to_numpy() != base['predicted'].to_numpy()).mean()
+        assert changed == 0, f'x{c}: {changed:.1%} of the classes changed'
+        np.testing.assert_allclose(p['prob_QSO'], base['prob_QSO'], atol=1e-4)
+
+
+def test_model_input_is_scale_invariant_on_the_trained_model(s4):
+    "The property itself, on model_input: X*c gives the same model inputs and the same classes for c in (0.01, 0.1, 10, 100)."
+    d, _, h5, _ = s4
+    model, meta, sc = T.load_bundle(d / 'run' / 'models' / 'cnn_compact')
+    spec = T.bundle_spec(meta)
+    te = T.load_task(h5, 'main', seed=3, scaler=sc, spec=spec)['test']
+    X, _ = T.model_input(te.raw, te.info, spec, sc)
+    y = model.predict(X, verbose=0).argmax(1)
+    for c in (0.01, 0.1, 10, 100):
+        Xc, _ = T.model_input(te.raw * np.float32(c), te.info, spec, sc)
+        np.testing.assert_allclose(Xc, X, atol=1e-3)
+        np.testing.assert_array_equal(model.predict(Xc, verbose=0).argmax(1), y)
+
+
+@pytest.mark.parametrize('name', ['cnn', 'cnn_compact'])
+def test_sigma4_model_reproduces_its_metrics_on_h5_and_raw(s4, name):
+    "A model trained on a sigma-4 dataset: predictions on dataset.h5 and on raw.parquet reproduce the recorded test metrics (no second smoothing)."
+    d, raw, h5, _ = s4
+    m = json.loads((d / 'run' / f'metrics_{name}.json').read_text())
+    path = d / 'run' / 'models' / name
+    a = T.predict(path, h5, progress=False)
+    b = T.predict(path, raw, progress=False).set_index('specObjID').loc[a['specObjID']]
+    te = a[a['split'] == 'test']
+    assert len(te) == m['n_test']
+    assert abs((te['predicted'] == te['label_main']).mean() - m['accuracy']) < 1e-6
+    for c in ('GALAXY', 'QSO', 'STAR'):
+        np.testing.assert_allclose(b[f'prob_{c}'].to_numpy(), a[f'prob_{c}'].to_numpy(), atol=1e-5)
+    tb = b[(a['split'] == 'test').to_numpy()]   # raw records carry no split: take the dataset's
+    assert abs((tb['predicted'] == tb['label_main']).mean() - m['accuracy']) < 1e-6
+
+
+def test_model_carries_its_own_scaler_not_the_folders(tmp_path):
+    "a.h5 then b.h5 (sigma 4) preprocessed into one folder; a model trained on a.h5 carries a's standardisation, sigma and hash."
+    from spectral_nb import preprocess as P
+    raw = write_mock(tmp_path / 'm', 300, seed=5, progress=False)
+    a, b = tmp_path / 'm' / 'a.h5', tmp_path / 'm' / 'b.h5'
+    preprocess(raw, a, progress=False)
+    preprocess(raw, b, sigma=4, progress=False)
+    m = run_mixed(a, tmp_path / 'run', 'main', 'smoke', seed=2)
+    path = tmp_path / 'run' / 'models' / 'mixed_main'
+    sc = json.loads((path / 'scaler.json').read_text())
+    assert sc['sigma'] == 0.0
+    meta = json.loads((path / 'meta.json').read_text())
+    expect = 0.0 if hasattr(P, 'read_dataset_summary') else None   # None: a.h5 does not record it and b's scaler.json is not a's
+    assert meta['input']['sigma_dataset'] == expect and meta['input']['sigma_model'] == 0.0
+    assert meta['dataset']['sha256'] == T.dataset_sha256(a) != T.dataset_sha256(b)
+    # the bundle's flux standardisation is a's normalised training fluxes, fitted through model_input's path
+    d = T.load_task(a, 'main', seed=2)
+    tr = T.prepare_flux(d['train'].raw, T.bundle_spec(meta)).astype(np.float64)
+    np.testing.assert_allclose(sc['flux_mean'], tr.mean(0), rtol=1e-4, atol=1e-6)
+    df = T.predict(path, a, progress=False)
+    te = df[df['split'] == 'test']
+    assert abs((te['predicted'] == te['label_main']).mean() - m['accuracy']) < 1e-6
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp('tiny')
+    raw = write_mock(d / 'm', 3, seed=1, progress=False)
+    h5 = d / 'm' / 'dataset.h5'
+    preprocess(raw, h5, progress=False)
+    return h5
+
+
+@pytest.mark.parametrize('train', ['cnn', 'mixed'])
+def test_training_on_a_tiny_dataset_fails_clearly_before_any_work(tiny, tmp_path, train):
+    n = len(pd.read_hdf(tiny, 'source_info'))
+    with pytest.raises(ValueError, match=rf'dataset has {n} spectra.*use more spectra'):
+        C.run_cnn(tiny, tmp_path / 'run', 'smoke') if train == 'cnn' else run_mixed(tiny, tmp_path / 'run', 'main', 'smoke')
+    assert not (tmp_path / 'run').exists() or not any((tmp_path / 'run').iterdir())
+
+
+def test_predict_refuses_a_folder_as_output_before_the_work(s4, tmp_path, monkeypatch):
+    d, _, h5, _ = s4
+    monkeypatch.setattr(T, 'load_bundle', lambda *a, **k: pytest.fail('work started before the output path was checked'))
+    with pytest.raises(ValueError, match='folder'):
+        T.predict(d / 'run' / 'models' / 'cnn_compact', h5, tmp_path, progress=False)
+    (tmp_path / 'afile').write_text('x')
+    with pytest.raises(ValueError, match='afile'):
+        T.predict(d / 'run' / 'models' / 'cnn_compact', h5, tmp_path / 'afile' / 'p.csv', progress=False)
+
+
+def test_junk_h5_is_refused_clearly(s4, tmp_path):
+    d, _, _, _ = s4
+    junk = tmp_path / 'junk.h5'
+    junk.write_bytes(b'this is not HDF5' * 100)
+    with pytest.raises(ValueError, match='junk.h5'):
+        T.predict(d / 'run' / 'models' / 'cnn_compact', junk, progress=False)
+    with pytest.raises(ValueError, match='junk.h5'):
+        T.load_task(junk, 'main')
+
+
+def test_predict_on_unusable_spectra_is_an_error_and_writes_no_csv(s4, tmp_path):
+    import pyarrow.parquet as pq, pyarrow as pa
+    d, raw, _, _ = s4
+    t = pq.read_table(raw).slice(0, 20)
+    t = t.set_column(t.schema.get_field_index('z'), 'z', pa.array(np.full(len(t), np.nan)))
+    bad = tmp_path / 'bad.parquet'
+    pq.write_table(t, bad)
+    with pytest.raises(ValueError, match='could be used'):
+        T.predict(d / 'run' / 'models' / 'cnn_compact', bad, tmp_path / 'p.csv', progress=False)
+    assert not (tmp_path / 'p.csv').exists()
+
+
+def test_interrupted_training_leaves_the_old_models_intact(s4, tmp_path, monkeypatch):
+    d, _, h5, _ = s4
+    run = tmp_path / 'run'
+    shutil.copytree(d / 'run', run)
+    before = {p.relative_to(run): _sha(p) for p in run.rglob('*') if p.is_file()}
+    def boom(*a, **k): raise RuntimeError('simulated crash while training the compact CNN')
+    monkeypatch.setattr(C, 'build_compact_cnn', boom)
+    with pytest.raises(RuntimeError, match='simulated'):
+        C.run_cnn(h5, run, 'smoke', seed=3)
+    after = {p.relative_to(run): _sha(p) for p in run.rglob('*') if p.is_file()}
+    assert after == before                                  # old models and reports intact, nothing new or partial
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == ['models']   # no tuner junk, no staging folder
+    T.load_bundle(run / 'models' / 'cnn')
+
+
+def test_a_bundle_marked_incomplete_is_refused(s4, tmp_path):
+    d, _, h5, _ = s4
+    path = tmp_path / 'm'
+    shutil.copytree(d / 'run' / 'models' / 'cnn_compact', path)
+    (path / '.incomplete').write_text('')
+    with pytest.raises(ValueError, match='incomplete'):
+        T.predict(path, h5, progress=False)
+
+
+def test_training_logs_a_heartbeat_per_epoch(s4, caplog):
+    d, _, h5, _ = s4
+    data = T.load_task(h5, 'main', seed=1, feature_columns=())
+    caplog.set_level(logging.INFO, logger='spectral_nb')
+    T.seed_everything(1)
+    T.fit_model(C.build_compact_cnn(3), data, 'cnn', 2, batch_size=64)
+    lines = [r.getMessage() for r in caplog.records if 'epoch' in r.getMessage()]
+    assert len(lines) == 2 and 'epoch 2/2' in lines[1] and 'spectra/s' in lines[1], lines
+
+
+def test_augmented_training_is_seeded_and_only_touches_training_batches(s4):
+    d, _, h5, _ = s4
+    data = T.load_task(h5, 'main', seed=1, feature_columns=())
+    b = T.TrainBatches(data['train'], 'cnn', 32, seed=5)
+    x0, y0 = b[0]
+    assert x0.shape == (32, 3736, 1) and not np.allclose(x0, data['train'].flux[np.sort(b.order[:32])])
+    np.testing.assert_array_equal(x0, T.TrainBatches(data['train'], 'cnn', 32, seed=5)[0][0])
+    hists = []
+    for _ in range(2):
+        T.seed_everything(7)
+        hists.append(T.fit_model(C.build_compact_cnn(3), data, 'cnn', 1, augment=True, seed=7))
+    assert hists[0]['loss'] == hists[1]['loss'] and hists[0]['augment'] is not None
+
+
+@pytest.mark.parametrize('k,n', [(0, 10), (10, 10), (80, 100), (3, 7), (951, 1000)])
+def test_wilson_is_scipys(k, n):
+    from scipy.stats import binomtest
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method='wilson')
+    assert T.wilson(k, n) == pytest.approx((ci.low, ci.high), abs=1e-12)
