@@ -26,7 +26,7 @@ __all__ = ['log', 'REST_LOGLAM0', 'REST_NPIX', 'REST_LOGLAM', 'REST_WAVE', 'WIDE
            'fit_redshift', 'mag_errors', 'generate_chunk', 'truth_schema', 'iter_mock', 'generate', 'write_mock']
 
 # %% ../nbs/03_mock.ipynb #ecaeea24
-from .libraries import LIB_LOGLAM0, LIB_NPIX, STAR_LIBRARIES, SSP_LIBRARIES, star_library, ssp_library
+from .libraries import LIB_LOGLAM0, LIB_NPIX, STAR_LIBRARIES, SSP_LIBRARIES, NORMAL_SEQUENCE, star_library, ssp_library
 REST_LOGLAM0 = LIB_LOGLAM0       # the rest grid of the observed libraries: 450 A (quasars at z = 5) ...
 REST_NPIX = LIB_NPIX             # ... to 12,020 A
 REST_LOGLAM = REST_LOGLAM0 + DLOGLAM * np.arange(REST_NPIX)
@@ -435,12 +435,20 @@ def _stars(sub: np.ndarray, z: np.ndarray, rng, libraries=STAR_LIBRARIES) -> tup
             pool = np.flatnonzero((meta.subclass == LIBRARY_POOL.get(s, s)).to_numpy())
             if s in ('M0V', 'M2V'):   # the SDSS dwarf templates: prefer library dwarfs
                 dw = pool[meta.logg.to_numpy()[pool] >= 4.0]; pool = dw if len(dw) else pool
+            recolour = None
+            if len(pool) == 0 and s in NORMAL_SEQUENCE:   # no library star of this type (late M): the nearest type's, recoloured to its Teff
+                have = [k for k in NORMAL_SEQUENCE if (meta.subclass == k).any()]
+                if not have: continue
+                near = min(have, key=lambda k: abs(np.log10(STAR_TEFF[k] / STAR_TEFF[s])))
+                pool = np.flatnonzero((meta.subclass == near).to_numpy()); recolour = (STAR_TEFF[near], STAR_TEFF[s])
             if len(pool) == 0: continue
             libs = meta.library.to_numpy()[pool]; names = np.unique(libs)   # each library equally likely, then a star of it
             which = names[rng.integers(0, len(names), len(m))]
             pick = np.array([rng.choice(pool[libs == w]) for w in which])
             model[m] = _shift(T, pick, z[m])
             if s == 'A0p': model[m] *= np.exp(-_shift(_ap_tau()[None], np.zeros(len(m), int), z[m]))
+            if recolour:
+                w = WIDE_WAVE / (1 + z[m, None]); model[m] *= planck_lambda(w, recolour[1]) / planck_lambda(w, recolour[0])
             teff[m] = meta.teff.to_numpy()[pick]; lib[m] = meta.library.to_numpy()[pick]; sid[m] = meta.id.to_numpy()[pick]
             todo[m] = False
     if todo.any(): model[todo], teff[todo] = _physical_stars(sub[todo], z[todo], rng)
