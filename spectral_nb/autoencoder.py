@@ -12,7 +12,7 @@ import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 from .config import *
 from .preprocess import read_fluxes, Scaler
-from .training import seed_everything, check_task
+from .training import seed_everything, check_task, check_dataset, check_trainable, staged_run, _epoch_log
 from .plots import data_banner, CLASS_COLORS
 
 log = get_logger(__name__)
@@ -116,9 +116,11 @@ def run_autoencoder(h5_path, out_dir, profile: str = 'smoke', seed: int = SEED, 
     "Train, evaluate and save the autoencoder; returns its metrics."
     import keras
     from sklearn.linear_model import LogisticRegression
-    prof = get_profile(profile); out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    prof = get_profile(profile)
     seed_everything(seed)
+    h5_path = check_dataset(h5_path)
     info = pd.read_hdf(h5_path, 'source_info')
+    check_trainable(info['split'], h5_path, 'autoencoder')
     idx = ae_pixel_index()
     cap = max_train or {'smoke': 400, 'quick': 3000}.get(profile)
     sets = {}
@@ -132,7 +134,7 @@ def run_autoencoder(h5_path, out_dir, profile: str = 'smoke', seed: int = SEED, 
     stop = keras.callbacks.EarlyStopping(monitor='val_loss', patience=8, restore_best_weights=True)
     t = time.perf_counter()
     h = ae.fit(sets['train'][0], sets['train'][0], validation_data=(sets['val'][0], sets['val'][0]), epochs=prof['ae_epochs'],
-               batch_size=prof['batch_size'], callbacks=[stop], verbose=0)
+               batch_size=prof['batch_size'], callbacks=[stop, _epoch_log(len(sets['train'][0]), prof['ae_epochs'], 'autoencoder')], verbose=0)
     secs = time.perf_counter() - t
     xt, it = sets['test']; xr = ae.predict(xt, verbose=0, batch_size=256)
     lat_tr = enc.predict(sets['train'][0], verbose=0, batch_size=256); lat = enc.predict(xt, verbose=0, batch_size=256)
@@ -145,18 +147,19 @@ def run_autoencoder(h5_path, out_dir, profile: str = 'smoke', seed: int = SEED, 
              n_params=ae.count_params(), test_mse=float(mse.mean()), test_mse_by_class={c: float(mse[lab == c].mean()) for c in CLASSES if (lab == c).any()},
              latent_logreg_test_accuracy=float((clf.predict(lat) == lab).mean()),
              latent_max_abs_spearman_z=corr.abs().max().to_dict(), history={k: [float(v) for v in vs] for k, vs in h.history.items()})
-    figs = {'ae_reconstructions': plot_reconstructions(xt, xr, lab, z), 'ae_latent_pairplot': latent_pairplot(lat, lab, seed=seed),
-            'ae_latent_vs_z': plot_latent_z(corr, lat, lab, z), 'ae_latent_pca': plot_projection(lat, lab)}
-    from spectral_nb.evaluate import plot_history
-    figs['curves_autoencoder'] = plot_history(m['history'], 'Autoencoder: MSE per epoch')
-    for k, f in figs.items(): data_banner(f, source, f'autoencoder, test n={len(xt)}').savefig(out / f'{k}.png', dpi=90); plt.close(f)
-    m['figures'] = sorted(f'{k}.png' for k in figs)
-    corr.to_csv(out / 'ae_latent_vs_z.csv')
-    mdir = out / 'models' / 'autoencoder'; mdir.mkdir(parents=True, exist_ok=True)
-    ae.save(mdir / 'autoencoder.keras'); enc.save(mdir / 'encoder.keras')
-    (mdir / 'meta.json').write_text(json.dumps(dict(kind='autoencoder', task='reconstruction', loglam0=LOGLAM0, npix=NPIX,
-                                                     pixel_index='every other pixel, every 25th of those dropped, first 1792',
-                                                     scaling='(f - median) / max|f - median| per spectrum', latent=LATENT, seed=seed, source=source)))
-    (out / 'metrics_autoencoder.json').write_text(json.dumps(m, indent=1))
+    with staged_run(out_dir) as out:   # written whole at the end: an interrupted run leaves the previous one intact
+        figs = {'ae_reconstructions': plot_reconstructions(xt, xr, lab, z), 'ae_latent_pairplot': latent_pairplot(lat, lab, seed=seed),
+                'ae_latent_vs_z': plot_latent_z(corr, lat, lab, z), 'ae_latent_pca': plot_projection(lat, lab)}
+        from spectral_nb.evaluate import plot_history
+        figs['curves_autoencoder'] = plot_history(m['history'], 'Autoencoder: MSE per epoch')
+        for k, f in figs.items(): data_banner(f, source, f'autoencoder, test n={len(xt)}').savefig(out / f'{k}.png', dpi=90); plt.close(f)
+        m['figures'] = sorted(f'{k}.png' for k in figs)
+        corr.to_csv(out / 'ae_latent_vs_z.csv')
+        mdir = out / 'models' / 'autoencoder'; mdir.mkdir(parents=True, exist_ok=True)
+        ae.save(mdir / 'autoencoder.keras'); enc.save(mdir / 'encoder.keras')
+        (mdir / 'meta.json').write_text(json.dumps(dict(kind='autoencoder', task='reconstruction', loglam0=LOGLAM0, npix=NPIX,
+                                                         pixel_index='every other pixel, every 25th of those dropped, first 1792',
+                                                         scaling='(f - median) / max|f - median| per spectrum', latent=LATENT, seed=seed, source=source)))
+        (out / 'metrics_autoencoder.json').write_text(json.dumps(m, indent=1))
     log.info("autoencoder: test MSE %.4f, latent logistic-regression accuracy %.3f", m['test_mse'], m['latent_logreg_test_accuracy'])
     return m
