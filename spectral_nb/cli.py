@@ -82,10 +82,10 @@ def cmd_train(a) -> int:
     check_dataset(a.data); _check_out_folder(a.out)
     if a.model == 'cnn':
         from spectral_nb.cnn import run_cnn
-        res = run_cnn(a.data, a.out, a.profile, a.seed, a.source)
+        res = run_cnn(a.data, a.out, a.profile, a.seed, a.source, augment=not a.no_augment, norm=a.norm)
     elif a.model == 'mixed':
         from spectral_nb.mixed import run_mixed
-        res = {t: run_mixed(a.data, a.out, t, a.profile, a.seed, a.source) for t in tasks}
+        res = {t: run_mixed(a.data, a.out, t, a.profile, a.seed, a.source, augment=not a.no_augment, norm=a.norm) for t in tasks}
     else:
         from spectral_nb.autoencoder import run_autoencoder
         res = {'autoencoder': run_autoencoder(a.data, a.out, a.profile, a.seed, a.source)}
@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='tasks of the mixed-input network (default: all three); the cnn is main-task only')
     t.add_argument('--seed', type=int, default=SEED, help='seed of the weights, the shuffling and the tuner')
     t.add_argument('--source', choices=['mock', 'sdss'], default='mock', help='printed on every figure')
+    t.add_argument('--norm', choices=['median', 'none'], default='median',
+                   help="per-spectrum normalisation before the per-pixel standardisation: 'median' (divide by median |flux|: brightness-free) or 'none' (the thesis's)")
+    t.add_argument('--no-augment', action='store_true', help='train without augmentation (noise, shifts, calibration tilt, sky residuals, brightness)')
     t.set_defaults(func=cmd_train)
     pr = add('predict', 'apply a saved classifier to new spectra')
     pr.add_argument('--model', type=Path, required=True, help='model folder (model.keras, meta.json) written by `spectral-nb train`')
