@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?= quick
 OUT ?= reports/$(PROFILE)
 export MPLBACKEND := Agg
-export TF_CPP_MIN_LOG_LEVEL := 2
+export TF_CPP_MIN_LOG_LEVEL := 3
 export PYTHONHASHSEED := 0
 
 .PHONY: install report test bench
@@ -26,7 +26,7 @@ report: $(STAMP)
 
 test: $(STAMP)
 	cd nbs && ../$(VENV)/bin/nbdev_test --n_workers 2
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_mock.py --n 10000

@@ -5,7 +5,7 @@
 # %% ../nbs/90_cli.ipynb #73cbc193
 from __future__ import annotations
 import os
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')   # before anything imports TensorFlow: no node_def_util/oneDNN chatter
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')   # before anything imports TensorFlow: no node_def_util/oneDNN chatter
 import argparse, json, logging, sys, time
 from pathlib import Path
 from .config import SEED, get_logger
@@ -220,7 +220,7 @@ def _one_line(e: BaseException) -> str: return ' '.join(str(e).split()) or type(
 
 def _quiet_libraries():
     "Keep TensorFlow/absl chatter (node_def_util, oneDNN notices) out of the log; the env var must be set before TensorFlow loads."
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
     for name in ('tensorflow', 'absl', 'h5py', 'matplotlib'): logging.getLogger(name).setLevel(logging.ERROR)
     for name in ('numexpr', 'papermill'): logging.getLogger(name).setLevel(logging.WARNING)
 

@@ -5,7 +5,7 @@
 # %% ../nbs/05_cnn.ipynb #50f5a62e
 from __future__ import annotations
 import os
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 import json, shutil, time
 from pathlib import Path
 import numpy as np, pandas as pd

@@ -121,7 +121,9 @@ def to_lib_grid(wave: np.ndarray, flux: np.ndarray, fwhm_out: float | None = Non
 def unit_median(flux: np.ndarray, lo: float = 5400., hi: float = 5600.) -> np.ndarray:
     "Spectra (n, LIB_NPIX) scaled to unit median flux in [lo, hi] A (rest)."
     m = (LIB_WAVE > lo) & (LIB_WAVE < hi)
-    return flux / np.nanmedian(flux[..., m], axis=-1, keepdims=True)
+    with warnings.catch_warnings():   # spectra that do not cover the band become all-NaN, on purpose
+        warnings.simplefilter('ignore', RuntimeWarning)
+        return flux / np.nanmedian(flux[..., m], axis=-1, keepdims=True)
 
 SPTYPE_TEFF = {'O3': 45000, 'O5': 41000, 'O7': 37000, 'O9': 32000, 'B0': 30000, 'B2': 21000, 'B5': 15200, 'B8': 12000,
                'A0': 9700, 'A2': 9000, 'A5': 8200, 'F0': 7200, 'F2': 6900, 'F5': 6500, 'F8': 6150, 'G0': 5900, 'G2': 5770,
@@ -173,8 +175,10 @@ def _infer_teff(flux: np.ndarray, ref_flux: np.ndarray, ref: pd.DataFrame, k: in
     m = (LIB_WAVE > 4000) & (LIB_WAVE < 7300)
     def shape(f):
         x = np.log(np.clip(f[:, m], 1e-6, None)); return x - np.nanmean(x, 1, keepdims=True)
-    a, b = shape(flux), shape(ref_flux)
-    d = np.array([np.nanmean((b - r) ** 2, 1) for r in a])
+    with warnings.catch_warnings():   # references that do not cover the band give NaN distances and are never nearest
+        warnings.simplefilter('ignore', RuntimeWarning)
+        a, b = shape(flux), shape(ref_flux)
+        d = np.nan_to_num(np.array([np.nanmean((b - r) ** 2, 1) for r in a]), nan=np.inf)
     nn = np.argsort(d, 1)[:, :k]
     return np.median(ref['teff'].to_numpy()[nn], 1), np.median(ref['logg'].to_numpy()[nn], 1)
 

@@ -17,10 +17,11 @@ __all__ = ['log', 'STAGE_ORDER', 'SOURCE_STAGES', 'NOTEBOOKS', 'nbs_dir', 'stage
            'StageFailed', 'run_stage', 'reproduce', 'collect_metrics', 'md_table', 'write_report', 'report_images']
 
 # %% ../nbs/99_reproduce.ipynb #91a18e63
-STAGE_ORDER = ('mock', 'query', 'download', 'preprocess', 'cnn', 'mixed', 'autoencoder', 'domain_shift')
+STAGE_ORDER = ('mock', 'query', 'download', 'preprocess', 'cnn', 'mixed', 'autoencoder', 'baselines', 'domain_shift')
 SOURCE_STAGES = {'mock': ('mock',), 'sdss': ('query', 'download')}
 NOTEBOOKS = {'mock': '03_mock.ipynb', 'query': '01_query.ipynb', 'download': '02_download.ipynb', 'preprocess': '04_preprocess.ipynb', 'cnn': '05_cnn.ipynb', 'mixed': '06_mixed_input.ipynb',
-             'autoencoder': '07_autoencoder.ipynb', 'domain_shift': '08a_domain_shift.ipynb'}
+             'autoencoder': '07_autoencoder.ipynb', 'baselines': '08_baselines.ipynb',
+             'domain_shift': '08a_domain_shift.ipynb'}
 
 def nbs_dir() -> Path:
     "The folder of the stage notebooks (nbs/ of the project checkout)."
@@ -47,8 +48,10 @@ def stage_params(stage: str, run: Path, prof: dict, seed: int, source: str, urls
     if stage == 'cnn': return dict(h5_path=h5, out_dir=str(run / 'cnn'), **common), run / 'cnn'
     if stage == 'mixed': return dict(h5_path=h5, out_dir=str(run / 'mixed'), tasks=['main', 'galaxy', 'star'], size_table=True, **common), run / 'mixed'
     if stage == 'autoencoder': return dict(h5_path=h5, out_dir=str(run / 'autoencoder'), **common), run / 'autoencoder'
+    if stage == 'baselines':      # template fit, photometry-only and majority on the same split as the networks
+        return dict(h5_path=h5, out_dir=str(run / 'baselines'), seed=seed, max_train=min(300, max(100, prof['n_spectra'] // 20))), run / 'baselines'
     if stage == 'domain_shift':   # its own mocks: training sources and held-out sources (MockConfig libraries), whatever the run's source
-        return dict(n_train=max(prof['n_spectra'] // 2, 1000), n_heldout=max(prof['n_spectra'] // 4, 400), epochs=prof['epochs'], seed=seed,
+        return dict(n_train=max(prof['n_spectra'] // 2, 800), n_heldout=max(prof['n_spectra'] // 4, 300), epochs=prof['epochs'], seed=seed,
                     out_dir=str(run / 'domain_shift')), run / 'domain_shift'
     raise ValueError(f"Unknown stage {stage!r}: stages are {', '.join(STAGE_ORDER)}.")
 
@@ -152,6 +155,8 @@ def collect_metrics(run: Path, profile: str, source: str, seed: int) -> dict:
                                               predict_spectra_per_s=m.get('predict_spectra_per_s'), n_params=m.get('n_params'))
     ae = _load(run / 'autoencoder' / 'metrics_autoencoder.json')
     if ae: out['experiments']['autoencoder'] = {k: ae[k] for k in ('test_mse', 'test_mse_by_class', 'latent_logreg_test_accuracy', 'n_train', 'n_test', 'epochs')}
+    bl = _load(run / 'baselines' / 'metrics.json')
+    if bl: out['baselines'] = bl['baselines']
     ds = _load(run / 'domain_shift' / 'metrics.json')
     if ds: out['domain_shift'] = ds['domain_shift']
     st = run / 'mixed' / 'size_table.csv'
@@ -239,6 +244,17 @@ def write_report(run, profile: str, source: str, seed: int) -> Path:
               _fig(run, 'autoencoder/ae_latent_pairplot.png', 'Pair plot of the 14 latent values by class (thesis Fig. 33)'),
               _fig(run, 'autoencoder/ae_latent_vs_z.png', 'Latent values against redshift'),
               _fig(run, 'autoencoder/ae_latent_pca.png', 'PCA projection of the latent space')]
+    if 'baselines' in m:
+        b = m['baselines']; t = b['template']
+        L += ["## Baselines: what a template fitter and photometry give on the same test split\n",
+              "| baseline | test accuracy | spectra/s |", "|---|---|---|",
+              f"| template fit (PCA eigen-templates, chi2 redshift scan, SDSS/redrock style) | {t['accuracy']:.3f} | {t['spectra_per_s']:.0f} |",
+              f"| photometry only (ugriz + colours, gradient boosting) | {b['photometry']['accuracy']:.3f} | |",
+              f"| photometry + z | {b['photometry_z']['accuracy']:.3f} | |", f"| majority class | {b['majority']['accuracy']:.3f} | |", "",
+              f"The template fit flags {t['fraction_flagged']:.1%} of spectra (ZWARNING-like); unflagged accuracy {t['accuracy_unflagged']:.3f}.\n",
+              _fig(run, 'baselines/figures/template_confusion.png', 'Template fit: confusion matrix'),
+              _fig(run, 'baselines/figures/template_z.png', 'Template-fit redshift against the catalogue redshift'),
+              _fig(run, 'baselines/figures/baselines_accuracy_by_sn.png', 'Accuracy by S/N of the baselines')]
     if 'domain_shift' in m:
         d = m['domain_shift']; tr, ho = d['trained_on'], d['heldout']
         L += ["## Domain shift: sources held out of training, and real SDSS spectra\n",

@@ -5,7 +5,7 @@
 # %% ../nbs/04a_training.ipynb #0656aa24
 from __future__ import annotations
 import os
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 import hashlib, json, math, shutil, time, uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field, asdict

@@ -39,7 +39,21 @@ def test_metrics_exist_are_probabilities_and_beat_the_majority_baseline(smoke_ru
         assert ex[name]['test_accuracy'] > ex[name]['majority_baseline'], ex[name]
     ae = json.loads((smoke_run / 'autoencoder' / 'metrics_autoencoder.json').read_text())
     assert ex['autoencoder']['latent_logreg_test_accuracy'] == ae['latent_logreg_test_accuracy'] > 0.4   # beats a 3-way guess
-    assert set(m['stage_seconds']) == {'mock', 'preprocess', 'cnn', 'mixed', 'autoencoder'}
+    assert set(m['stage_seconds']) == {'mock', 'preprocess', 'cnn', 'mixed', 'autoencoder', 'baselines', 'domain_shift'}
+    b = m['baselines']   # the baselines stage, on the same test split as the networks
+    assert b['template']['accuracy'] > b['majority']['accuracy'] and b['photometry_z']['accuracy'] > b['majority']['accuracy']
+    assert b['template']['spectra_per_s'] > 0
+    # the domain-shift stage: every model tested on held-out sources, its numbers agreeing with its own confusion matrices
+    ds = m['domain_shift']
+    assert ds['trained_on']['star'] == ['mastar', 'miles'] and ds['heldout']['star'] == ['stelib']
+    assert set(ds['models']) == {'cnn_compact', 'mixed_all', 'mixed_no_z', 'mixed_flux_only', 'mixed_photometry_z'}
+    for name, r in ds['models'].items():
+        for part in ('all', 'heldout_sources'):
+            h = r['heldout'][part]; cm = np.array(h['confusion'])
+            assert cm.sum() == h['n'] > 0 and abs(h['accuracy'] - np.trace(cm) / cm.sum()) < 1e-9, (name, part)
+            assert all(abs(h['recall'][c] - cm[i, i] / max(cm[i].sum(), 1)) < 1e-9 for i, c in enumerate(('GALAXY', 'QSO', 'STAR')))
+    real = pd.DataFrame(ds['real'])
+    assert len(real) == 22 and set(real.file) == {'dr18', 'spplate'} and real.predicted.isin(['GALAXY', 'QSO', 'STAR']).all()
 
 
 def test_every_figure_the_report_links_exists_and_is_a_png(smoke_run):
@@ -54,14 +68,15 @@ def test_every_figure_the_report_links_exists_and_is_a_png(smoke_run):
     md = (smoke_run / 'index.md').read_text()
     assert "MOCK SDSS survey" in md and "missing figure" not in md
     assert (smoke_run / 'index.html').stat().st_size > 5000
-    assert len(list((smoke_run / 'notebooks').glob('*.ipynb'))) == 5
+    assert len(list((smoke_run / 'notebooks').glob('*.ipynb'))) == 7
+    assert 'held out of training' in md or 'held-out' in md
 
 
 def test_rerun_skips_complete_stages(smoke_run):
     from spectral_nb.reproduce import reproduce
     before = {p.name: p.stat().st_mtime for p in (smoke_run / '.stages').glob('*.json')}
     s = reproduce(smoke_run, 'smoke', 'mock', 42)
-    assert s['skipped'] == ['mock', 'preprocess', 'cnn', 'mixed', 'autoencoder']
+    assert s['skipped'] == ['mock', 'preprocess', 'cnn', 'mixed', 'autoencoder', 'baselines', 'domain_shift']
     assert {p.name: p.stat().st_mtime for p in (smoke_run / '.stages').glob('*.json')} == before
 
 
@@ -110,4 +125,5 @@ def test_relative_run_folder_keeps_outputs_in_it(tmp_path, monkeypatch):
     assert not (run / 'reports').exists()
     imgs = report_images(run)
     assert imgs and all((run / i).exists() for i in imgs)
-    assert json.loads((run / 'metrics.json').read_text())['preprocess']['n_in'] == 600
+    from spectral_nb.records import count_records
+    assert json.loads((run / 'metrics.json').read_text())['preprocess']['n_in'] == count_records(run / 'data' / 'raw.parquet') > 540
