@@ -27,14 +27,14 @@ def fits_ok(body: bytes) -> str:
     if len(body) % 2880: return 'truncated'
     from astropy.io import fits
     import io, warnings
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('error')          # astropy only warns about a file cut at a block boundary
-            with fits.open(io.BytesIO(body)) as h:
-                h.readall()
-                names = [x.name for x in h]
-                if 'COADD' not in names or 'SPECOBJ' not in names: return 'no_coadd'
-                h['COADD'].data['flux'][:1]
+    try:   # (no warnings filter here: catch_warnings is not thread-safe, and downloads run in threads)
+        with fits.open(io.BytesIO(body)) as h:
+            h.readall()
+            # astropy only warns about a file cut at a block boundary: compare where the last HDU's data end with the length
+            if max(h.fileinfo(i)['datLoc'] + h.fileinfo(i)['datSpan'] for i in range(len(h))) > len(body): return 'truncated'
+            names = [x.name for x in h]
+            if 'COADD' not in names or 'SPECOBJ' not in names: return 'no_coadd'
+            h['COADD'].data['flux'][:1]
     except Exception: return 'truncated'
     return ''
 

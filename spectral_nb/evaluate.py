@@ -36,8 +36,9 @@ def wilson_ci(k: int,                   # successes (e.g. correct predictions)
 # %% ../nbs/04b_evaluate.ipynb #2a633bec
 def plot_history(hist: dict, title: str = ''):
     "Training and validation accuracy and loss per epoch."
-    fig, axs = plt.subplots(1, 2, figsize=(10, 3.3))
-    for ax, k in zip(axs, ('accuracy', 'loss')):
+    keys = [k for k in ('accuracy', 'loss') if k in hist or f'val_{k}' in hist] or ['loss']   # (an autoencoder has no accuracy)
+    fig, axs = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.3), squeeze=False)
+    for ax, k in zip(axs[0], keys):
         if k in hist: ax.plot(np.arange(1, len(hist[k]) + 1), hist[k], 'o-', ms=3, label='train')
         if f'val_{k}' in hist: ax.plot(np.arange(1, len(hist[f'val_{k}']) + 1), hist[f'val_{k}'], 's-', ms=3, label='validation')
         ax.set_xlabel('epoch'); ax.set_ylabel(k); ax.legend()

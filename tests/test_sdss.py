@@ -108,6 +108,10 @@ def test_html_truncated_and_junk_bodies_are_rejected():
     assert fits_ok(good) == ''
     assert fits_ok(b'<html><body>busy</body></html>') == 'html'
     assert fits_ok(good[:len(good) // 2]) in ('truncated', 'not_fits')
+    import warnings
+    before = list(warnings.filters)
+    assert fits_ok(good[:(len(good) // 2 // 2880) * 2880]) == 'truncated'   # cut exactly at a FITS block boundary
+    assert warnings.filters == before          # the check leaves the process's warning filters alone (downloads run in threads)
     assert fits_ok(b'\x00' * 2880) == 'not_fits'
 
 
