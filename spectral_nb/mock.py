@@ -171,18 +171,14 @@ def library_stars(libraries: tuple = STAR_LIBRARIES) -> tuple:
 DISPERSIONS_KMS = (60.0, 150.0, 250.0, 350.0)
 
 def _broaden(x: np.ndarray, sigma_kms: float) -> np.ndarray:
+    "Gaussian broadening by `sigma_kms` along the last axis of spectra on the log grid."
     from scipy.ndimage import gaussian_filter1d
     return gaussian_filter1d(x, sigma_kms / (C_KMS * np.log(10) * DLOGLAM), mode='nearest')
 
 @lru_cache(maxsize=None)
 def galaxy_templates() -> np.ndarray:
     "Population templates (old, intermediate, young) broadened to each of DISPERSIONS_KMS: array (n_disp, 3, REST_NPIX), unit median."
-    pops = []
-    for teff, kind in ((4400, 'normal'), (6300, 'normal'), (11000, 'normal')):
-        f = planck_lambda(REST_WAVE, teff) * np.exp(-star_tau(teff, kind=kind) * np.where(REST_WAVE < 8000, 1.0, 0.5))
-        if teff < 5000: f = f * np.where(REST_WAVE < 4000, 0.75, 1.0)  # extra 4000 A break of old metal-rich populations
-        pops.append(f / np.median(f[(REST_WAVE > 5400) & (REST_WAVE < 5600)]))
-    pops = np.array(pops)
+    pops = _population_models()
     return np.stack([np.stack([_broaden(p, s) for p in pops]) for s in DISPERSIONS_KMS])
 
 def attenuation(wave: np.ndarray, ebv) -> np.ndarray:
@@ -197,7 +193,7 @@ def _population_models() -> np.ndarray:
     pops = []
     for teff in (4400, 6300, 11000):
         f = planck_lambda(REST_WAVE, teff) * np.exp(-star_tau(teff) * np.where(REST_WAVE < 8000, 1.0, 0.5))
-        if teff < 5000: f = f * np.where(REST_WAVE < 4000, 0.75, 1.0)
+        if teff < 5000: f = f * np.where(REST_WAVE < 4000, 0.75, 1.0)  # extra 4000 A break of old metal-rich populations
         pops.append(f / np.median(f[(REST_WAVE > 5400) & (REST_WAVE < 5600)]))
     return np.array(pops)
 
@@ -215,12 +211,7 @@ def library_ssps(libraries: tuple = SSP_LIBRARIES) -> tuple:
     phys = pops[np.select([age >= 2.0, age >= 0.5], [0, 1], 2)]
     out = _splice(_splice(flux, donor), phys)
     out = out / np.median(out[:, (REST_WAVE > 5400) & (REST_WAVE < 5600)], 1, keepdims=True)
-    return meta, np.stack([_broaden_rows(out, s) for s in DISPERSIONS_KMS]).astype(np.float32)
-
-def _broaden_rows(x: np.ndarray, sigma_kms: float) -> np.ndarray:
-    "Gaussian broadening of spectra (n, npix) on the log grid by `sigma_kms` (added in quadrature to the library's own resolution is neglected)."
-    from scipy.ndimage import gaussian_filter1d
-    return gaussian_filter1d(x, sigma_kms / (C_KMS * np.log(10) * DLOGLAM), axis=-1, mode='nearest')
+    return meta, np.stack([_broaden(out, s) for s in DISPERSIONS_KMS]).astype(np.float32)   # (the libraries' own resolution is neglected)
 
 # %% ../nbs/03_mock.ipynb #f8456fcc
 QSO_WIDTHS_KMS = (0.0, 1200.0, 2400.0)
