@@ -6,7 +6,7 @@
 from __future__ import annotations
 import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-import hashlib, json, math, shutil, time, uuid
+import hashlib, json, math, shutil, time, uuid, weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -20,12 +20,14 @@ from .records import iter_records
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'TASKS', 'NORMS', 'MIN_SPLIT', 'SKY_LINES', 'INCOMPLETE', 'SN_BINS', 'check_task', 'encode_labels', 'InputSpec',
-           'spectrum_scale', 'prepare_flux', 'fit_input_scaler', 'flux_input', 'feature_input', 'model_input',
-           'model_feed', 'dataset_sha256', 'check_dataset', 'dataset_sigma', 'TaskData', 'subsample', 'check_trainable',
-           'load_task', 'Augment', 'noise_level', 'augment_flux', 'seed_everything', 'class_weights', 'TrainBatches',
-           'fit_model', 'save_bundle', 'bundle_spec', 'load_bundle', 'staged_run', 'check_grid', 'check_out_file',
-           'predict', 'wilson', 'classification_metrics', 'evaluate_bundle']
+__all__ = ['log', 'TASKS', 'NORMS', 'MIN_SPLIT', 'SKY_LINES', 'INCOMPLETE', 'UNCALIBRATED_THRESHOLD', 'SN_BINS', 'check_task',
+           'encode_labels', 'InputSpec', 'spectrum_scale', 'prepare_flux', 'fit_input_scaler', 'flux_input',
+           'feature_input', 'model_input', 'model_feed', 'dataset_sha256', 'check_dataset', 'dataset_sigma', 'TaskData',
+           'subsample', 'check_trainable', 'load_task', 'Augment', 'noise_level', 'augment_flux', 'seed_everything',
+           'class_weights', 'TrainBatches', 'fit_model', 'attach_calibration', 'attached_calibration', 'save_bundle',
+           'bundle_spec', 'load_bundle', 'staged_run', 'check_grid', 'check_out_file', 'apply_temperature',
+           'flag_low_confidence', 'bundle_calibration', 'predict', 'wilson', 'classification_metrics',
+           'evaluate_bundle']
 
 # %% ../nbs/04a_training.ipynb #cdc4bffd
 TASKS = {'main': ('label_main', CLASSES, None), 'galaxy': ('label_galaxy', GALAXY_SUBCLASSES, 'GALAXY'),
@@ -403,6 +405,18 @@ def fit_model(model, data: dict, kind: str, epochs: int, batch_size: int = 64, c
 
 # %% ../nbs/04a_training.ipynb #7ca71506
 INCOMPLETE = '.incomplete'
+_CALIBRATION = weakref.WeakKeyDictionary()   # model -> {'calibration': {...}, 'flag': {...}}, set by evaluate.report_classifier
+
+def attach_calibration(model, calibration: dict, flag: dict):
+    "Attach a model's temperature (`calibration`) and quality-flag threshold (`flag`) so that `save_bundle` writes them into meta.json."
+    for k, d in (('temperature', calibration), ('threshold', flag)):
+        if k not in d: raise ValueError(f"attach_calibration needs {k!r} in its {'calibration' if d is calibration else 'flag'} dict, got {sorted(d)}.")
+    _CALIBRATION[model] = dict(calibration=dict(calibration), flag=dict(flag))
+
+def attached_calibration(model) -> dict:
+    "{'calibration', 'flag'} attached to `model` by `attach_calibration` ({} if none)."
+    try: return dict(_CALIBRATION.get(model, {}))
+    except TypeError: return {}   # an object that cannot be weakly referenced carries none
 
 def save_bundle(path, model, kind: str, task: str, classes, scaler: Scaler, spec: InputSpec | None = None,
                 extra: dict | None = None, dataset: dict | None = None) -> Path:
@@ -412,7 +426,7 @@ def save_bundle(path, model, kind: str, task: str, classes, scaler: Scaler, spec
     (path / INCOMPLETE).write_text('being written\n')
     model.save(path / 'model.keras')
     meta = dict(kind=kind, task=task, classes=list(classes), loglam0=LOGLAM0, dloglam=DLOGLAM, npix=NPIX, input=spec.to_dict(),
-                feature_columns=list(spec.feature_columns), dataset=dataset or {}, **(extra or {}))
+                feature_columns=list(spec.feature_columns), dataset=dataset or {}, **{**attached_calibration(model), **(extra or {})})
     (path / 'meta.json').write_text(json.dumps(meta, indent=1, default=float))
     scaler.save(path / 'scaler.json')
     (path / INCOMPLETE).unlink()
@@ -484,6 +498,31 @@ def check_out_file(path) -> Path:
             break
     return p
 
+UNCALIBRATED_THRESHOLD = 0.9   # flag threshold of a bundle saved before calibration existed (on its raw top probability)
+
+def apply_temperature(prob, temperature: float) -> np.ndarray:
+    "softmax(log p / T) of softmax probabilities `p` (rows): T > 1 softens, T < 1 sharpens, T = 1 returns `p`; the argmax is unchanged."
+    p = np.asarray(prob)
+    t = float(temperature)
+    if not (np.isfinite(t) and t > 0): raise ValueError(f"temperature must be a positive number, got {temperature!r}.")
+    if t == 1.0: return p
+    z = np.log(np.clip(p.astype(np.float64), 1e-300, None)) / t
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return (e / e.sum(-1, keepdims=True)).astype(p.dtype if p.dtype.kind == 'f' else np.float64)
+
+def flag_low_confidence(prob, threshold: float) -> np.ndarray:
+    "Quality flag per row: 1 (do not trust) where the top probability is below `threshold`, else 0."
+    return (np.asarray(prob).max(-1) < threshold).astype(np.int8)
+
+def bundle_calibration(meta: dict, where='') -> tuple:
+    "(temperature, flag threshold) of a bundle's meta; a bundle saved before calibration existed gives (1.0, 0.9) and one warning."
+    cal, flag = meta.get('calibration') or {}, meta.get('flag') or {}
+    if 'temperature' in cal and 'threshold' in flag: return float(cal['temperature']), float(flag['threshold'])
+    log.warning("%s has no calibration in its meta.json (saved before temperature scaling): its probabilities are uncalibrated and "
+                "its flag is set where the uncalibrated top probability is below %g; retrain it to calibrate.", where or 'This model',
+                UNCALIBRATED_THRESHOLD)
+    return 1.0, UNCALIBRATED_THRESHOLD
+
 def _predictor(model, kind: str, spec: InputSpec | None = None):
     import tensorflow as tf
     spec = spec or InputSpec(feature_columns=FEATURE_COLUMNS)
@@ -511,6 +550,7 @@ def predict(model_path, data_path, out_csv=None, batch_size: int = 1024, progres
     model, meta, sc = load_bundle(model_path)
     if meta['kind'] not in ('cnn', 'mixed'): raise ValueError(f"{model_path} holds a {meta['kind']} model, not a classifier.")
     spec = bundle_spec(meta)
+    temperature, threshold = bundle_calibration(meta, f'Model {model_path}')
     data_path = Path(data_path)
     if not data_path.exists(): raise FileNotFoundError(f"No data at {data_path}.")
     if data_path.suffix in ('.h5', '.hdf5'):
@@ -538,8 +578,9 @@ def predict(model_path, data_path, out_csv=None, batch_size: int = 1024, progres
             for k, v in drop.items(): dropped[k] = dropped.get(k, 0) + v
             if len(info):
                 X, F = model_input(flux, info, spec, sc)
-                p = run(X, F)
+                p = apply_temperature(run(X, F), temperature)
                 o = info[[c for c in dict.fromkeys(('specObjID', 'plate', 'mjd', 'fiberID', 'z', 'split', 'source', 'sn_median', 'label_main', col)) if c in info]].copy()
+                o['flag'] = flag_low_confidence(p, threshold)
                 for j, c in enumerate(meta['classes']): o[f'prob_{c}'] = p[:, j]
                 o['predicted'] = np.asarray(meta['classes'])[p.argmax(1)]
                 outs.append(o)

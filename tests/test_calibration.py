@@ -1,0 +1,125 @@
+"Calibrated probabilities and the quality flag: ECE, temperature scaling, the flag on an unseen class, predict's flag column, old bundles."
+import json, logging, shutil
+import numpy as np, pandas as pd, pytest
+from spectral_nb.mock import write_mock
+from spectral_nb.preprocess import preprocess
+from spectral_nb import training as T
+from spectral_nb.cnn import build_compact_cnn
+from spectral_nb.evaluate import (expected_calibration_error, fit_temperature, calibrate, flag_threshold, report_classifier)
+
+KEEP = ('GALAXY', 'STAR')   # the two-class model never sees a QSO
+
+
+def _synthetic(n, sharpen, seed=0):
+    "Labels drawn from known class probabilities q, and a model that reports softmax(sharpen * logits) (sharpen 1: calibrated)."
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 2, (n, 3))
+    q = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    y = (rng.random(n)[:, None] > q.cumsum(1)).sum(1)
+    p = np.exp(sharpen * z) / np.exp(sharpen * z).sum(1, keepdims=True)
+    return p, y
+
+
+def test_ece_is_near_zero_when_calibrated_and_large_when_over_confident():
+    p, y = _synthetic(20000, 1.0)
+    assert expected_calibration_error(p, y) < 0.02
+    p, y = _synthetic(20000, 3.0)
+    assert expected_calibration_error(p, y) > 0.12
+
+
+def test_temperature_scaling_lowers_the_ece_of_an_over_confident_model():
+    p, y = _synthetic(8000, 3.0, seed=1)
+    t = fit_temperature(p[:4000], y[:4000])   # validation half
+    assert 2.6 < t < 3.4                      # the model's logits are the true ones x 3
+    cal, flag = calibrate(p[:4000], y[:4000], p[4000:], y[4000:])
+    assert cal['temperature'] == pytest.approx(t) and cal['n_val'] == cal['n_test'] == 4000
+    assert cal['ece_after'] < 0.03 < 0.1 < cal['ece_before']
+    assert T.apply_temperature(p, t).argmax(1).tolist() == p.argmax(1).tolist()   # no prediction changes class
+
+
+def test_an_under_confident_model_is_sharpened():
+    p, y = _synthetic(4000, 0.4, seed=2)
+    assert fit_temperature(p, y) < 0.6
+
+
+def test_flag_threshold_flags_at_most_five_percent_of_validation():
+    p, _ = _synthetic(1000, 1.0, seed=3)
+    t = flag_threshold(p, 0.05)
+    assert 0.04 <= (p.max(1) < t).mean() <= 0.05
+    assert (p.max(1) < np.nextafter(t, 2)).mean() > 0.05   # and it is the largest such threshold
+
+
+def _two_classes(td):
+    "A split restricted to the KEEP classes, labels re-indexed."
+    idx = [td.classes.index(c) for c in KEEP]
+    m = np.isin(td.y, idx)
+    y = np.searchsorted(idx, td.y[m])
+    return T.TaskData(td.flux[m], td.feat[m], y, td.info[m].reset_index(drop=True), KEEP,
+                      None if td.raw is None else td.raw[m], td.spec, td.scaler)
+
+
+@pytest.fixture(scope='module')
+def two_class(tmp_path_factory):
+    "A small mock, a tiny flux-only CNN trained on its galaxies and stars only, reported and saved as a bundle."
+    d = tmp_path_factory.mktemp('cal')
+    raw = write_mock(d / 'mock', 300, seed=4, progress=False)
+    h5 = d / 'mock' / 'dataset.h5'
+    preprocess(raw, h5, progress=False)
+    T.seed_everything(1)
+    data = T.load_task(h5, 'main', seed=1, feature_columns=())
+    data2 = dict(data, **{s: _two_classes(data[s]) for s in ('train', 'val', 'test')})
+    model = build_compact_cnn(len(KEEP))
+    hist = T.fit_model(model, data2, 'cnn', 2, batch_size=32)
+    m = report_classifier('cnn2', model, data2, 'cnn', hist, d / 'run', h5)
+    path = T.save_bundle(d / 'run' / 'models' / 'cnn2', model, 'cnn', 'main', KEEP, data['scaler'], data['spec'], dataset=data['dataset'])
+    return d, h5, path, m
+
+
+def test_report_records_calibration_and_flag_in_metrics_figures_and_bundle(two_class):
+    d, _, path, m = two_class
+    saved = json.loads((d / 'run' / 'metrics_cnn2.json').read_text())
+    assert set(saved['calibration']) == {'temperature', 'ece_before', 'ece_after', 'n_val', 'n_test'}
+    assert {'threshold', 'fraction_flagged', 'accuracy_unflagged', 'errors_removed', 'rule'} <= set(saved['flag'])
+    assert saved['calibration']['n_test'] == m['n_test'] and saved['calibration']['n_val'] == m['n_val']
+    assert saved['flag']['fraction_flagged_val'] <= 0.05
+    for f in ('reliability_cnn2.png', 'coverage_cnn2.png'):
+        assert f in m['figures'] and (d / 'run' / f).stat().st_size > 1000
+    meta = json.loads((path / 'meta.json').read_text())
+    assert meta['calibration'] == pytest.approx(saved['calibration']) and meta['flag']['threshold'] == saved['flag']['threshold']
+
+
+def test_predict_writes_calibrated_probabilities_and_a_flag(two_class, tmp_path):
+    d, h5, path, m = two_class
+    df = T.predict(path, h5, tmp_path / 'p.csv', progress=False)
+    back = pd.read_csv(tmp_path / 'p.csv')
+    assert list(back.columns[-4:]) == ['flag', 'prob_GALAXY', 'prob_STAR', 'predicted'] and set(back['flag']) <= {0, 1}
+    np.testing.assert_allclose(back[['prob_GALAXY', 'prob_STAR']].sum(axis=1), 1, atol=1e-5)
+    np.testing.assert_array_equal(df['flag'], (df[['prob_GALAXY', 'prob_STAR']].max(axis=1) < m['flag']['threshold']).astype(int))
+    te = df[(df['split'] == 'test') & df['label_main'].isin(KEEP)]
+    assert abs(te['flag'].mean() - m['flag']['fraction_flagged']) < 1e-9
+
+
+def test_flag_rate_rises_on_a_class_left_out_of_training(two_class):
+    d, h5, path, m = two_class
+    df = T.predict(path, h5, progress=False)
+    seen = df[(df['split'] == 'test') & df['label_main'].isin(KEEP)]['flag'].mean()
+    unseen = df[df['label_main'] == 'QSO']['flag'].mean()   # every QSO is new to the model, whatever its split
+    assert unseen > max(2 * seen, 0.1), (seen, unseen)
+
+
+def test_a_bundle_without_calibration_still_predicts_with_one_warning(two_class, tmp_path, caplog):
+    d, h5, path, m = two_class
+    old = tmp_path / 'old'
+    shutil.copytree(path, old)
+    meta = json.loads((old / 'meta.json').read_text())
+    del meta['calibration'], meta['flag']
+    (old / 'meta.json').write_text(json.dumps(meta))
+    caplog.set_level(logging.WARNING, logger='spectral_nb')
+    a = T.predict(old, h5, batch_size=100, progress=False)   # several batches, still one warning
+    warns = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warns) == 1 and 'no calibration' in warns[0] and 'uncalibrated' in warns[0], warns
+    probs = a[['prob_GALAXY', 'prob_STAR']].to_numpy()
+    np.testing.assert_array_equal(a['flag'], (probs.max(1) < T.UNCALIBRATED_THRESHOLD).astype(int))
+    b = T.predict(path, h5, progress=False)   # the calibrated bundle: the old one's probabilities at its temperature
+    np.testing.assert_allclose(b[['prob_GALAXY', 'prob_STAR']].to_numpy(), T.apply_temperature(probs, m['calibration']['temperature']), atol=1e-5)
+    assert (a['predicted'] == b['predicted']).all()
