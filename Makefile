@@ -26,7 +26,7 @@ report: $(STAMP)
 
 test: $(STAMP)
 	cd nbs && ../$(VENV)/bin/nbdev_test --n_workers 2
-	$(PY) -m pytest -q --durations=15 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15 tests  # two workers, a test file each at a time; conftest puts the end-to-end smoke chain (the longest file) first
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_mock.py --n 10000

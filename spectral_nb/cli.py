@@ -99,8 +99,17 @@ def cmd_predict(a) -> int:
         from spectral_nb.preprocess import check_dataset
         check_dataset(a.data)
     elif not a.data.is_file(): raise FileNotFoundError(f"--data {a.data}: no such raw-record file; run `spectral-nb mock` or `download` first.")
+    zm = getattr(a, 'redshift_model', None)
+    if zm is not None:   # checked before any work
+        if not (zm / 'meta.json').is_file(): raise FileNotFoundError(f"--redshift-model {zm}: no model folder there; give the models/cnn_compact_z folder of a run's redshift stage.")
+        kind = json.loads((zm / 'meta.json').read_text()).get('kind')
+        if kind != 'redshift': raise ValueError(f"--redshift-model {zm} holds a {kind} model, not a redshift model; give the models/cnn_compact_z folder of a run's redshift stage.")
     from spectral_nb.training import predict
     df = predict(a.model, a.data, a.out, batch_size=a.batch_size, progress=not a.quiet)
+    if zm is not None:   # the network's redshift beside the class probabilities
+        from spectral_nb.redshift import predict_redshift
+        df = df.drop(columns=[c for c in ('z_pred', 'z_err') if c in df]).merge(predict_redshift(zm, a.data), on='specObjID', how='left')
+        tmp = a.out.with_name(f'.{a.out.name}.tmp'); df.to_csv(tmp, index=False); tmp.replace(a.out)
     log.info("wrote %d predictions to %s", len(df), a.out)
     return 0
 
@@ -182,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument('--data', type=Path, required=True, help='dataset.h5 or raw.parquet')
     pr.add_argument('--out', type=Path, default=Path('predictions.csv'), help='CSV file to write, one row per spectrum')
     pr.add_argument('--batch-size', type=_positive_int, default=1024, help='spectra per inference batch')
+    pr.add_argument('--redshift-model', type=Path, default=None, help="also write z_pred and z_err from a redshift model folder (a run's redshift/models/cnn_compact_z)")
     pr.set_defaults(func=cmd_predict)
     q = add('query', 'query a class-balanced random sample of SDSS spectra (SpecObjAll x SpecPhotoAll)')
     q.add_argument('--n', type=_positive_int, required=True, help='spectra wanted in total')

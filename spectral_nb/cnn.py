@@ -49,17 +49,21 @@ def build_thesis_cnn(hp, n_classes: int, npix: int = NPIX, space: dict = THESIS_
     return model
 
 # %% ../nbs/05_cnn.ipynb #05deed0a
-def compact_trunk(x, widths=(16, 32, 48, 64, 64), kernels=(7, 5, 5, 3, 3)):
-    "Strided Conv1D + BatchNorm blocks ending in global average and max pooling (shared with the mixed-input network)."
+def compact_trunk(x, widths=(16, 32, 48, 64, 64), kernels=(7, 5, 5, 3, 3), position_channels: int = 8):
+    "Strided Conv1D + BatchNorm blocks, then global average and max pooling beside a coarse map that keeps where features sit (shared with the mixed-input network)."
     from keras import layers
     for w, k in zip(widths, kernels):
         x = layers.Conv1D(w, k, strides=2, padding='same', use_bias=False)(x)
         x = layers.BatchNormalization(momentum=0.9)(x)   # small data sets take few steps: let the moving statistics converge
         x = layers.Activation('relu')(x)
-    return layers.Concatenate()([layers.GlobalAveragePooling1D()(x), layers.GlobalMaxPooling1D()(x)])
+    parts = [layers.GlobalAveragePooling1D()(x), layers.GlobalMaxPooling1D()(x)]
+    if position_channels:   # 1x1 convolution to a few channels, flattened: 117 positions x 8 on the common grid
+        p = layers.Conv1D(position_channels, 1, use_bias=False, name='position_map')(x)
+        parts.append(layers.Flatten()(layers.Activation('relu')(layers.BatchNormalization(momentum=0.9)(p))))
+    return layers.Concatenate()(parts)
 
 def build_compact_cnn(n_classes: int, npix: int = NPIX, lr: float = 2e-3):
-    "The compact strided CNN with global pooling."
+    "The compact strided CNN: global pooling plus a coarse position map."
     import keras
     from keras import layers
     inp = keras.Input((npix, 1), name='flux')
@@ -110,7 +114,7 @@ def _run_extra(data: dict, hist: dict, **kw) -> dict:
 
 def train_compact_cnn(h5_path, out_dir, epochs: int = 12, seed: int = SEED, augment: bool | Augment = True, norm: str = 'median',
                       sigma: float = 0.0, batch_size: int = 64, name: str = 'cnn_compact', source: str = 'mock',
-                      max_rows: int | None = None, data: dict | None = None) -> tuple:
+                      max_rows: int | None = None, data: dict | None = None, figures: bool = True) -> tuple:
     "Train, report and save the compact flux-only CNN (no tuner) on the main classes; returns (bundle path, test metrics)."
     seed_everything(seed)
     data = data or load_task(h5_path, 'main', sigma=sigma, max_rows=max_rows, seed=seed, norm=norm, feature_columns=())
@@ -119,7 +123,7 @@ def train_compact_cnn(h5_path, out_dir, epochs: int = 12, seed: int = SEED, augm
         model = build_compact_cnn(len(CLASSES), data['train'].flux.shape[1])
         hist = fit_model(model, data, 'cnn', epochs, batch_size=batch_size, augment=augment, seed=seed, name=name)
         m = report_classifier(name, model, data, 'cnn', hist, stage, h5_path, 'cnn_main', source,
-                              extra=dict(n_params=model.count_params(), predict_spectra_per_s=inference_speed(model, data['test'].flux)))
+                              extra=dict(n_params=model.count_params(), predict_spectra_per_s=inference_speed(model, data['test'].flux)), figures=figures)
         save_bundle(stage / 'models' / name, model, 'cnn', 'main', CLASSES, data['scaler'], data['spec'],
                     _run_extra(data, hist, seed=seed, source=source, test_accuracy=m['accuracy'], n_test=m['n_test']), data['dataset'])
     return Path(out_dir) / 'models' / name, m

@@ -138,12 +138,14 @@ REPORTS_DIR = PROJECT_ROOT / 'reports'
 
 PROFILES = {
     'smoke': dict(n_spectra=600, tuner_trials=2, tuner_epochs=1, epochs=2, ae_epochs=2, batch_size=64,
-                  size_grid=[300, 600], compact=True),
-    'quick': dict(n_spectra=6000, tuner_trials=4, tuner_epochs=3, epochs=12, ae_epochs=10, batch_size=64,
-                  size_grid=[1000, 2000, 4000], compact=True),
+                  size_grid=[300], compact=True, shift_n_train=300, shift_n_heldout=150, shift_epochs=1),
+    'quick': dict(n_spectra=4000, tuner_trials=3, tuner_epochs=2, epochs=12, ae_epochs=8, batch_size=64,
+                  size_grid=[500, 1000, 2000], compact=True, shift_n_train=3000, shift_n_heldout=1500, shift_epochs=12),
     'full': dict(n_spectra=96115, tuner_trials=40, tuner_epochs=12, epochs=60, ae_epochs=50, batch_size=32,
-                 size_grid=[1000, 2000, 4000, 8000, 16000, 32000, 64000, 96115], compact=False),
+                 size_grid=[1000, 2000, 4000, 8000, 16000, 32000, 64000, 96115], compact=False,
+                 shift_n_train=40000, shift_n_heldout=20000, shift_epochs=60),
 }
+# shift_*: the domain-shift stage's own mocks (training sources, held-out sources) and its training epochs
 
 def get_profile(name: str) -> dict:
     "The parameters of a run profile ('smoke', 'quick' or 'full'), as a fresh dict."

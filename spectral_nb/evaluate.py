@@ -205,8 +205,8 @@ def predict_proba(model, data: TaskData, kind: str, batch_size: int = 512) -> np
     return model.predict(data.inputs(kind), batch_size=batch_size, verbose=0)
 
 def report_classifier(name: str, model, data: dict, kind: str, hist: dict, out_dir, h5_path, thesis_key: str | None = None,
-                      source: str = 'mock', extra: dict | None = None) -> dict:
-    "Evaluate on train and test, save every figure and table of the experiment, return the metrics."
+                      source: str = 'mock', extra: dict | None = None, figures: bool = True) -> dict:
+    "Evaluate on train and test, save every figure (unless `figures` is False) and table of the experiment, return the metrics."
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     te, tr, va = data['test'], data['train'], data['val']
     p_te = predict_proba(model, te, kind); pred = p_te.argmax(1)
@@ -219,14 +219,14 @@ def report_classifier(name: str, model, data: dict, kind: str, hist: dict, out_d
     th = THESIS.get(thesis_key, {}) if thesis_key else {}
     m['thesis'] = th
     banner = f"{name}, test n={te.n}"
-    figs = {f'confusion_{name}': plot_confusion(m['confusion'], te.classes, f'{name}: confusion matrix (test)', m['accuracy'], th.get('test_acc')),
+    figs = {} if not figures else {f'confusion_{name}': plot_confusion(m['confusion'], te.classes, f'{name}: confusion matrix (test)', m['accuracy'], th.get('test_acc')),
             f'curves_{name}': plot_history(hist, f"{name}: training (thesis: train {th.get('train_acc', '-')}, test {th.get('test_acc', '-')})"),
             f'acc_by_sn_{name}': plot_acc_by_sn(m, f'{name}: test accuracy by S/N'),
             f'reliability_{name}': plot_reliability(te.y, p_te, p_cal, m['calibration'], f'{name}: reliability (test; T fitted on validation, n={va.n})'),
             f'coverage_{name}': plot_coverage(te.y, p_cal, m['flag'], f'{name}: accuracy vs coverage (test; flag threshold from validation)')}
     good, bad = pick_examples(te.y, pred, p_te)
-    figs[f'examples_{name}_correct'] = plot_examples(h5_path, te, pred, p_te, good, f'{name}: typical correct predictions (3 per class)')
-    figs[f'examples_{name}_incorrect'] = plot_examples(h5_path, te, pred, p_te, bad, f'{name}: most confident incorrect predictions (3 per class)')
+    if figures: figs[f'examples_{name}_correct'] = plot_examples(h5_path, te, pred, p_te, good, f'{name}: typical correct predictions (3 per class)')
+    if figures: figs[f'examples_{name}_incorrect'] = plot_examples(h5_path, te, pred, p_te, bad, f'{name}: most confident incorrect predictions (3 per class)')
     for k, f in figs.items():
         data_banner(f, source, banner).savefig(out / f'{k}.png', dpi=100); plt.close(f)
     pd.DataFrame(m['confusion'], index=[f'true {c}' for c in te.classes], columns=[f'pred {c}' for c in te.classes]).to_csv(out / f'confusion_{name}.csv')

@@ -66,7 +66,7 @@ THESIS_KEYS = {'main': 'mixed_main', 'galaxy': 'mixed_galaxy', 'star': 'mixed_st
 def train_mixed(h5_path, out_dir, task: str = 'main', epochs: int = 12, seed: int = SEED, feature_columns=None, use_flux: bool = True,
                 name: str | None = None, augment: bool | Augment = True, norm: str = 'median', sigma: float = 0.0,
                 flux_branch: str = 'compact', batch_size: int = 64, source: str = 'mock', max_rows: int | None = None,
-                class_weight: str | None = 'task', extra: dict | None = None) -> tuple:
+                class_weight: str | None = 'task', extra: dict | None = None, figures: bool = True) -> tuple:
     "Train, report and save one mixed-input variant for one task; returns (bundle path, test metrics)."
     cols = tuple(FEATURE_COLUMNS if feature_columns is None else feature_columns)
     name = name or f'mixed_{task}'
@@ -81,7 +81,7 @@ def train_mixed(h5_path, out_dir, task: str = 'main', epochs: int = 12, seed: in
                          augment=augment, seed=seed, name=name)
         m = report_classifier(name, model, data, 'mixed', hist, stage, h5_path, THESIS_KEYS[task] if name == f'mixed_{task}' else None, source,
                               extra=dict(task=task, flux_branch=flux_branch if use_flux else None, class_weight=cw_mode, use_flux=use_flux,
-                                         feature_columns=list(cols), n_params=model.count_params(), **(extra or {})))
+                                         feature_columns=list(cols), n_params=model.count_params(), **(extra or {})), figures=figures)
         save_bundle(stage / 'models' / name, model, 'mixed', task, data['train'].classes, data['scaler'], data['spec'],
                     _run_extra(data, hist, seed=seed, source=source, test_accuracy=m['accuracy'], n_test=m['n_test'], **(extra or {})),
                     data['dataset'])

@@ -39,7 +39,24 @@ def test_metrics_exist_are_probabilities_and_beat_the_majority_baseline(smoke_ru
         assert ex[name]['test_accuracy'] > ex[name]['majority_baseline'], ex[name]
     ae = json.loads((smoke_run / 'autoencoder' / 'metrics_autoencoder.json').read_text())
     assert ex['autoencoder']['latent_logreg_test_accuracy'] == ae['latent_logreg_test_accuracy'] > 0.4   # beats a 3-way guess
-    assert set(m['stage_seconds']) == {'mock', 'preprocess', 'cnn', 'mixed', 'autoencoder', 'baselines', 'domain_shift'}
+    assert set(m['stage_seconds']) == {'mock', 'preprocess', 'cnn', 'redshift', 'mixed', 'autoencoder', 'baselines', 'domain_shift'}
+    # calibration and flag of every classifier, as its own metrics file has them; the head-to-head table on the same test rows
+    for name, folder in (('cnn_compact', 'cnn'), ('mixed_main', 'mixed')):
+        per = json.loads((smoke_run / folder / f'metrics_{name}.json').read_text())
+        assert m['calibration'][name] == per['calibration'] and m['flag'][name] == per['flag'], name
+        assert {'ece_before', 'ece_after', 'temperature'} <= set(m['calibration'][name]) and {'fraction_flagged', 'accuracy_unflagged'} <= set(m['flag'][name])
+    h = m['head_to_head']
+    assert sum(r['n'] for r in h['by_sn']) == ex['cnn_compact']['n_test'] == m['baselines']['template']['n']
+    assert abs(h['speed_ratio'] - ex['cnn_compact']['predict_spectra_per_s'] / m['baselines']['template']['spectra_per_s']) < 1e-9
+    # the network redshift: its numbers are those of the test-split predictions it saved, recomputed here
+    z = m['redshift']['cnn_compact_z']
+    pz = pd.read_csv(smoke_run / 'redshift' / 'redshift_cnn_compact_z.csv')
+    from spectral_nb.baselines import redshift_metrics
+    ref = redshift_metrics(pz.z_pred, pz.z, pz.label_main)
+    for c in ('GALAXY', 'QSO', 'STAR'):
+        assert z['n'][c] == ref[c]['n'] == (pz.label_main == c).sum() > 0, c
+        assert abs(z['sigma_nmad'][c] - ref[c]['sigma_nmad']) < 1e-12 and abs(z['outlier_fraction'][c] - ref[c]['outlier_fraction']) < 1e-12, c
+    assert (pz.z_err > 0).all() and np.isfinite(pz.z_pred).all()
     b = m['baselines']   # the baselines stage, on the same test split as the networks
     assert b['template']['accuracy'] > b['majority']['accuracy'] and b['photometry_z']['accuracy'] > b['majority']['accuracy']
     assert b['template']['spectra_per_s'] > 0
@@ -68,30 +85,36 @@ def test_every_figure_the_report_links_exists_and_is_a_png(smoke_run):
     md = (smoke_run / 'index.md').read_text()
     assert "MOCK SDSS survey" in md and "missing figure" not in md
     assert (smoke_run / 'index.html').stat().st_size > 5000
-    assert len(list((smoke_run / 'notebooks').glob('*.ipynb'))) == 7
+    assert len(list((smoke_run / 'notebooks').glob('*.ipynb'))) == 8
     assert 'held out of training' in md or 'held-out' in md
+    # the headline table puts each model's held-out-source accuracy beside its in-mock one
+    m = json.loads((smoke_run / 'metrics.json').read_text())
+    row = next(l for l in md.splitlines() if l.startswith('| compact CNN (ours) |'))
+    held = m['domain_shift']['models']['cnn_compact']['heldout']['heldout_sources']['accuracy']
+    assert f"**{held:.3f}**" in row.split('|')[6], row
+    assert 'held-out sources' in md and 'trained on mastar + miles stars' in md
 
 
 def test_rerun_skips_complete_stages(smoke_run):
     from spectral_nb.reproduce import reproduce
     before = {p.name: p.stat().st_mtime for p in (smoke_run / '.stages').glob('*.json')}
     s = reproduce(smoke_run, 'smoke', 'mock', 42)
-    assert s['skipped'] == ['mock', 'preprocess', 'cnn', 'mixed', 'autoencoder', 'baselines', 'domain_shift']
+    assert s['skipped'] == ['mock', 'preprocess', 'cnn', 'redshift', 'mixed', 'autoencoder', 'baselines', 'domain_shift']
     assert {p.name: p.stat().st_mtime for p in (smoke_run / '.stages').glob('*.json')} == before
 
 
 def test_killed_run_resumes_without_redoing_complete_stages(tmp_path):
     run = tmp_path / 'killed'
     exe = Path(sys.executable).with_name('spectral-nb')
-    cmd = [str(exe), '-q', 'reproduce', '--profile', 'smoke', '--out', str(run), '--stages', 'mock', 'preprocess', 'cnn']
+    cmd = [str(exe), '-q', 'reproduce', '--profile', 'smoke', '--out', str(run), '--stages', 'mock', 'preprocess', 'baselines']
     p = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t0 = time.time()
-    while not (run / '.stages' / 'preprocess.json').exists():   # kill during the cnn stage
+    while not (run / '.stages' / 'preprocess.json').exists():   # kill during the baselines stage (its kernel takes longer than 3 s to start)
         assert time.time() - t0 < 600 and p.poll() is None
         time.sleep(0.5)
     time.sleep(3)
     os.killpg(p.pid, signal.SIGKILL); p.wait()
-    assert not (run / '.stages' / 'cnn.json').exists()
+    assert not (run / '.stages' / 'baselines.json').exists()
     mock_marker = (run / '.stages' / 'mock.json').stat().st_mtime
     raw_before = (run / 'data' / 'raw.parquet').read_bytes()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -100,7 +123,7 @@ def test_killed_run_resumes_without_redoing_complete_stages(tmp_path):
     assert s['skipped'] == ['mock', 'preprocess']
     assert (run / '.stages' / 'mock.json').stat().st_mtime == mock_marker
     assert (run / 'data' / 'raw.parquet').read_bytes() == raw_before
-    assert (run / 'cnn' / 'metrics_cnn.json').exists() and (run / '.stages' / 'cnn.json').exists()
+    assert (run / 'baselines' / 'metrics.json').exists() and (run / '.stages' / 'baselines.json').exists()
 
 
 def test_failing_stage_stops_the_chain_with_a_clear_message(tmp_path):
@@ -112,7 +135,7 @@ def test_failing_stage_stops_the_chain_with_a_clear_message(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 1
     assert "stage 'preprocess' failed" in r.stderr and 'No raw-record file' in r.stderr
-    assert not (run / '.stages' / 'cnn.json').exists()
+    assert not (run / '.stages' / 'baselines.json').exists()
 
 
 def test_relative_run_folder_keeps_outputs_in_it(tmp_path, monkeypatch):
