@@ -189,7 +189,7 @@ def coverage_curve(prob, y) -> pd.DataFrame:
 def plot_coverage(y, prob_cal, flag: dict, title: str = ''):
     "Accuracy against coverage on the test split (calibrated confidence), with the quality flag's operating point."
     c = coverage_curve(prob_cal, y)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = plt.subplots(figsize=(6, 3.8))
     ax.plot(c.coverage, c.accuracy, '-', color='tab:blue', label='most confident fraction kept')
     ax.axhline(c.accuracy.iloc[-1], color='0.5', ls=':', lw=1, label=f'all spectra ({c.accuracy.iloc[-1]:.4f})')
     if flag.get('accuracy_unflagged') is not None:
