@@ -47,7 +47,7 @@ def stage_params(stage: str, run: Path, prof: dict, seed: int, source: str, urls
     if stage == 'preprocess':
         return dict(raw_path=str(data / 'raw.parquet'), out_path=h5, seed=seed, sigma=0.0, fig_dir=str(run / 'figures' / 'preprocess')), run / 'figures' / 'preprocess'
     if stage == 'cnn': return dict(h5_path=h5, out_dir=str(run / 'cnn'), demos=False, **common), run / 'cnn'
-    if stage == 'redshift': return dict(h5_path=h5, out_dir=str(run / 'redshift'), epochs=prof['epochs'], seed=seed, source=source, demos=False), run / 'redshift'
+    if stage == 'redshift': return dict(h5_path=h5, out_dir=str(run / 'redshift'), epochs=prof['z_epochs'], seed=seed, source=source, demos=False), run / 'redshift'
     if stage == 'mixed': return dict(h5_path=h5, out_dir=str(run / 'mixed'), tasks=['main', 'galaxy', 'star'], size_table=True, demos=False, **common), run / 'mixed'
     if stage == 'autoencoder': return dict(h5_path=h5, out_dir=str(run / 'autoencoder'), **common), run / 'autoencoder'
     if stage == 'baselines':      # template fit, photometry-only and majority on the same split as the networks
