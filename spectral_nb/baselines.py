@@ -272,22 +272,24 @@ def redshift_metrics(z_fit: np.ndarray, z_true: np.ndarray, labels: np.ndarray) 
     return out
 
 # %% ../nbs/08_baselines.ipynb #7abb92a9
-def plot_z_fit(z_true, z_fit, labels, flagged, source: str = 'mock', extra: str = ''):
+def plot_z_fit(z_true, z_fit, labels, flagged, source: str = 'mock', extra: str = '', who: str = 'template-fit',
+               title: str = 'Template fit: redshift (x: flagged by the chi2 gap)'):
     "The template fit's redshift against the catalogue redshift per true class (flagged fits as crosses), and dz/(1+z)."
     z_true, z_fit, labels, flagged = map(np.asarray, (z_true, z_fit, labels, flagged))
     fig, axs = plt.subplots(1, 2, figsize=(10, 4))
     for k, c in enumerate(CLASSES):
         m = labels == c
         for sel, mk in ((m & ~flagged, 'o'), (m & flagged, 'x')):
+            if mk == 'x' and not sel.any(): continue   # no empty 'flagged' legend entries
             axs[0].plot(z_true[sel], z_fit[sel], mk, ms=3, color=f'C{k}', alpha=0.7, label=f"{c}{' (flagged)' if mk == 'x' else ''} n={sel.sum()}")
             axs[1].plot(z_true[sel], (z_fit[sel] - z_true[sel]) / (1 + z_true[sel]), mk, ms=3, color=f'C{k}', alpha=0.7)
     lim = max(1.0, float(np.nanmax(np.r_[z_true, z_fit])) * 1.05)
     axs[0].plot([0, lim], [0, lim], 'k-', lw=0.5); axs[0].set_xlim(-0.05, lim); axs[0].set_ylim(-0.05, lim)
-    axs[0].set_xlabel('catalogue z'); axs[0].set_ylabel('template-fit z'); axs[0].legend(fontsize=7)
+    axs[0].set_xlabel('catalogue z'); axs[0].set_ylabel(f'{who} z'); axs[0].legend(fontsize=7)
     axs[1].set_yscale('symlog', linthresh=1e-3); axs[1].axhline(0, color='k', lw=0.5)
     for v in (0.01, -0.01, 0.05, -0.05): axs[1].axhline(v, color='0.6', lw=0.5, ls=':')
-    axs[1].set_xlabel('catalogue z'); axs[1].set_ylabel('(z_fit - z) / (1 + z)')
-    fig.suptitle('Template fit: redshift (x: flagged by the chi2 gap)', fontsize=10); fig.tight_layout()
+    axs[1].set_xlabel('catalogue z'); axs[1].set_ylabel(f'({who} z - z) / (1 + z)')
+    fig.suptitle(title, fontsize=10); fig.tight_layout()
     return data_banner(fig, source, extra)
 
 def plot_baselines_by_sn(metrics: dict, source: str = 'mock', extra: str = ''):

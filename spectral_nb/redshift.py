@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 from .config import *
 from .training import (load_task, seed_everything, TrainBatches, Augment, save_bundle, load_bundle, bundle_spec, check_dataset,
                                   check_grid, model_input, staged_run)
-from .baselines import redshift_metrics, Z_OUTLIER
+from .baselines import redshift_metrics, plot_z_fit
 from .plots import data_banner
 
 log = get_logger(__name__)
@@ -73,20 +73,9 @@ def redshift_scores(z_pred, z_err, z_true, labels) -> dict:
                 n={c: m[c]['n'] for c in CLASSES}, by_class=m)
 
 def plot_z_pred(z_true, z_pred, z_err, labels, source: str = 'mock', title: str = ''):
-    "The network's redshift against the catalogue redshift per true class, and dz/(1+z) with the outlier limits."
-    z_true, z_pred, z_err, labels = map(np.asarray, (z_true, z_pred, z_err, labels))
-    fig, axs = plt.subplots(1, 2, figsize=(10, 4))
-    for k, c in enumerate(CLASSES):
-        m = labels == c
-        axs[0].plot(z_true[m], z_pred[m], 'o', ms=2.5, color=f'C{k}', alpha=0.6, label=f'{c} n={m.sum()}')
-        axs[1].plot(z_true[m], (z_pred[m] - z_true[m]) / (1 + z_true[m]), 'o', ms=2.5, color=f'C{k}', alpha=0.6)
-    lim = max(float(z_true.max(initial=0.1)), float(z_pred.max(initial=0.1))) * 1.05
-    axs[0].plot([0, lim], [0, lim], 'k-', lw=0.5); axs[0].set_xlabel('catalogue z'); axs[0].set_ylabel('network z'); axs[0].legend(fontsize=7)
-    for v, ls in ((Z_OUTLIER['GALAXY'], ':'), (Z_OUTLIER['QSO'], '--')):
-        for s in (1, -1): axs[1].axhline(s * v, color='0.5', ls=ls, lw=0.7)
-    axs[1].set_ylim(-0.15, 0.15); axs[1].set_xlabel('catalogue z'); axs[1].set_ylabel('dz / (1 + z)')
-    fig.suptitle(title or 'Redshift from the fluxes alone (compact CNN)', fontsize=10); fig.tight_layout()
-    return data_banner(fig, source)
+    "The network's redshift against the catalogue redshift per true class, and dz/(1+z) (the template fit's figure, `baselines.plot_z_fit`)."
+    return plot_z_fit(z_true, z_pred, labels, np.zeros(len(np.asarray(z_true)), bool), source, who='network',
+                      title=title or 'Redshift from the fluxes alone (compact CNN)')
 
 def train_redshift_cnn(h5_path, out_dir, epochs: int = 12, seed: int = SEED, batch_size: int = 64, name: str = 'cnn_compact_z',
                        source: str = 'mock', patience: int = 4, data: dict | None = None) -> tuple:
