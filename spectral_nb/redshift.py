@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 from .config import *
-from .training import (load_task, seed_everything, TrainBatches, Augment, save_bundle, load_bundle, bundle_spec, check_dataset,
+from .training import (load_task, seed_everything, augmented_inputs, fit_epochs, Augment, save_bundle, load_bundle, bundle_spec, check_dataset,
                                   check_grid, model_input, staged_run)
 from .baselines import redshift_metrics, plot_z_fit
 from .plots import data_banner
@@ -80,7 +80,6 @@ def plot_z_pred(z_true, z_pred, z_err, labels, source: str = 'mock', title: str 
 def train_redshift_cnn(h5_path, out_dir, epochs: int = 12, seed: int = SEED, batch_size: int = 64, name: str = 'cnn_compact_z',
                        source: str = 'mock', patience: int = 4, data: dict | None = None) -> tuple:
     "Train, score and save the flux-only redshift CNN on every class of a dataset; returns (bundle path, metrics dict)."
-    import keras
     seed_everything(seed)
     data = data or load_task(h5_path, 'main', seed=seed, norm='median', feature_columns=())
     tr, va, te = data['train'], data['val'], data['test']
@@ -91,17 +90,14 @@ def train_redshift_cnn(h5_path, out_dir, epochs: int = 12, seed: int = SEED, bat
     with staged_run(out_dir) as stage:
         seed_everything(seed)
         model = build_redshift_cnn(tr.flux.shape[1])
-        from dataclasses import replace
-        batches = TrainBatches(replace(tr, y=u_tr), 'cnn', batch_size, seed, Augment(shift=0))
         t = time.perf_counter()
-        h = model.fit(batches, validation_data=(va.flux, u_va), epochs=epochs, verbose=0,
-                      callbacks=[keras.callbacks.EarlyStopping(monitor='val_loss', patience=patience, restore_best_weights=True),
-                                 _heartbeat(tr.n, epochs, name)])
+        hist = fit_epochs(model, lambda e: augmented_inputs(tr, 'cnn', seed, e, Augment(shift=0)), u_tr, (va.flux, u_va), epochs,
+                          batch_size, 'val_loss', patience, callbacks=[_heartbeat(tr.n, epochs, name)])
         train_s = time.perf_counter() - t
         zp, ze = predict_z(model, te.flux)
         labels = te.info['label_main'].to_numpy()
-        m = dict(name=name, kind='redshift', source=source, n_train=int(tr.n), n_val=int(va.n), n_test=int(te.n), epochs=len(h.history['loss']),
-                 train_seconds=train_s, history={k: [float(v) for v in vs] for k, vs in h.history.items()},
+        m = dict(name=name, kind='redshift', source=source, n_train=int(tr.n), n_val=int(va.n), n_test=int(te.n), epochs=len(hist['loss']),
+                 train_seconds=train_s, history=hist,
                  **redshift_scores(zp, ze, te.info['z'].to_numpy(), labels))
         t = time.perf_counter(); predict_z(model, te.flux); m['predict_spectra_per_s'] = te.n / max(time.perf_counter() - t, 1e-9)
         (stage / f'metrics_{name}.json').write_text(json.dumps(m, indent=1, default=float))

@@ -24,10 +24,10 @@ __all__ = ['log', 'TASKS', 'NORMS', 'MIN_SPLIT', 'SKY_LINES', 'INCOMPLETE', 'UNC
            'encode_labels', 'InputSpec', 'spectrum_scale', 'prepare_flux', 'fit_input_scaler', 'flux_input',
            'feature_input', 'model_input', 'model_feed', 'dataset_sha256', 'check_dataset', 'dataset_sigma', 'TaskData',
            'subsample', 'check_trainable', 'load_task', 'Augment', 'noise_level', 'augment_flux', 'seed_everything',
-           'class_weights', 'TrainBatches', 'fit_model', 'attach_calibration', 'attached_calibration', 'save_bundle',
-           'bundle_spec', 'load_bundle', 'staged_run', 'check_grid', 'check_out_file', 'apply_temperature',
-           'flag_low_confidence', 'bundle_calibration', 'predict', 'wilson', 'classification_metrics',
-           'evaluate_bundle']
+           'class_weights', 'augmented_inputs', 'fit_epochs', 'fit_model', 'attach_calibration', 'attached_calibration',
+           'save_bundle', 'bundle_spec', 'load_bundle', 'staged_run', 'check_grid', 'check_out_file',
+           'apply_temperature', 'flag_low_confidence', 'bundle_calibration', 'predict', 'wilson',
+           'classification_metrics', 'evaluate_bundle']
 
 # %% ../nbs/04a_training.ipynb #cdc4bffd
 TASKS = {'main': ('label_main', CLASSES, None), 'galaxy': ('label_galaxy', GALAXY_SUBCLASSES, 'GALAXY'),
@@ -349,26 +349,31 @@ def class_weights(y: np.ndarray, n_classes: int, mode: str | None = 'sqrt') -> d
     w = w / np.nanmean(w[cnt > 0])
     return {i: float(np.clip(np.nan_to_num(w[i], nan=1.0), 0.05, 50)) for i in range(n_classes)}
 
-def TrainBatches(data: TaskData, kind: str, batch_size: int = 64, seed: int = SEED, cfg: Augment | None = None,
-                 class_weight: dict | None = None):
-    "A keras PyDataset of shuffled, augmented training batches of `data` (raw fluxes -> augment_flux -> flux_input)."
-    import keras
-    class _Batches(keras.utils.PyDataset):
-        def __init__(self):
-            super().__init__(workers=1, use_multiprocessing=False)
-            self.epoch = 0; self.order = self._perm()
-            self.w = None if class_weight is None else np.array([class_weight.get(int(c), 1.0) for c in data.y], np.float32)
-        def _perm(self): return np.random.default_rng([seed, self.epoch, 1]).permutation(data.n)
-        def __len__(self): return math.ceil(data.n / batch_size)
-        def __getitem__(self, i):
-            idx = np.sort(self.order[i * batch_size:(i + 1) * batch_size])
-            f = augment_flux(data.raw[idx], np.random.default_rng([seed, self.epoch, 2, i]), cfg or Augment())
-            x = model_feed(flux_input(f, data.spec, data.scaler), data.feat[idx], kind, data.spec)
-            return (x, data.y[idx]) if self.w is None else (x, data.y[idx], self.w[idx])
-        def on_epoch_end(self): self.epoch += 1; self.order = self._perm()
+def augmented_inputs(data: TaskData, kind: str, seed: int = SEED, epoch: int = 0, cfg: Augment | None = None, chunk: int = 4096):
+    "Model inputs of a whole training split whose raw fluxes are freshly augmented for `epoch` (seeded by (seed, epoch, chunk), built `chunk` rows at a time)."
     if data.raw is None or data.spec is None or data.scaler is None:
         raise ValueError("Augmentation needs the raw fluxes, input spec and scaler of the split: load it with load_task.")
-    return _Batches()
+    X = None
+    for a in range(0, data.n, chunk):
+        p = flux_input(augment_flux(data.raw[a:a + chunk], np.random.default_rng([seed, epoch, 2, a // chunk]), cfg or Augment()), data.spec, data.scaler)
+        if X is None: X = np.empty((data.n,) + p.shape[1:], np.float32)
+        X[a:a + len(p)] = p
+    return model_feed(X, data.feat, kind, data.spec)
+
+def fit_epochs(model, inputs, y, validation_data, epochs: int, batch_size: int = 64, monitor: str = 'val_accuracy', patience: int = 4,
+               class_weight: dict | None = None, callbacks=(), verbose: int = 0) -> dict:
+    "Fit one epoch at a time on `inputs(epoch)` (fresh augmentation per epoch), stopping early on `monitor` (accuracies: higher is better; losses: lower) and restoring the best weights; returns the history dict."
+    better = (lambda a, b: a > b) if 'acc' in monitor else (lambda a, b: a < b)
+    hist, best, best_w, wait = {}, None, None, 0
+    for e in range(epochs):
+        h = model.fit(inputs(e), y, validation_data=validation_data, initial_epoch=e, epochs=e + 1, batch_size=batch_size,
+                      class_weight=class_weight, callbacks=list(callbacks), verbose=verbose, shuffle=True)
+        for k, v in h.history.items(): hist.setdefault(k, []).extend(float(x) for x in v)
+        cur = hist[monitor][-1]
+        if best is None or better(cur, best): best, best_w, wait = cur, model.get_weights(), 0
+        elif (wait := wait + 1) >= patience: break
+    if best_w is not None: model.set_weights(best_w)
+    return hist
 
 def _epoch_log(n_train: int, epochs: int, name: str):
     import keras
@@ -394,10 +399,10 @@ def fit_model(model, data: dict, kind: str, epochs: int, batch_size: int = 64, c
     if aug is None:
         h = model.fit(tr.inputs(kind), tr.y, validation_data=(va.inputs(kind), va.y), epochs=epochs, batch_size=batch_size,
                       class_weight=class_weight, callbacks=cb, verbose=verbose, shuffle=True)
+        hist = {k: [float(v) for v in vs] for k, vs in h.history.items()}
     else:
-        h = model.fit(TrainBatches(tr, kind, batch_size, seed, aug, class_weight), validation_data=(va.inputs(kind), va.y),
-                      epochs=epochs, callbacks=cb, verbose=verbose)
-    hist = {k: [float(v) for v in vs] for k, vs in h.history.items()}
+        hist = fit_epochs(model, lambda e: augmented_inputs(tr, kind, seed, e, aug), tr.y, (va.inputs(kind), va.y), epochs, batch_size,
+                          'val_accuracy', patience, class_weight, cb[1:], verbose)
     hist['train_seconds'] = time.perf_counter() - t
     hist['train_spectra_per_s'] = tr.n * len(hist['loss']) / hist['train_seconds']
     hist['augment'] = asdict(aug) if aug is not None else None

@@ -188,10 +188,10 @@ def test_training_logs_a_heartbeat_per_epoch(s4, caplog):
 def test_augmented_training_is_seeded_and_only_touches_training_batches(s4):
     d, _, h5, _ = s4
     data = T.load_task(h5, 'main', seed=1, feature_columns=())
-    b = T.TrainBatches(data['train'], 'cnn', 32, seed=5)
-    x0, y0 = b[0]
-    assert x0.shape == (32, 3736, 1) and not np.allclose(x0, data['train'].flux[np.sort(b.order[:32])])
-    np.testing.assert_array_equal(x0, T.TrainBatches(data['train'], 'cnn', 32, seed=5)[0][0])
+    x0 = T.augmented_inputs(data['train'], 'cnn', seed=5, epoch=0, chunk=32)
+    assert x0.shape == data['train'].flux.shape == (data['train'].n, 3736, 1) and not np.allclose(x0, data['train'].flux)
+    np.testing.assert_array_equal(x0, T.augmented_inputs(data['train'], 'cnn', seed=5, epoch=0, chunk=32))
+    assert not np.allclose(x0, T.augmented_inputs(data['train'], 'cnn', seed=5, epoch=1, chunk=32))   # fresh each epoch
     hists = []
     for _ in range(2):
         T.seed_everything(7)
@@ -204,3 +204,19 @@ def test_wilson_is_scipys(k, n):
     from scipy.stats import binomtest
     ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method='wilson')
     assert T.wilson(k, n) == pytest.approx((ci.low, ci.high), abs=1e-12)
+
+
+def test_fit_epochs_stops_early_and_restores_the_best_weights():
+    import keras
+    T.seed_everything(3)
+    x = np.linspace(-1, 1, 64, dtype=np.float32)[:, None]; y = (x[:, 0] > 0).astype(int)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(2, activation='softmax')])
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss='sparse_categorical_crossentropy', metrics=['accuracy'])   # lr 0: no change
+    seen = []
+    hist = T.fit_epochs(model, lambda e: seen.append(e) or x, y, (x, y), epochs=20, batch_size=16, patience=3)
+    assert seen == [0, 1, 2, 3] and len(hist['val_accuracy']) == 4   # no improvement after epoch 0: stops after 3 more
+    w0 = [w.copy() for w in model.get_weights()]
+    model.compile(optimizer=keras.optimizers.SGD(5.0), loss='sparse_categorical_crossentropy', metrics=['accuracy'])
+    hist = T.fit_epochs(model, lambda e: x + np.float32(100 * (e % 2)), y, (x, y), epochs=4, batch_size=64, monitor='val_loss', patience=9)
+    best = int(np.argmin(hist['val_loss']))
+    assert len(hist['val_loss']) == 4 and model.evaluate(x, y, verbose=0)[0] == pytest.approx(hist['val_loss'][best], rel=1e-4)
