@@ -14,7 +14,7 @@ log = get_logger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'cmd_mock', 'cmd_preprocess', 'cmd_train', 'cmd_predict', 'cmd_reproduce', 'cmd_query', 'cmd_download',
-           'build_parser', 'main']
+           'cmd_explore', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #a20b8fa8
 def _positive_int(s: str) -> int:
@@ -149,6 +149,14 @@ def cmd_download(a) -> int:
     print(json.dumps(dict(**asdict(s), raw=str(raw) if raw else None)))
     return 0 if not s.failed else 3
 
+def cmd_explore(a) -> int:
+    "Serve the explorer of a run folder as a voila app (blocks until interrupted)."
+    import subprocess
+    from spectral_nb.explorer import serve_command
+    cmd = serve_command(a.run, a.model, a.port)
+    print(f"spectral-nb explore: serving {a.run} ({a.model}) at http://127.0.0.1:{a.port}/ - Ctrl-C stops it", file=sys.stderr)
+    return subprocess.call(cmd)
+
 def build_parser() -> argparse.ArgumentParser:
     "The `spectral-nb` argument parser; every option has help, and -q works before or after the subcommand."
     common = argparse.ArgumentParser(add_help=False)
@@ -224,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--skyserver-url', default=None, help='SkyServer base URL for --source sdss (default: the real one)')
     r.add_argument('--sas-url', default=None, help='SAS base URL for --source sdss (default: https://data.sdss.org/sas)')
     r.set_defaults(func=cmd_reproduce)
+    e = add('explore', 'browse a run\'s spectra and predictions in a voila app (confusion matrix, spectra, latent space)')
+    e.add_argument('--run', type=Path, required=True, help='run folder written by `spectral-nb reproduce` (e.g. reports/quick)')
+    e.add_argument('--model', default='cnn_compact', help='classifier of the run to explore (cnn_compact, cnn, mixed_main, ...)')
+    e.add_argument('--port', type=_positive_int, default=8866, help='port on 127.0.0.1 to serve on')
+    e.set_defaults(func=cmd_explore)
     return p
 
 def _one_line(e: BaseException) -> str: return ' '.join(str(e).split()) or type(e).__name__

@@ -89,10 +89,16 @@ def shift_metrics(model_path, heldout: dict, heldout_libraries) -> dict:
     col, classes, only = check_task(meta['task'])
     df = predict(model_path, heldout['h5'], progress=False)
     df['true_library'] = heldout['origin'].reindex(df['specObjID'].to_numpy()).to_numpy()
+    nov_th = (meta.get('flag') or {}).get('novelty_threshold')
     res = {}
     for name, sel in (('all', np.ones(len(df), bool)), ('heldout_sources', df['true_library'].isin(list(heldout_libraries)).to_numpy() | (df[col] == 'QSO').to_numpy())):
         d = df[sel]
         m = classification_metrics(encode_labels(d[col], classes), encode_labels(d['predicted'], classes), classes, d['sn_median'].to_numpy() if 'sn_median' in d else None)
         res[name] = dict(accuracy=m['accuracy'], accuracy_ci95=m['accuracy_ci95'], n=m['n'], recall={c: v['recall'] for c, v in m['per_class'].items()},
                          support={c: v['support'] for c, v in m['per_class'].items()}, accuracy_by_sn=m.get('accuracy_by_sn'), confusion=m['confusion'])
+        flagged, wrong = d['flag'].to_numpy() == 1, (d['predicted'] != d[col]).to_numpy()
+        res[name]['flag'] = dict(fraction_flagged=float(flagged.mean()) if len(d) else None,
+                                 fraction_novel=float((d['novelty'] > nov_th).mean()) if nov_th is not None and len(d) else None,
+                                 accuracy_unflagged=float((~wrong[~flagged]).mean()) if (~flagged).any() else None,
+                                 errors_removed=float((flagged & wrong).sum() / wrong.sum()) if wrong.any() else None)
     return res

@@ -11,15 +11,17 @@ import matplotlib.pyplot as plt
 from .config import *
 from .plots import spectra_grid, data_banner
 from .preprocess import read_fluxes
-from .training import classification_metrics, TaskData, apply_temperature, attach_calibration
+from .training import (classification_metrics, TaskData, apply_temperature, attach_calibration, embedding_model,
+                                  fit_novelty, novelty_score)
 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'ECE_BINS', 'FLAG_VAL_FRACTION', 'FLAG_RULE', 'wilson_ci', 'plot_history', 'plot_confusion', 'plot_acc_by_sn',
-           'pick_examples', 'plot_examples', 'reliability', 'expected_calibration_error', 'fit_temperature',
-           'flag_threshold', 'flag_summary', 'calibrate', 'plot_reliability', 'coverage_curve', 'plot_coverage',
-           'predict_proba', 'report_classifier']
+__all__ = ['log', 'ECE_BINS', 'FLAG_VAL_FRACTION', 'FLAG_RULE', 'NOVELTY_VAL_FRACTION', 'wilson_ci', 'plot_history',
+           'plot_confusion', 'plot_acc_by_sn', 'pick_examples', 'plot_examples', 'reliability',
+           'expected_calibration_error', 'fit_temperature', 'flag_threshold', 'flag_summary', 'calibrate',
+           'plot_reliability', 'coverage_curve', 'plot_coverage', 'predict_proba', 'predict_embedded',
+           'report_classifier']
 
 # %% ../nbs/04b_evaluate.ipynb #93dcfb58
 def wilson_ci(k: int,                   # successes (e.g. correct predictions)
@@ -133,33 +135,46 @@ def fit_temperature(prob,                       # softmax probabilities (n, clas
     return 1.0 if _nll(prob, y, 1.0) <= _nll(prob, y, t) else t   # never worse than no scaling
 
 # %% ../nbs/04b_evaluate.ipynb #ca1b0005
-FLAG_RULE = 'calibrated top probability < threshold; threshold: the largest that flags at most {:.0%} of the validation split'
+FLAG_RULE = ('calibrated top probability < threshold, or novelty > novelty_threshold; novelty_threshold flags the {1:.0%} of the '
+             'validation split farthest from the training classes, threshold is the largest that flags at most {0:.0%} of it in all')
+NOVELTY_VAL_FRACTION = 0.01   # the novelty term flags this fraction of the validation split (within the flag's budget)
 
-def flag_threshold(prob, max_fraction: float = FLAG_VAL_FRACTION) -> float:
-    "The largest threshold t such that flagging top probability < t flags at most `max_fraction` of these (validation) spectra."
-    conf = np.sort(np.asarray(prob).max(1))
-    if not len(conf): raise ValueError("flag_threshold needs validation spectra; the validation split is empty.")
-    k = int(math.floor(max_fraction * len(conf) + 1e-9))   # at most k may be flagged
+def flag_threshold(prob, max_fraction: float = FLAG_VAL_FRACTION, already=None) -> float:
+    "The largest threshold t such that flagging top probability < t (besides the rows `already` flagged) flags at most `max_fraction` of these (validation) spectra."
+    prob = np.asarray(prob)
+    if not len(prob): raise ValueError("flag_threshold needs validation spectra; the validation split is empty.")
+    already = np.zeros(len(prob), bool) if already is None else np.asarray(already, bool)
+    k = int(math.floor(max_fraction * len(prob) + 1e-9)) - int(already.sum())   # at most k more may be flagged
+    conf = np.sort(prob.max(1)[~already])
+    if k <= 0 or not len(conf): return float(conf[0]) if len(conf) else 0.0   # conf < min(conf) flags none of them
     return float(conf[k]) if k < len(conf) else 1.0 + 1e-9   # conf < conf[k] holds for at most k of them
 
-def flag_summary(prob, y, threshold: float) -> dict:
-    "Fraction flagged, accuracy of the unflagged and fraction of the errors the flag removes (None where undefined)."
-    prob, y = np.asarray(prob), np.asarray(y)
-    flagged, wrong = prob.max(1) < threshold, prob.argmax(1) != y
+def flag_summary(prob, y, flagged) -> dict:
+    "Fraction `flagged` (a boolean per row), accuracy of the unflagged and fraction of the errors the flag removes (None where undefined)."
+    prob, y, flagged = np.asarray(prob), np.asarray(y), np.asarray(flagged, bool)
+    wrong = prob.argmax(1) != y
     keep = ~flagged
     return dict(fraction_flagged=float(flagged.mean()) if len(y) else None,
                 accuracy_unflagged=float((~wrong[keep]).mean()) if keep.any() else None,
                 errors_removed=float((flagged & wrong).sum() / wrong.sum()) if wrong.any() else None)
 
-def calibrate(p_val, y_val, p_test, y_test, max_fraction: float = FLAG_VAL_FRACTION) -> tuple:
-    "(calibration, flag) dicts of a classifier: temperature and flag threshold fitted on validation, their effect measured on test."
+def calibrate(p_val, y_val, p_test, y_test, max_fraction: float = FLAG_VAL_FRACTION, nov_val=None, nov_test=None,
+              novelty_fraction: float = NOVELTY_VAL_FRACTION) -> tuple:
+    "(calibration, flag) dicts of a classifier: temperature and flag thresholds fitted on validation (novelty scores optional), their effect measured on test."
     t = fit_temperature(p_val, y_val)
     pv, pt = apply_temperature(np.asarray(p_val, np.float64), t), apply_temperature(np.asarray(p_test, np.float64), t)
     cal = dict(temperature=t, ece_before=expected_calibration_error(p_test, y_test), ece_after=expected_calibration_error(pt, y_test),
                n_val=int(len(y_val)), n_test=int(len(y_test)))
-    th = flag_threshold(pv, max_fraction)
-    flag = dict(threshold=th, **flag_summary(pt, y_test, th), fraction_flagged_val=float((pv.max(1) < th).mean()),
-                rule=FLAG_RULE.format(max_fraction))
+    nth, nv, nt = None, np.zeros(len(pv), bool), np.zeros(len(pt), bool)
+    if nov_val is not None and nov_test is not None and len(nov_val):
+        nth = float(np.quantile(np.asarray(nov_val, np.float64), 1 - novelty_fraction, method='higher'))   # > nth: at most that fraction
+        nv, nt = np.asarray(nov_val) > nth, np.asarray(nov_test) > nth
+    th = flag_threshold(pv, max_fraction, nv)
+    ft = (pt.max(1) < th) | nt
+    flag = dict(threshold=th, novelty_threshold=nth, **flag_summary(pt, y_test, ft), fraction_flagged_val=float(((pv.max(1) < th) | nv).mean()),
+                fraction_novel=float(nt.mean()) if len(nt) else None,
+                errors_removed_by_novelty=float((nt & (pt.argmax(1) != y_test)).sum() / max((pt.argmax(1) != y_test).sum(), 1)),
+                rule=FLAG_RULE.format(max_fraction, novelty_fraction if nth is not None else 0))
     return cal, flag
 
 # %% ../nbs/04b_evaluate.ipynb #ca1b0008
@@ -194,7 +209,7 @@ def plot_coverage(y, prob_cal, flag: dict, title: str = ''):
     ax.axhline(c.accuracy.iloc[-1], color='0.5', ls=':', lw=1, label=f'all spectra ({c.accuracy.iloc[-1]:.4f})')
     if flag.get('accuracy_unflagged') is not None:
         ax.plot(1 - flag['fraction_flagged'], flag['accuracy_unflagged'], 'o', color='tab:red',
-                label=f"flag (p < {flag['threshold']:.3f}): {flag['fraction_flagged']:.1%} flagged, accuracy {flag['accuracy_unflagged']:.4f}")
+                label=f"flag (p < {flag['threshold']:.3f}{' or novel' if flag.get('novelty_threshold') is not None else ''}): {flag['fraction_flagged']:.1%} flagged, accuracy {flag['accuracy_unflagged']:.4f}")
     ax.set_xlim(0, 1.01); ax.set_xlabel('coverage (fraction of test spectra kept)'); ax.set_ylabel('accuracy of those kept')
     ax.legend(fontsize=7, loc='lower left'); ax.set_title(title, fontsize=9); fig.tight_layout()
     return fig
@@ -204,17 +219,28 @@ def predict_proba(model, data: TaskData, kind: str, batch_size: int = 512) -> np
     "Class probabilities for a split."
     return model.predict(data.inputs(kind), batch_size=batch_size, verbose=0)
 
+def predict_embedded(emb_model, model, data: TaskData, kind: str, batch_size: int = 512) -> tuple:
+    "(class probabilities, penultimate features or None) for a split; `emb_model` from `training.embedding_model` (None: probabilities only)."
+    if emb_model is None: return predict_proba(model, data, kind, batch_size), None
+    p, e = emb_model.predict(data.inputs(kind), batch_size=batch_size, verbose=0)
+    return p, e
+
 def report_classifier(name: str, model, data: dict, kind: str, hist: dict, out_dir, h5_path, thesis_key: str | None = None,
                       source: str = 'mock', extra: dict | None = None, figures: bool = True) -> dict:
     "Evaluate on train and test, save every figure (unless `figures` is False) and table of the experiment, return the metrics."
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     te, tr, va = data['test'], data['train'], data['val']
-    p_te = predict_proba(model, te, kind); pred = p_te.argmax(1)
+    emb_model = embedding_model(model)
+    p_te, e_te = predict_embedded(emb_model, model, te, kind); pred = p_te.argmax(1)
     m = classification_metrics(te.y, pred, te.classes, te.info['sn_median'].to_numpy())
-    m['train_accuracy'] = float((predict_proba(model, tr, kind).argmax(1) == tr.y).mean())
+    p_tr, e_tr = predict_embedded(emb_model, model, tr, kind)
+    m['train_accuracy'] = float((p_tr.argmax(1) == tr.y).mean())
     m.update(name=name, kind=kind, source=source, n_train=tr.n, n_val=data['val'].n, n_test=te.n, **(extra or {}))
-    m['calibration'], m['flag'] = calibrate(predict_proba(model, va, kind), va.y, p_te, te.y)
-    attach_calibration(model, m['calibration'], m['flag'])   # save_bundle writes them into the bundle's meta.json
+    p_va, e_va = predict_embedded(emb_model, model, va, kind)
+    nov = fit_novelty(e_tr, tr.y, len(te.classes)) if e_tr is not None and tr.n > len(te.classes) else None
+    m['calibration'], m['flag'] = calibrate(p_va, va.y, p_te, te.y, nov_val=None if nov is None else novelty_score(e_va, nov),
+                                            nov_test=None if nov is None else novelty_score(e_te, nov))
+    attach_calibration(model, m['calibration'], m['flag'], nov)   # save_bundle writes them into the bundle's meta.json
     p_cal = apply_temperature(np.asarray(p_te, np.float64), m['calibration']['temperature'])
     th = THESIS.get(thesis_key, {}) if thesis_key else {}
     m['thesis'] = th

@@ -304,13 +304,16 @@ def write_report(run, profile: str, source: str, seed: int) -> Path:
         L += ["## Calibrated probabilities and the quality flag\n",
               "Each classifier's probabilities are rescaled by one temperature fitted on the validation split; the expected calibration error (ECE, "
               "15 bins) is measured on the test split before and after. The flag (like SDSS's ZWARNING) marks spectra whose calibrated top probability "
-              "is below a threshold set to flag 5% of the validation split; `spectral-nb predict` writes it as the `flag` column. "
+              "is low or whose penultimate features lie far from every training class (squared Mahalanobis distance; the novelty term flags 1% of "
+              "the validation split, the two together at most 5%); `spectral-nb predict` writes it as the `flag` column beside `novelty`. "
               "Aims (issue 11): ECE <= 0.02 after scaling; flagging at most 5% of spectra removes at least half of the errors.\n",
-              "| model | temperature | ECE before | ECE after | flagged (test) | accuracy of the unflagged | errors removed by the flag |", "|---|---|---|---|---|---|---|"]
+              "| model | temperature | ECE before | ECE after | flagged (test) | of which novel | accuracy of the unflagged | errors removed by the flag | by the novelty term |",
+              "|---|---|---|---|---|---|---|---|---|"]
+        pc = lambda v, d=1: '-' if v is None else f'{v:.{d}%}'
         for k, c in cal.items():
             f = fl.get(k, {})
-            L.append(f"| {k} | {c['temperature']:.2f} | {c['ece_before']:.3f} | {c['ece_after']:.3f} | {f.get('fraction_flagged', float('nan')):.1%} | "
-                     f"{f.get('accuracy_unflagged', float('nan')):.3f} | {f.get('errors_removed', float('nan')):.0%} |")
+            L.append(f"| {k} | {c['temperature']:.2f} | {c['ece_before']:.3f} | {c['ece_after']:.3f} | {pc(f.get('fraction_flagged'))} | {pc(f.get('fraction_novel'))} | "
+                     f"{f.get('accuracy_unflagged', float('nan')):.3f} | {pc(f.get('errors_removed'), 0)} | {pc(f.get('errors_removed_by_novelty'), 0)} |")
         L += [""] + [_fig(run, f'{d}/{kind}_{k}.png', cap.format(k)) for k, d in (('cnn_compact', 'cnn'), ('mixed_main', 'mixed')) if k in cal
                      for kind, cap in (('reliability', '{}: reliability diagram before and after temperature scaling (test split)'),
                                        ('coverage', '{}: accuracy against the fraction of spectra kept (coverage)'))]
@@ -343,12 +346,14 @@ def write_report(run, profile: str, source: str, seed: int) -> Path:
               f"and tested on a second mock whose stars come from {' + '.join(ho['star'])} and galaxies from {' + '.join(ho['galaxy'])} (never seen in training). "
               "Quasars and the physical-model stars (CV, carbon, L/T, late M) come from the same generator in both, so the held-out-source column counts "
               "held-out-library stars and galaxies plus quasars. The gap between the two columns is the point: the mock's own test split flatters.\n",
-              "| model (trained in this stage) | in-mock test acc | held-out sources acc [95% CI] | recall GALAXY / QSO / STAR (held-out sources) | all held-out spectra |",
-              "|---|---|---|---|---|"]
+              "| model (trained in this stage) | in-mock test acc | held-out sources acc [95% CI] | recall GALAXY / QSO / STAR (held-out sources) | all held-out spectra | flagged (of which novel) / errors removed, held-out sources |",
+              "|---|---|---|---|---|---|"]
         for k, r in d['models'].items():
             h = r['heldout']['heldout_sources']; a = r['heldout']['all']; lo, hi = h['accuracy_ci95']
             rec = ' / '.join(f"{h['recall'][c]:.3f}" for c in CLASSES)
-            L.append(f"| {k} | {r['in_mock_test_accuracy']:.3f} | **{h['accuracy']:.3f}** [{lo:.3f}, {hi:.3f}] (n={h['n']}) | {rec} | {a['accuracy']:.3f} (n={a['n']}) |")
+            fl = h.get('flag') or {}; pc = lambda v, dd=1: '-' if v is None else f'{v:.{dd}%}'
+            L.append(f"| {k} | {r['in_mock_test_accuracy']:.3f} | **{h['accuracy']:.3f}** [{lo:.3f}, {hi:.3f}] (n={h['n']}) | {rec} | {a['accuracy']:.3f} (n={a['n']}) | "
+                     f"{pc(fl.get('fraction_flagged'))} ({pc(fl.get('fraction_novel'))}) / {pc(fl.get('errors_removed'), 0)} |")
         L += ["", "Aims (issue 9): held-out-source accuracy >= 0.95 for the compact CNN and the mixed-input network, every class >= 0.90 recall.\n",
               _fig(run, 'domain_shift/figures/domain_shift_recall.png', 'Per-class recall on held-out sources, with the in-mock test accuracy'),
               _fig(run, 'domain_shift/figures/domain_shift_sn.png', 'Accuracy by S/N on held-out sources'),

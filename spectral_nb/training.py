@@ -26,8 +26,8 @@ __all__ = ['log', 'TASKS', 'NORMS', 'MIN_SPLIT', 'SKY_LINES', 'INCOMPLETE', 'UNC
            'subsample', 'check_trainable', 'load_task', 'Augment', 'noise_level', 'augment_flux', 'seed_everything',
            'class_weights', 'augmented_inputs', 'fit_epochs', 'fit_model', 'attach_calibration', 'attached_calibration',
            'save_bundle', 'bundle_spec', 'load_bundle', 'staged_run', 'check_grid', 'check_out_file',
-           'apply_temperature', 'flag_low_confidence', 'bundle_calibration', 'predict', 'wilson',
-           'classification_metrics', 'evaluate_bundle']
+           'apply_temperature', 'flag_low_confidence', 'embedding_model', 'fit_novelty', 'novelty_score',
+           'bundle_calibration', 'predict', 'wilson', 'classification_metrics', 'evaluate_bundle']
 
 # %% ../nbs/04a_training.ipynb #cdc4bffd
 TASKS = {'main': ('label_main', CLASSES, None), 'galaxy': ('label_galaxy', GALAXY_SUBCLASSES, 'GALAXY'),
@@ -410,16 +410,18 @@ def fit_model(model, data: dict, kind: str, epochs: int, batch_size: int = 64, c
 
 # %% ../nbs/04a_training.ipynb #7ca71506
 INCOMPLETE = '.incomplete'
-_CALIBRATION = weakref.WeakKeyDictionary()   # model -> {'calibration': {...}, 'flag': {...}}, set by evaluate.report_classifier
+_CALIBRATION = weakref.WeakKeyDictionary()   # model -> {'calibration', 'flag'[, 'novelty']}, set by evaluate.report_classifier
 
-def attach_calibration(model, calibration: dict, flag: dict):
-    "Attach a model's temperature (`calibration`) and quality-flag threshold (`flag`) so that `save_bundle` writes them into meta.json."
+def attach_calibration(model, calibration: dict, flag: dict, novelty: dict | None = None):
+    "Attach a model's temperature (`calibration`), quality-flag thresholds (`flag`) and novelty model (`fit_novelty`) so that `save_bundle` writes them into meta.json."
     for k, d in (('temperature', calibration), ('threshold', flag)):
         if k not in d: raise ValueError(f"attach_calibration needs {k!r} in its {'calibration' if d is calibration else 'flag'} dict, got {sorted(d)}.")
-    _CALIBRATION[model] = dict(calibration=dict(calibration), flag=dict(flag))
+    if novelty is not None and not {'means', 'precision'} <= set(novelty):
+        raise ValueError(f"attach_calibration: a novelty model needs 'means' and 'precision' (from fit_novelty), got {sorted(novelty)}.")
+    _CALIBRATION[model] = dict(calibration=dict(calibration), flag=dict(flag), **({'novelty': dict(novelty)} if novelty else {}))
 
 def attached_calibration(model) -> dict:
-    "{'calibration', 'flag'} attached to `model` by `attach_calibration` ({} if none)."
+    "{'calibration', 'flag'[, 'novelty']} attached to `model` by `attach_calibration` ({} if none)."
     try: return dict(_CALIBRATION.get(model, {}))
     except TypeError: return {}   # an object that cannot be weakly referenced carries none
 
@@ -515,9 +517,43 @@ def apply_temperature(prob, temperature: float) -> np.ndarray:
     e = np.exp(z - z.max(-1, keepdims=True))
     return (e / e.sum(-1, keepdims=True)).astype(p.dtype if p.dtype.kind == 'f' else np.float64)
 
-def flag_low_confidence(prob, threshold: float) -> np.ndarray:
-    "Quality flag per row: 1 (do not trust) where the top probability is below `threshold`, else 0."
-    return (np.asarray(prob).max(-1) < threshold).astype(np.int8)
+def flag_low_confidence(prob, threshold: float, novelty=None, novelty_threshold: float | None = None) -> np.ndarray:
+    "Quality flag per row: 1 (do not trust) where the top probability is below `threshold` or the novelty score above `novelty_threshold`, else 0."
+    f = np.asarray(prob).max(-1) < threshold
+    if novelty is not None and novelty_threshold is not None: f |= np.asarray(novelty) > novelty_threshold
+    return f.astype(np.int8)
+
+def embedding_model(model):
+    "A Keras model giving (probabilities, penultimate features) of a classifier whose output layer is named 'probs'; None for one without."
+    import keras
+    try: return keras.Model(model.inputs, [model.output, model.get_layer('probs').input])
+    except (ValueError, AttributeError): return None
+
+def fit_novelty(emb, y, n_classes: int, shrink: float = 0.1, ridge: float = 1e-2) -> dict:
+    "Gaussian model of training embeddings: per-class means and one shared covariance (shrunk towards its diagonal, plus a ridge), kept as its inverse."
+    emb, y = np.asarray(emb, np.float64), np.asarray(y, int)
+    if emb.ndim != 2 or len(emb) != len(y) or len(y) <= n_classes:
+        raise ValueError(f"fit_novelty needs (n, d) embeddings of more than {n_classes} labelled training spectra, got {emb.shape} and {len(y)} labels.")
+    means = np.stack([emb[y == c].mean(0) if (y == c).any() else np.full(emb.shape[1], np.nan) for c in range(n_classes)])
+    r = emb - means[y]
+    cov = r.T @ r / (len(y) - n_classes)
+    cov = (1 - shrink) * cov + shrink * np.diag(np.diag(cov))
+    cov += ridge * max(np.trace(cov) / len(cov), 1e-12) * np.eye(len(cov))   # dead ReLU units have no variance
+    return dict(means=np.where(np.isfinite(means), means, None).tolist(), precision=np.linalg.inv(cov).tolist(),
+                rule='squared Mahalanobis distance of the penultimate features to the nearest class mean of the training split, per dimension')
+
+def novelty_score(emb, novelty: dict, chunk: int = 8192) -> np.ndarray:
+    "Squared Mahalanobis distance of each embedding row to the nearest class mean, divided by the dimension (about 1 for training-like spectra)."
+    m = np.asarray(novelty['means'], dtype=np.float64); P = np.asarray(novelty['precision'], np.float64)
+    m = m[np.isfinite(m).all(1)]
+    emb = np.asarray(emb, np.float64)
+    if emb.ndim != 2 or emb.shape[1] != P.shape[0]:
+        raise ValueError(f"novelty_score: embeddings of shape {emb.shape} do not match a novelty model of dimension {P.shape[0]}.")
+    out = np.empty(len(emb))
+    for a in range(0, len(emb), chunk):
+        d = emb[a:a + chunk, None, :] - m[None]                      # (rows, classes, dim)
+        out[a:a + chunk] = np.einsum('nkd,de,nke->nk', d, P, d).min(1)
+    return out / P.shape[0]
 
 def bundle_calibration(meta: dict, where='') -> tuple:
     "(temperature, flag threshold) of a bundle's meta; a bundle saved before calibration existed gives (1.0, 0.9) and one warning."
@@ -529,13 +565,18 @@ def bundle_calibration(meta: dict, where='') -> tuple:
     return 1.0, UNCALIBRATED_THRESHOLD
 
 def _predictor(model, kind: str, spec: InputSpec | None = None):
+    "A function (fluxes, features) -> probabilities; for a model with a 'probs' layer, (probabilities, penultimate features)."
     import tensorflow as tf
     spec = spec or InputSpec(feature_columns=FEATURE_COLUMNS)
+    both = embedding_model(model)
+    net = both or model
+    np_ = (lambda r: tuple(t.numpy() for t in r)) if both is not None else (lambda r: r.numpy())
+    sig = {i.name: tf.TensorSpec((None,) + tuple(i.shape[1:]), tf.float32) for i in model.inputs}   # any batch size: traced once
     if kind == 'mixed':
-        f = tf.function(lambda d: model(d, training=False), reduce_retracing=True)
-        return lambda x, F: f({k: tf.constant(v) for k, v in model_feed(x, F, 'mixed', spec).items()}).numpy()
-    f = tf.function(lambda a: model(a, training=False), reduce_retracing=True)
-    return lambda x, F: f(tf.constant(x)).numpy()
+        f = tf.function(lambda d: net(d, training=False), input_signature=[sig])
+        return lambda x, F: np_(f({k: tf.constant(v, tf.float32) for k, v in model_feed(x, F, 'mixed', spec).items()}))
+    f = tf.function(lambda a: net(a, training=False), input_signature=[next(iter(sig.values()))])
+    return lambda x, F: np_(f(tf.constant(x, tf.float32)))
 
 def _chunks_h5(h5_path, batch: int):
     info = pd.read_hdf(h5_path, 'source_info')
@@ -556,6 +597,10 @@ def predict(model_path, data_path, out_csv=None, batch_size: int = 1024, progres
     if meta['kind'] not in ('cnn', 'mixed'): raise ValueError(f"{model_path} holds a {meta['kind']} model, not a classifier.")
     spec = bundle_spec(meta)
     temperature, threshold = bundle_calibration(meta, f'Model {model_path}')
+    novelty, nov_th = meta.get('novelty'), (meta.get('flag') or {}).get('novelty_threshold')
+    if meta.get('calibration') and not (novelty and nov_th is not None):
+        log.warning("Model %s has no novelty model in its meta.json (saved before the flag had one): its flag marks low confidence only, "
+                    "not spectra unlike its training data, and its novelty column is empty; retrain it for both.", model_path)
     data_path = Path(data_path)
     if not data_path.exists(): raise FileNotFoundError(f"No data at {data_path}.")
     if data_path.suffix in ('.h5', '.hdf5'):
@@ -583,9 +628,13 @@ def predict(model_path, data_path, out_csv=None, batch_size: int = 1024, progres
             for k, v in drop.items(): dropped[k] = dropped.get(k, 0) + v
             if len(info):
                 X, F = model_input(flux, info, spec, sc)
-                p = apply_temperature(run(X, F), temperature)
+                r = run(X, F)
+                p, emb = r if isinstance(r, tuple) else (r, None)
+                p = apply_temperature(p, temperature)
                 o = info[[c for c in dict.fromkeys(('specObjID', 'plate', 'mjd', 'fiberID', 'z', 'split', 'source', 'sn_median', 'label_main', col)) if c in info]].copy()
-                o['flag'] = flag_low_confidence(p, threshold)
+                nov = novelty_score(emb, novelty) if (novelty and emb is not None) else np.full(len(info), np.nan)
+                o['novelty'] = nov
+                o['flag'] = flag_low_confidence(p, threshold, nov if nov_th is not None else None, nov_th)
                 for j, c in enumerate(meta['classes']): o[f'prob_{c}'] = p[:, j]
                 o['predicted'] = np.asarray(meta['classes'])[p.argmax(1)]
                 outs.append(o)
