@@ -17,33 +17,46 @@ from .plots import data_banner
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'U_SCALE', 'gaussian_nll', 'build_redshift_cnn', 'to_u', 'from_u', 'predict_z', 'redshift_scores',
-           'plot_z_pred', 'train_redshift_cnn', 'predict_redshift']
+__all__ = ['log', 'U_SCALE', 'Z_BIN_EDGES', 'build_redshift_cnn', 'to_u', 'to_bin', 'from_bins', 'from_u', 'predict_z',
+           'redshift_scores', 'plot_z_pred', 'train_redshift_cnn', 'predict_redshift']
 
 # %% ../nbs/08b_redshift.ipynb #0d5c2e3f
 U_SCALE = 0.1          # u = log10(1 + z) is learned in units of 0.1 (z = 5 is u = 7.8 units)
 
-def gaussian_nll(y_true, y_pred):
-    "Negative log-likelihood of y_true (scaled u) under N(mean, exp(log_sigma)^2), with y_pred = (mean, log_sigma)."
-    import keras.ops as K
-    mu, ls = y_pred[:, 0], K.clip(y_pred[:, 1], -12.0, 3.0)
-    return K.mean(0.5 * K.square((K.reshape(y_true, (-1,)) - mu) / K.exp(ls)) + ls)
+Z_BIN_EDGES = np.linspace(-0.1, 8.0, 325)   # bins of u (units of U_SCALE in log10(1 + z)): 0.025 wide, z from -0.023 to 5.3
 
-def build_redshift_cnn(npix: int = NPIX, lr: float = 2e-3):
-    "The compact CNN trunk (with its position map) and a (mean, log sigma) head for u = log10(1 + z) / U_SCALE."
+def build_redshift_cnn(npix: int = NPIX, lr: float = 2e-3, n_bins: int = len(Z_BIN_EDGES) - 1):
+    "The compact CNN trunk (with its position map) and a softmax head over `n_bins` bins of u = log10(1 + z) / U_SCALE."
     import keras
     from keras import layers
     from spectral_nb.cnn import compact_trunk
     inp = keras.Input((npix, 1), name='flux')
-    x = layers.Dense(64, activation='relu')(compact_trunk(inp))
-    model = keras.Model(inp, layers.Dense(2, name='u_mean_logsigma')(x), name='redshift_cnn')
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss=gaussian_nll)
+    x = layers.Dense(128, activation='relu')(compact_trunk(inp))
+    model = keras.Model(inp, layers.Dense(n_bins, activation='softmax', name='z_bins')(x), name='redshift_cnn')
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss='sparse_categorical_crossentropy')
     return model
 
 def to_u(z) -> np.ndarray: return (np.log10(1 + np.asarray(z, np.float64)) / U_SCALE).astype(np.float32)
 
+def to_bin(z, edges=Z_BIN_EDGES) -> np.ndarray:
+    "Index of the u bin of each redshift (beyond the ends: the end bins)."
+    return np.clip(np.digitize(to_u(z), edges) - 1, 0, len(edges) - 2).astype(np.int32)
+
+def from_bins(p: np.ndarray, edges=Z_BIN_EDGES, half: int = 2) -> tuple:
+    "(z_pred, z_err) from bin probabilities: the weighted mean of u over the top bin +- `half`; its spread there, widened by the probability outside that window times the spread over all bins."
+    p = np.asarray(p, np.float64); cen = 0.5 * (edges[1:] + edges[:-1]); n = len(cen)
+    k = p.argmax(1)[:, None] + np.arange(-half, half + 1)[None]
+    kc = np.clip(k, 0, n - 1); w = np.where((k >= 0) & (k < n), p[np.arange(len(p))[:, None], kc], 0.0)
+    W = np.maximum(w.sum(1), 1e-12)
+    u = (w * cen[kc]).sum(1) / W
+    local = np.maximum((w * (cen[kc] - u[:, None]) ** 2).sum(1) / W, (edges[1] - edges[0]) ** 2 / 12)
+    spread = (p * (cen[None] - u[:, None]) ** 2).sum(1) / np.maximum(p.sum(1), 1e-12)
+    s = np.sqrt(local + np.clip(1 - W, 0, 1) ** 2 * spread)   # a second peak (Lya or MgII?) makes the error large
+    z = 10 ** (u * U_SCALE) - 1
+    return z, np.log(10) * (1 + z) * s * U_SCALE
+
 def from_u(out: np.ndarray) -> tuple:
-    "(z_pred, z_err) from the head's (mean, log sigma) of u."
+    "(z_pred, z_err) from a (mean, log sigma) of u head: the bundles saved before the bin head."
     u, s = np.asarray(out[:, 0], np.float64) * U_SCALE, np.exp(np.clip(out[:, 1], -12, 3)).astype(np.float64) * U_SCALE
     z = 10 ** u - 1
     return z, np.log(10) * (1 + z) * s
@@ -59,9 +72,10 @@ def _heartbeat(n_train: int, epochs: int, name: str):
                      logs.get('val_loss', np.nan), n_train / max(time.perf_counter() - self.t, 1e-9))
     return Beat()
 
-def predict_z(model, X: np.ndarray, batch_size: int = 1024) -> tuple:
-    "(z_pred, z_err) of model inputs X (n, npix, 1)."
-    return from_u(model.predict(X, batch_size=batch_size, verbose=0))
+def predict_z(model, X: np.ndarray, batch_size: int = 1024, edges=Z_BIN_EDGES) -> tuple:
+    "(z_pred, z_err) of model inputs X (n, npix, 1); `edges`: the u bins the model was trained on (its meta's `u_bin_edges`)."
+    out = model.predict(X, batch_size=batch_size, verbose=0)
+    return from_u(out) if out.shape[1] == 2 else from_bins(out, np.asarray(edges))   # 2 outputs: a bundle from before the bin head
 
 def redshift_scores(z_pred, z_err, z_true, labels) -> dict:
     "Per-class sigma_NMAD and outlier fraction (`baselines.redshift_metrics`), and the fraction within 1 z_err."
@@ -83,15 +97,15 @@ def train_redshift_cnn(h5_path, out_dir, epochs: int = 12, seed: int = SEED, bat
     seed_everything(seed)
     data = data or load_task(h5_path, 'main', seed=seed, norm='median', feature_columns=())
     tr, va, te = data['train'], data['val'], data['test']
-    u_tr, u_va = to_u(tr.info['z']), to_u(va.info['z'])
-    if not (np.isfinite(u_tr).all() and np.isfinite(u_va).all()):
+    if not (np.isfinite(to_u(tr.info['z'])).all() and np.isfinite(to_u(va.info['z'])).all()):
         raise ValueError(f"{h5_path}: some training or validation spectra have no usable catalogue redshift (z <= -1 or NaN); "
                          "the redshift network needs z for every spectrum it learns from.")
+    b_tr, b_va = to_bin(tr.info['z']), to_bin(va.info['z'])
     with staged_run(out_dir) as stage:
         seed_everything(seed)
         model = build_redshift_cnn(tr.flux.shape[1])
         t = time.perf_counter()
-        hist = fit_epochs(model, lambda e: augmented_inputs(tr, 'cnn', seed, e, Augment(shift=0)), u_tr, (va.flux, u_va), epochs,
+        hist = fit_epochs(model, lambda e: augmented_inputs(tr, 'cnn', seed, e, Augment(shift=0)), b_tr, (va.flux, b_va), epochs,
                           batch_size, 'val_loss', patience, callbacks=[_heartbeat(tr.n, epochs, name)])
         train_s = time.perf_counter() - t
         zp, ze = predict_z(model, te.flux)
@@ -104,9 +118,8 @@ def train_redshift_cnn(h5_path, out_dir, epochs: int = 12, seed: int = SEED, bat
         pd.DataFrame(dict(specObjID=te.info['specObjID'], label_main=labels, z=te.info['z'], z_pred=zp, z_err=ze)).to_csv(stage / f'redshift_{name}.csv', index=False)
         fig = plot_z_pred(te.info['z'], zp, ze, labels, source, f'{name}: redshift from the fluxes alone (test split)')
         fig.savefig(stage / f'z_pred_{name}.png', dpi=110); plt.close(fig)
-        model.compile(optimizer='adam', loss='mse')   # saved with a built-in loss so that it loads without this module
         save_bundle(stage / 'models' / name, model, 'redshift', 'main', CLASSES, data['scaler'], data['spec'],
-                    dict(seed=seed, source=source, target='log10(1+z)', u_scale=U_SCALE, epochs=m['epochs'],
+                    dict(seed=seed, source=source, target='softmax over bins of log10(1+z) / u_scale', u_scale=U_SCALE, u_bin_edges=Z_BIN_EDGES.tolist(), epochs=m['epochs'],
                          sigma_nmad=m['sigma_nmad'], outlier_fraction=m['outlier_fraction']), data['dataset'])
     return Path(out_dir) / 'models' / name, m
 
@@ -127,6 +140,6 @@ def predict_redshift(model_path, data_path, batch_size: int = 4096) -> pd.DataFr
     for info, flux, _ in chunks:
         if not len(info): continue
         X, _ = model_input(flux, info, spec, sc)
-        zp, ze = predict_z(model, X)
+        zp, ze = predict_z(model, X, edges=meta.get('u_bin_edges', Z_BIN_EDGES))
         out.append(pd.DataFrame(dict(specObjID=info['specObjID'].to_numpy(), z_pred=zp, z_err=ze)))
     return pd.concat(out, ignore_index=True)
