@@ -104,8 +104,7 @@ def explorer_predictions(run, model: str = 'cnn_compact', progress: bool = False
     df = predict(models[model], h5, progress=progress)
     if (zdir / 'meta.json').exists():
         from spectral_nb.redshift import predict_redshift
-        z = predict_redshift(zdir, h5)
-        df['z_pred'], df['z_err'] = z['z_pred'].to_numpy(), z['z_err'].to_numpy()
+        df = df.merge(predict_redshift(zdir, h5), on='specObjID', how='left')   # as `spectral-nb predict --redshift-model` does
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix('.tmp'); df.to_csv(tmp, index=False); os.replace(tmp, cache)
     return df
@@ -173,7 +172,7 @@ class ExplorerApp:
         self.ivar = RawIvar(self.run / RUN_FILES['raw'])
         aed = self.run / RUN_FILES['autoencoder'] / 'autoencoder.keras'
         self._ae = aed if aed.exists() else None
-        self.wave = (10 ** (LOGLAM0 + DLOGLAM * np.arange(NPIX))).astype(np.float64)
+        self.wave = sdss_wavelength()
         # -- controls
         self.split = W.Dropdown(options=['all', 'train', 'val', 'test'], value=split, description='split', layout=W.Layout(width='170px'))
         self.cls = W.Dropdown(options=['all', *self.classes], description='true class', layout=W.Layout(width='190px'))
