@@ -16,8 +16,8 @@ from .evaluate import report_classifier
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'THESIS_SPACE', 'REDUCED_SPACE', 'build_thesis_cnn', 'compact_trunk', 'build_compact_cnn', 'tune_cnn',
-           'inference_speed', 'train_compact_cnn', 'run_cnn']
+__all__ = ['log', 'THESIS_SPACE', 'REDUCED_SPACE', 'TRUNKS', 'DEFAULT_TRUNK', 'build_thesis_cnn', 'compact_trunk',
+           'build_compact_cnn', 'tune_cnn', 'inference_speed', 'train_compact_cnn', 'run_cnn']
 
 # %% ../nbs/05_cnn.ipynb #44a799be
 THESIS_SPACE = dict(conv_layers=(2, 6), filters=(64, 128, 256, 512), filters_deep=(64, 128, 256), kernels=(3, 5, 7),
@@ -49,11 +49,23 @@ def build_thesis_cnn(hp, n_classes: int, npix: int = NPIX, space: dict = THESIS_
     return model
 
 # %% ../nbs/05_cnn.ipynb #05deed0a
-def compact_trunk(x, widths=(16, 32, 48, 64, 64), kernels=(7, 5, 5, 3, 3), position_channels: int = 8):
-    "Strided Conv1D + BatchNorm blocks, then global average and max pooling beside a coarse map that keeps where features sit (shared with the mixed-input network)."
+TRUNKS = {   # the compact trunk's layers; both end at 117 positions on the common grid (3,736 pixels)
+    'strided': dict(space_to_depth=1, widths=(16, 32, 48, 64, 64), kernels=(7, 5, 5, 3, 3), strides=(2, 2, 2, 2, 2)),
+    'fast': dict(space_to_depth=8, widths=(48, 48, 64), kernels=(7, 3, 3), strides=(1, 2, 2)),
+}
+DEFAULT_TRUNK = 'fast'
+
+def compact_trunk(x, trunk: str = DEFAULT_TRUNK, position_channels: int = 8):
+    "Conv1D + BatchNorm blocks, then global average and max pooling beside a coarse map that keeps where features sit (shared with the mixed-input and redshift networks)."
     from keras import layers
-    for w, k in zip(widths, kernels):
-        x = layers.Conv1D(w, k, strides=2, padding='same', use_bias=False)(x)
+    if trunk not in TRUNKS: raise ValueError(f"trunk must be one of {sorted(TRUNKS)}, got {trunk!r}.")
+    t = TRUNKS[trunk]; s = t['space_to_depth']
+    if s > 1:   # pixels (n, 1) -> (n / s, s): the first convolution sees all s pixels of a block as channels
+        n = x.shape[1]; pad = (-n) % s
+        if pad: x = layers.ZeroPadding1D((0, pad))(x)
+        x = layers.Reshape(((n + pad) // s, s), name='space_to_depth')(x)
+    for w, k, st in zip(t['widths'], t['kernels'], t['strides']):
+        x = layers.Conv1D(w, k, strides=st, padding='same', use_bias=False)(x)
         x = layers.BatchNormalization(momentum=0.9)(x)   # small data sets take few steps: let the moving statistics converge
         x = layers.Activation('relu')(x)
     parts = [layers.GlobalAveragePooling1D()(x), layers.GlobalMaxPooling1D()(x)]
@@ -62,12 +74,12 @@ def compact_trunk(x, widths=(16, 32, 48, 64, 64), kernels=(7, 5, 5, 3, 3), posit
         parts.append(layers.Flatten()(layers.Activation('relu')(layers.BatchNormalization(momentum=0.9)(p))))
     return layers.Concatenate()(parts)
 
-def build_compact_cnn(n_classes: int, npix: int = NPIX, lr: float = 2e-3):
-    "The compact strided CNN: global pooling plus a coarse position map."
+def build_compact_cnn(n_classes: int, npix: int = NPIX, lr: float = 2e-3, trunk: str = DEFAULT_TRUNK):
+    "The compact CNN: a short convolutional trunk, global pooling plus a coarse position map."
     import keras
     from keras import layers
     inp = keras.Input((npix, 1), name='flux')
-    x = compact_trunk(inp)
+    x = compact_trunk(inp, trunk)
     x = layers.Dropout(0.2)(layers.Dense(64, activation='relu')(x))
     model = keras.Model(inp, layers.Dense(n_classes, activation='softmax', name='probs')(x), name='compact_cnn')
     model.compile(optimizer=keras.optimizers.Adam(lr), loss='sparse_categorical_crossentropy', metrics=['accuracy'])
@@ -114,13 +126,13 @@ def _run_extra(data: dict, hist: dict, **kw) -> dict:
 
 def train_compact_cnn(h5_path, out_dir, epochs: int = 12, seed: int = SEED, augment: bool | Augment = True, norm: str = 'median',
                       sigma: float = 0.0, batch_size: int = 64, name: str = 'cnn_compact', source: str = 'mock',
-                      max_rows: int | None = None, data: dict | None = None, figures: bool = True) -> tuple:
+                      max_rows: int | None = None, data: dict | None = None, figures: bool = True, trunk: str = DEFAULT_TRUNK) -> tuple:
     "Train, report and save the compact flux-only CNN (no tuner) on the main classes; returns (bundle path, test metrics)."
     seed_everything(seed)
     data = data or load_task(h5_path, 'main', sigma=sigma, max_rows=max_rows, seed=seed, norm=norm, feature_columns=())
     with staged_run(out_dir) as stage:
         seed_everything(seed)
-        model = build_compact_cnn(len(CLASSES), data['train'].flux.shape[1])
+        model = build_compact_cnn(len(CLASSES), data['train'].flux.shape[1], trunk=trunk)
         hist = fit_model(model, data, 'cnn', epochs, batch_size=batch_size, augment=augment, seed=seed, name=name)
         m = report_classifier(name, model, data, 'cnn', hist, stage, h5_path, 'cnn_main', source,
                               extra=dict(n_params=model.count_params(), predict_spectra_per_s=inference_speed(model, data['test'].flux)), figures=figures)

@@ -31,7 +31,9 @@ def build_redshift_cnn(npix: int = NPIX, lr: float = 2e-3, n_bins: int = len(Z_B
     from keras import layers
     from spectral_nb.cnn import compact_trunk
     inp = keras.Input((npix, 1), name='flux')
-    x = layers.Dense(128, activation='relu')(compact_trunk(inp))
+    # the strided trunk (full-resolution first layer): with the faster space-to-depth trunk of the classifiers, quasars'
+    # sigma_NMAD doubled (0.021 against 0.011 on a 3,000-target mock, 10 epochs) while galaxies' improved (0.0019 against 0.0021)
+    x = layers.Dense(128, activation='relu')(compact_trunk(inp, 'strided'))
     model = keras.Model(inp, layers.Dense(n_bins, activation='softmax', name='z_bins')(x), name='redshift_cnn')
     model.compile(optimizer=keras.optimizers.Adam(lr), loss='sparse_categorical_crossentropy')
     return model

@@ -14,7 +14,7 @@ import numpy as np, pandas as pd
 from tqdm.auto import tqdm
 from .config import *
 from . import preprocess as _pp
-from .preprocess import Scaler, read_fluxes, FEATURE_COLUMNS, process_chunk, gaussian_smooth
+from .preprocess import Scaler, read_fluxes, FEATURE_COLUMNS, process_chunk, gaussian_smooth, prefetch
 from .records import iter_records
 
 log = get_logger(__name__)
@@ -564,19 +564,44 @@ def bundle_calibration(meta: dict, where='') -> tuple:
                 UNCALIBRATED_THRESHOLD)
     return 1.0, UNCALIBRATED_THRESHOLD
 
-def _predictor(model, kind: str, spec: InputSpec | None = None):
-    "A function (fluxes, features) -> probabilities; for a model with a 'probs' layer, (probabilities, penultimate features)."
+def _bucket(n: int, batch: int) -> int:
+    "The padded batch size of n rows: the full batch, or the next power of two (at least 16), so that XLA compiles a few shapes only."
+    return batch if n >= batch else min(batch, max(16, 1 << (n - 1).bit_length()))
+
+def _predictor(model, kind: str, spec: InputSpec | None = None, scaler: Scaler | None = None, jit: bool = True, batch: int = 1024):
+    """A function (fluxes, features) -> probabilities; for a model with a 'probs' layer, (probabilities, penultimate features).
+    Without `scaler` it takes `model_input`'s arrays. With it, it takes fluxes after `prepare_flux` ((n, npix), not yet
+    standardised) and standardises them inside the compiled graph, where XLA fuses it with the first layer; rows are padded
+    to a few fixed batch sizes (`_bucket`) so the graph compiles once per size."""
     import tensorflow as tf
     spec = spec or InputSpec(feature_columns=FEATURE_COLUMNS)
     both = embedding_model(model)
     net = both or model
-    np_ = (lambda r: tuple(t.numpy() for t in r)) if both is not None else (lambda r: r.numpy())
-    sig = {i.name: tf.TensorSpec((None,) + tuple(i.shape[1:]), tf.float32) for i in model.inputs}   # any batch size: traced once
-    if kind == 'mixed':
-        f = tf.function(lambda d: net(d, training=False), input_signature=[sig])
-        return lambda x, F: np_(f({k: tf.constant(v, tf.float32) for k, v in model_feed(x, F, 'mixed', spec).items()}))
-    f = tf.function(lambda a: net(a, training=False), input_signature=[next(iter(sig.values()))])
-    return lambda x, F: np_(f(tf.constant(x, tf.float32)))
+    fused = scaler is not None and spec.use_flux
+    if fused: mu, sd = (tf.constant(np.asarray(v, np.float32)) for v in (scaler.flux_mean, scaler.flux_std))
+    def call(d):
+        if fused:
+            x = (d['flux'] - mu) / sd
+            d = {**d, 'flux': x[..., None]}
+        return net(d if kind == 'mixed' else d['flux'], training=False)
+    if kind == 'mixed': sig = {i.name: tf.TensorSpec((None,) + tuple(i.shape[1:]), tf.float32) for i in model.inputs}
+    else: sig = {'flux': tf.TensorSpec((None,) + tuple(model.inputs[0].shape[1:]), tf.float32)}
+    if fused: sig['flux'] = tf.TensorSpec((None, len(scaler.flux_mean)), tf.float32)
+    f = tf.function(call, input_signature=[sig], jit_compile=jit)
+    names = list(sig)
+    def run(x, F):
+        d = model_feed(x, F, 'mixed', spec) if kind == 'mixed' else {'flux': x}
+        n = len(next(iter(d.values())))
+        outs = []
+        for a in range(0, n, batch):   # pad each piece to its bucket: one compiled graph per bucket size
+            m = min(batch, n - a); b = _bucket(m, batch)
+            piece = {k: np.asarray(d[k][a:a + m], np.float32) for k in names}
+            if b > m: piece = {k: np.concatenate([v, np.zeros((b - m,) + v.shape[1:], np.float32)]) for k, v in piece.items()}
+            r = f(piece)
+            outs.append(tuple(t.numpy()[:m] for t in r) if both is not None else r.numpy()[:m])
+        if both is not None: return tuple(np.concatenate(o) for o in zip(*outs))
+        return np.concatenate(outs)
+    return run
 
 def _chunks_h5(h5_path, batch: int):
     info = pd.read_hdf(h5_path, 'source_info')
@@ -620,14 +645,17 @@ def predict(model_path, data_path, out_csv=None, batch_size: int = 1024, progres
                              f"like them; apply it to a dataset.h5 preprocessed like its training data instead.")
         chunks, total = _chunks_raw(data_path, batch_size, spec.sigma_dataset), count_records(data_path)
     else: raise ValueError(f"{data_path}: give a dataset .h5 or a raw-record .parquet file.")
-    run = _predictor(model, meta['kind'], spec)
+    run = _predictor(model, meta['kind'], spec, sc, batch=batch_size)
     col = TASKS[meta['task']][0]
     outs, dropped = [], {}
+    def prepared(it):   # in the reading thread: the fluxes' smoothing and per-spectrum scale (the graph standardises them)
+        for info, flux, drop in it:
+            yield info, (prepare_flux(flux, spec) if spec.use_flux and len(info) else flux), drop
     with tqdm(total=total, desc='predict', unit='spec', disable=not progress) as bar:
-        for info, flux, drop in chunks:
+        for info, X, drop in prefetch(prepared(chunks)):
             for k, v in drop.items(): dropped[k] = dropped.get(k, 0) + v
             if len(info):
-                X, F = model_input(flux, info, spec, sc)
+                F = feature_input(info, spec, sc)
                 r = run(X, F)
                 p, emb = r if isinstance(r, tuple) else (r, None)
                 p = apply_temperature(p, temperature)

@@ -8,8 +8,6 @@ import pytest
 from spectral_nb import explorer as E
 from spectral_nb import preprocess as P
 
-CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
-REQUIRE = os.environ.get('SPECTRAL_NB_REQUIRE_BROWSER') == '1'   # .ci/run sets it: there the browser test must not skip
 
 
 @pytest.fixture(scope='module')
@@ -59,12 +57,8 @@ def _free_port() -> int:
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
-def test_explorer_in_a_real_browser(run):
+def test_explorer_in_a_real_browser(run, chromium):
     "voila serves the app; headless Chromium clicks a confusion-matrix cell and the spectrum shown changes."
-    if CHROMIUM is None:
-        if REQUIRE: pytest.fail("chromium is not installed but SPECTRAL_NB_REQUIRE_BROWSER=1: .ci/run installs it with apt-get")
-        pytest.skip("no chromium on this machine (apt-get install chromium); .ci/run installs it")
-    from playwright.sync_api import sync_playwright
     port = _free_port()
     exe = Path(sys.executable).with_name('spectral-nb')
     log = open(run / 'explorer_server.log', 'w')
@@ -74,39 +68,35 @@ def test_explorer_in_a_real_browser(run):
         for _ in range(120):
             try: urllib.request.urlopen(f'http://127.0.0.1:{port}/api', timeout=2); break
             except Exception: time.sleep(0.5)
-        with sync_playwright() as pw:
-            b = pw.chromium.launch(executable_path=CHROMIUM, args=['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-                                                                   '--disable-background-networking', '--disable-component-update', '--disable-sync'])
-            page = b.new_page(viewport={'width': 1500, 'height': 1100})
-            t = time.perf_counter()
-            page.goto(f'http://127.0.0.1:{port}/', timeout=180_000)
-            page.wait_for_selector('.snb-cm-0-0', timeout=240_000)
-            page.wait_for_function("document.querySelector('.snb-title') && document.querySelector('.snb-title').innerText.includes('specObjID')", timeout=60_000)
-            page.wait_for_selector('.snb-spectrum svg path', timeout=60_000)
-            load_s = time.perf_counter() - t
-            page.wait_for_timeout(1000)
-            page.screenshot(path=str(shots / 'app.png'), full_page=True)
-            old = page.inner_text('.snb-title')
-            paths = lambda: page.eval_on_selector_all('.snb-spectrum svg path', 'els => els.map(e => e.getAttribute("d") || "").join("|")')
-            old_paths = paths()
-            d = json.loads((run / 'explorer' / 'app.ipynb').read_text())   # the app notebook the server was given
-            assert 'ExplorerApp' in d['cells'][0]['source']
-            # click the off-diagonal (or diagonal) cell with the most spectra other than the one shown
-            counts = {(i, j): int(page.inner_text(f'.snb-cm-{i}-{j}')) for i in range(3) for j in range(3)}
-            cell = max((k for k in counts if counts[k] > 0 and k != (0, 0)), key=lambda k: (k[0] != k[1], counts[k]))
-            t = time.perf_counter()
-            page.click(f'.snb-cm-{cell[0]}-{cell[1]}')
-            page.wait_for_function("old => document.querySelector('.snb-title').innerText !== old", arg=old, timeout=30_000)
-            page.wait_for_function("old => Array.from(document.querySelectorAll('.snb-spectrum svg path')).map(e => e.getAttribute('d') || '').join('|') !== old",
-                                   arg=old_paths, timeout=30_000)
-            click_ms = 1e3 * (time.perf_counter() - t)
-            new = page.inner_text('.snb-title')
-            assert new != old and 'specObjID' in new
-            page.wait_for_timeout(500)
-            page.screenshot(path=str(shots / 'after_click.png'), full_page=True)
-            page.locator('.snb-spectrum').screenshot(path=str(shots / 'spectrum.png'))
-            page.locator('.snb-latent').screenshot(path=str(shots / 'latent.png'))
-            b.close()
+        page = chromium.new_page(viewport={'width': 1500, 'height': 1100})
+        t = time.perf_counter()
+        page.goto(f'http://127.0.0.1:{port}/', timeout=180_000)
+        page.wait_for_selector('.snb-cm-0-0', timeout=240_000)
+        page.wait_for_function("document.querySelector('.snb-title') && document.querySelector('.snb-title').innerText.includes('specObjID')", timeout=60_000)
+        page.wait_for_selector('.snb-spectrum svg path', timeout=60_000)
+        load_s = time.perf_counter() - t
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(shots / 'app.png'), full_page=True)
+        old = page.inner_text('.snb-title')
+        paths = lambda: page.eval_on_selector_all('.snb-spectrum svg path', 'els => els.map(e => e.getAttribute("d") || "").join("|")')
+        old_paths = paths()
+        d = json.loads((run / 'explorer' / 'app.ipynb').read_text())   # the app notebook the server was given
+        assert 'ExplorerApp' in d['cells'][0]['source']
+        # click the off-diagonal (or diagonal) cell with the most spectra other than the one shown
+        counts = {(i, j): int(page.inner_text(f'.snb-cm-{i}-{j}')) for i in range(3) for j in range(3)}
+        cell = max((k for k in counts if counts[k] > 0 and k != (0, 0)), key=lambda k: (k[0] != k[1], counts[k]))
+        t = time.perf_counter()
+        page.click(f'.snb-cm-{cell[0]}-{cell[1]}')
+        page.wait_for_function("old => document.querySelector('.snb-title').innerText !== old", arg=old, timeout=30_000)
+        page.wait_for_function("old => Array.from(document.querySelectorAll('.snb-spectrum svg path')).map(e => e.getAttribute('d') || '').join('|') !== old",
+                               arg=old_paths, timeout=30_000)
+        click_ms = 1e3 * (time.perf_counter() - t)
+        new = page.inner_text('.snb-title')
+        assert new != old and 'specObjID' in new
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(shots / 'after_click.png'), full_page=True)
+        page.locator('.snb-spectrum').screenshot(path=str(shots / 'spectrum.png'))
+        page.locator('.snb-latent').screenshot(path=str(shots / 'latent.png'))
         (shots / 'timing.json').write_text(json.dumps(dict(page_load_s=load_s, click_to_draw_ms=click_ms, cell=cell)))
         print(f"explorer: page and widgets in {load_s:.1f} s, click to new spectrum drawn {click_ms:.0f} ms; screenshots in {shots}")
         for f in ('app.png', 'after_click.png', 'spectrum.png', 'latent.png'): assert (shots / f).stat().st_size > 5000, f

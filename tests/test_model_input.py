@@ -62,6 +62,24 @@ def test_model_input_is_scale_invariant_on_the_trained_model(s4):
 
 
 @pytest.mark.parametrize('name', ['cnn', 'cnn_compact'])
+def test_compiled_predictor_gives_kerass_probabilities_at_any_batch_size(s4, name):
+    "predict's XLA graph (per-pixel standardisation inside it, rows padded to a few fixed batch sizes) gives the Keras model's own probabilities."
+    from spectral_nb.preprocess import read_fluxes
+    d, _, h5, _ = s4
+    path = d / 'run' / 'models' / name
+    model, meta, sc = T.load_bundle(path); spec = T.bundle_spec(meta)
+    info = pd.read_hdf(h5, 'source_info')
+    X, _ = T.model_input(read_fluxes(h5), info, spec, sc)
+    ref = T.apply_temperature(model.predict(X, verbose=0), meta['calibration']['temperature'])
+    cols = [f'prob_{c}' for c in meta['classes']]
+    for bs in (1024, 37):   # one padded piece; many pieces, the last one padded
+        p = T.predict(path, h5, batch_size=bs, progress=False)
+        assert (p['specObjID'].to_numpy() == info['specObjID'].to_numpy()).all()
+        np.testing.assert_allclose(p[cols].to_numpy(), ref, atol=2e-5)
+    assert [T._bucket(n, 1024) for n in (1, 16, 17, 600, 1024, 5000)] == [16, 16, 32, 1024, 1024, 1024]
+
+
+@pytest.mark.parametrize('name', ['cnn', 'cnn_compact'])
 def test_sigma4_model_reproduces_its_metrics_on_h5_and_raw(s4, name):
     "A model trained on a sigma-4 dataset: predictions on dataset.h5 and on raw.parquet reproduce the recorded test metrics (no second smoothing)."
     d, raw, h5, _ = s4

@@ -74,6 +74,7 @@ def test_metrics_exist_are_probabilities_and_beat_the_majority_baseline(smoke_ru
 
 
 def test_every_figure_the_report_links_exists_and_is_a_png(smoke_run):
+    "The markdown rendering of the report notebook: its images exist, its headline row carries the held-out figure."
     from spectral_nb.reproduce import report_images
     imgs = report_images(smoke_run)
     assert len(imgs) >= 30
@@ -83,8 +84,13 @@ def test_every_figure_the_report_links_exists_and_is_a_png(smoke_run):
         with Image.open(p) as im:
             assert im.format == 'PNG' and im.size[0] > 100
     md = (smoke_run / 'index.md').read_text()
-    assert "MOCK SDSS survey" in md and "missing figure" not in md
+    assert "MOCK SDSS survey" in md and "missing figure" not in md and "was not run" not in md
     assert (smoke_run / 'index.html').stat().st_size > 5000
+    # the report is the executed report notebook, rerunnable from the run folder, rendered without code cells
+    nb = json.loads((smoke_run / 'report.ipynb').read_text())
+    inj = next(c for c in nb['cells'] if 'injected-parameters' in c['metadata'].get('tags', []))
+    assert 'run = "."' in ''.join(inj['source']) and not any(o.get('output_type') == 'error' for c in nb['cells'] for o in c.get('outputs', []))
+    assert 'collect_metrics' not in md and 'show_figure' not in md and 'Open `RUN/report.ipynb`' not in md
     assert len(list((smoke_run / 'notebooks').glob('*.ipynb'))) == 8
     assert 'held out of training' in md or 'held-out' in md
     # the headline table puts each model's held-out-source accuracy beside its in-mock one
@@ -93,6 +99,41 @@ def test_every_figure_the_report_links_exists_and_is_a_png(smoke_run):
     held = m['domain_shift']['models']['cnn_compact']['heldout']['heldout_sources']['accuracy']
     assert f"**{held:.3f}**" in row.split('|')[6], row
     assert 'held-out sources' in md and 'trained on mastar + miles stars' in md
+
+
+# Every figure (by caption) and table (by a header cell) that the hand-written report had before it became a notebook.
+REPORT_CAPTIONS = (
+    ['Example spectra of each class, key lines marked', 'One spectrum per star group', 'One spectrum per galaxy subclass',
+     'Redshift, r magnitude and S/N per class', 'u-g vs g-r colours', 'BPT diagram of the galaxies',
+     'A spectrum through the preprocessing steps', 'Equivalent widths per class', 'Gaussian smoothing, sigma = 4 pixels'] +
+    [f'{n}: {what}' for n in ('cnn', 'cnn_compact', 'mixed_main', 'mixed_galaxy', 'mixed_star')
+     for what in ('confusion matrix, rows = true class', 'accuracy and loss per epoch', 'typical correct predictions', 'incorrect predictions', 'accuracy by S/N')] +
+    ['by number of sources, ours and the thesis', 'Reconstructions per class', 'Pair plot of the 14 latent values by class', 'Latent values against redshift',
+     'PCA projection of the latent space', 'Template fit: confusion matrix', 'Template-fit redshift against the catalogue redshift', 'Accuracy by S/N of the baselines'] +
+    [f'{n}: {what}' for n in ('cnn_compact', 'mixed_main') for what in ('reliability diagram before and after temperature scaling', 'accuracy against the fraction of spectra kept')] +
+    ['cnn_compact_z: network redshift against the catalogue redshift', 'Per-class recall on held-out sources', 'Accuracy by S/N on held-out sources',
+     'The 20 BOSS fibres of spPlate-4055-55359'])
+REPORT_TABLES = ('wall time (s)', 'held-out sources [95% CI]', 'n_conv_layers', 'val_acc_best5', 'baseline', 'ECE after', 'template fit', 'sigma_NMAD',
+                 'held-out sources acc [95% CI]', 'sdss_class')
+
+
+def test_report_html_in_chromium_shows_every_table_and_figure(smoke_run, chromium):
+    "index.html (the report notebook, rendered without code) opened in headless chromium: every caption, a drawn image for each, every table."
+    page = chromium.new_page(viewport={'width': 1300, 'height': 1000})
+    page.goto((smoke_run / 'index.html').as_uri())
+    page.wait_for_load_state('load')
+    text = page.inner_text('body')
+    missing = [c for c in REPORT_CAPTIONS if c not in text]
+    assert not missing, missing
+    assert 'MOCK SDSS survey' in text and 'thesis' in text and 'Traceback' not in text
+    drawn = page.eval_on_selector_all('img', 'ims => ims.filter(i => i.complete && i.naturalWidth > 100 && i.naturalHeight > 100).length')
+    assert drawn >= len(REPORT_CAPTIONS), (drawn, len(REPORT_CAPTIONS))
+    heads = page.eval_on_selector_all('table', 'ts => ts.map(t => Array.from(t.querySelectorAll("th")).map(h => h.innerText.trim()))')
+    for h in REPORT_TABLES: assert any(h in t for t in heads), (h, heads)
+    assert page.eval_on_selector_all('pre, .jp-InputArea', 'els => els.filter(e => e.innerText.includes("show_figure(")).length') == 0   # no code
+    page.screenshot(path=str(smoke_run / 'report_screenshot.png'), full_page=False)
+    out = os.environ.get('SPECTRAL_NB_SCREENSHOTS')
+    if out: Path(out).mkdir(parents=True, exist_ok=True); page.screenshot(path=str(Path(out) / 'report_full.png'), full_page=True)
 
 
 def test_rerun_skips_complete_stages(smoke_run):
