@@ -18,16 +18,19 @@ FIXTURES = sorted(glob.glob(str(Path(ppxf.__file__).parent / 'spectra' / '*_SDSS
 @pytest.fixture(scope='module')
 def cluster():
     "A local cluster of two worker processes, reached by its address as a remote one would be (`scheduler=`)."
-    from distributed import LocalCluster
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=':0', env=D.worker_env(1)) as c:
+    from distributed import Client, LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=':0', env=D.worker_env(1)) as c, Client(c) as client:
+        warm = [client.submit(lambda: __import__('tensorflow') and None, pure=False, workers=[w], allow_other_workers=False)
+                for w in client.nthreads()]      # the workers import TensorFlow (for predict) while the survey is made
         yield c.scheduler_address
+        del warm
 
 
 @pytest.fixture(scope='module')
-def survey(tmp_path_factory):
+def survey(tmp_path_factory, cluster):   # the cluster first: its workers import TensorFlow meanwhile
     "A mock survey, the same records in three part files of several row groups each, and its one-process dataset."
     d = tmp_path_factory.mktemp('survey')
-    raw = write_mock(d / 'mock', 240, seed=11, progress=False)
+    raw = write_mock(d / 'mock', 200, seed=11, progress=False)
     parts = D.split_records(raw, d / 'parts', 3, row_group_size=30)
     one = preprocess(raw, d / 'one.h5', progress=False)
     return d, raw, parts, one
@@ -107,21 +110,21 @@ def bundle(survey):
     seed_everything(1)
     data = load_task(d / 'one.h5', 'main', feature_columns=())
     model = build_compact_cnn(len(CLASSES))
-    model.fit(data['train'].flux, data['train'].y, epochs=2, batch_size=32, verbose=0)
+    model.fit(data['train'].flux, data['train'].y, epochs=6, batch_size=32, verbose=0)
     emb = embedding_model(model).predict(data['train'].flux, verbose=0)[1]
     attach_calibration(model, {'temperature': 1.3}, {'threshold': 0.6, 'novelty_threshold': 3.0},
                        fit_novelty(emb, data['train'].y, len(CLASSES)))
     return save_bundle(d / 'models' / 'cnn', model, 'cnn', 'main', CLASSES, data['scaler'], data['spec'])
 
 
-def assert_same_predictions(a: pd.DataFrame, b: pd.DataFrame, atol: float = 1e-6):
-    "Same columns, ids, labels, flags and predicted classes; class probabilities within `atol`, novelty within 100 x atol."
+def assert_same_predictions(a: pd.DataFrame, b: pd.DataFrame, atol: float = 1e-6, rtol: float = 1e-5):
+    "Same columns, ids, labels, flags and predicted classes; class probabilities within `atol`, novelty scores within `rtol`."
     assert list(a.columns) == list(b.columns) and len(a) == len(b) > 0
     num = [c for c in a if c.startswith('prob_') or c == 'novelty']
     pd.testing.assert_frame_equal(a.drop(columns=num), b.drop(columns=num), check_exact=True)
     assert (a['predicted'] == b['predicted']).all() and (a['flag'] == b['flag']).all()
-    for c in num:
-        np.testing.assert_allclose(a[c].to_numpy(), b[c].to_numpy(), rtol=0, atol=atol * (100 if c == 'novelty' else 1), err_msg=c)
+    for c in num:   # float32 sums may be ordered differently with another number of TensorFlow threads: last bits only
+        np.testing.assert_allclose(a[c].to_numpy(), b[c].to_numpy(), **(dict(rtol=rtol) if c == 'novelty' else dict(rtol=0, atol=atol)), err_msg=c)
 
 
 def test_dask_predict_equals_one_process_predict(survey, cluster, bundle, tmp_path):
