@@ -57,12 +57,22 @@ def cmd_mock(a) -> int:
     log.info("mock survey: %d spectra in %.1f s -> %s", a.n, time.time() - t, path)
     return 0
 
+def _use_dask(a, n_parts: int) -> bool:
+    "Whether a run goes to a Dask cluster: --scheduler or --workers given, or several input files."
+    return getattr(a, 'scheduler', None) is not None or getattr(a, 'workers', None) is not None or n_parts > 1
+
 def cmd_preprocess(a) -> int:
-    "Raw records and/or SDSS spec files -> dataset.h5 (holding its scaler and summary; copies in <stem>.scaler.json, <stem>.summary.json)."
-    from spectral_nb.preprocess import preprocess
+    "Raw records and/or SDSS spec files -> dataset.h5 (holding its scaler and summary; copies in <stem>.scaler.json, <stem>.summary.json); on Dask for several raw files, --workers or --scheduler."
     fits_files = [str(p) for f in (a.fits or []) for p in (sorted(Path(f).glob('**/*.fits')) if Path(f).is_dir() else [Path(f)])]
-    s = preprocess(a.raw, a.out, fits_files=fits_files, sigma=a.sigma, max_missing=a.max_missing, seed=a.seed,
-                   on_bad=a.on_bad, progress=not a.quiet)
+    raws = list(a.raw or [])
+    if _use_dask(a, len(raws)):   # the same dataset as one process makes of the raw files in turn, then the spec files
+        from spectral_nb.distributed import preprocess_parts
+        s = preprocess_parts([*raws, *([fits_files] if fits_files else [])], a.out, scheduler=a.scheduler, n_workers=a.workers or 2,
+                             sigma=a.sigma, max_missing=a.max_missing, seed=a.seed, on_bad=a.on_bad, progress=not a.quiet)
+    else:
+        from spectral_nb.preprocess import preprocess
+        s = preprocess(raws[0] if raws else None, a.out, fits_files=fits_files, sigma=a.sigma, max_missing=a.max_missing, seed=a.seed,
+                       on_bad=a.on_bad, progress=not a.quiet)
     print(json.dumps(dict(n_in=s.n_in, n_out=s.n_out, dropped=s.dropped, spectra_per_s=s.spectra_per_s, out=str(a.out))))
     return 0
 
@@ -93,22 +103,29 @@ def cmd_train(a) -> int:
     return 0
 
 def cmd_predict(a) -> int:
-    "Apply a saved classifier to a dataset.h5 or raw.parquet and write predictions.csv."
+    "Apply a saved classifier to dataset.h5 or raw.parquet files and write predictions.csv; on Dask for several files, --workers or --scheduler."
     if not a.model.is_dir(): raise FileNotFoundError(f"--model {a.model}: no model folder there; give a folder written by `spectral-nb train` (with model.keras, meta.json).")
-    if a.data.suffix.lower() != '.parquet':
-        from spectral_nb.preprocess import check_dataset
-        check_dataset(a.data)
-    elif not a.data.is_file(): raise FileNotFoundError(f"--data {a.data}: no such raw-record file; run `spectral-nb mock` or `download` first.")
+    for data in a.data:
+        if data.suffix.lower() != '.parquet':
+            from spectral_nb.preprocess import check_dataset
+            check_dataset(data)
+        elif not data.is_file(): raise FileNotFoundError(f"--data {data}: no such raw-record file; run `spectral-nb mock` or `download` first.")
     zm = getattr(a, 'redshift_model', None)
     if zm is not None:   # checked before any work
         if not (zm / 'meta.json').is_file(): raise FileNotFoundError(f"--redshift-model {zm}: no model folder there; give the models/cnn_compact_z folder of a run's redshift stage.")
         kind = json.loads((zm / 'meta.json').read_text()).get('kind')
         if kind != 'redshift': raise ValueError(f"--redshift-model {zm} holds a {kind} model, not a redshift model; give the models/cnn_compact_z folder of a run's redshift stage.")
-    from spectral_nb.training import predict
-    df = predict(a.model, a.data, a.out, batch_size=a.batch_size, progress=not a.quiet)
-    if zm is not None:   # the network's redshift beside the class probabilities
+    if _use_dask(a, len(a.data)):   # the same table as one process gives for the files in turn
+        from spectral_nb.distributed import predict_parts
+        df = predict_parts(a.model, a.data, a.out, scheduler=a.scheduler, n_workers=a.workers or 2, batch_size=a.batch_size, progress=not a.quiet)
+    else:
+        from spectral_nb.training import predict
+        df = predict(a.model, a.data[0], a.out, batch_size=a.batch_size, progress=not a.quiet)
+    if zm is not None:   # the network's redshift beside the class probabilities (in this process)
+        import pandas as pd
         from spectral_nb.redshift import predict_redshift
-        df = df.drop(columns=[c for c in ('z_pred', 'z_err') if c in df]).merge(predict_redshift(zm, a.data), on='specObjID', how='left')
+        z = pd.concat([predict_redshift(zm, data) for data in a.data], ignore_index=True)
+        df = df.drop(columns=[c for c in ('z_pred', 'z_err') if c in df]).merge(z, on='specObjID', how='left')
         tmp = a.out.with_name(f'.{a.out.name}.tmp'); df.to_csv(tmp, index=False); tmp.replace(a.out)
     log.info("wrote %d predictions to %s", len(df), a.out)
     return 0
@@ -157,6 +174,13 @@ def cmd_explore(a) -> int:
     print(f"spectral-nb explore: serving {a.run} ({a.model}) at http://127.0.0.1:{a.port}/ - Ctrl-C stops it", file=sys.stderr)
     return subprocess.call(cmd)
 
+def _dask_args(p: argparse.ArgumentParser):
+    "--scheduler and --workers: where a stage runs on Dask (the output is the one-process output either way)."
+    p.add_argument('--scheduler', default=None, metavar='ADDRESS',
+                   help='run on the Dask cluster whose scheduler is at ADDRESS (e.g. tcp://10.0.0.5:8786, or a scheduler file *.json); inputs must be readable there')
+    p.add_argument('--workers', type=_positive_int, default=None, metavar='N',
+                   help='run on a local Dask cluster of N worker processes (default 2 when several input files are given; ignored with --scheduler)')
+
 def build_parser() -> argparse.ArgumentParser:
     "The `spectral-nb` argument parser; every option has help, and -q works before or after the subcommand."
     common = argparse.ArgumentParser(add_help=False)
@@ -173,13 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument('--missing-fraction', type=float, default=0.01, help='fraction of spectra that lose a block of pixels')
     m.set_defaults(func=cmd_mock)
     pp = add('preprocess', 'raw records / SDSS spec files -> dataset.h5')
-    pp.add_argument('--raw', type=Path, default=None, help='raw.parquet (mock or downloaded records)')
+    pp.add_argument('--raw', type=Path, nargs='+', default=None, help='raw.parquet file(s) (mock or downloaded records); several go to Dask, in order')
     pp.add_argument('--fits', nargs='*', default=None, help='SDSS spec-*.fits files or folders of them')
     pp.add_argument('--out', type=Path, default=Path('data/mock/dataset.h5'), help='dataset file to write (a file path, not a folder)')
     pp.add_argument('--sigma', type=float, default=0.0, help='Gaussian smoothing sigma in pixels (thesis: 0 or 4)')
     pp.add_argument('--max-missing', type=float, default=0.05, help='drop spectra missing more than this fraction of pixels')
     pp.add_argument('--seed', type=int, default=SEED, help='seed of the train/val/test split')
     pp.add_argument('--on-bad', choices=['skip', 'raise'], default='skip', help='skip (and count) unusable spectra, or stop at the first')
+    _dask_args(pp)
     pp.set_defaults(func=cmd_preprocess)
     t = add('train', 'train the CNN, the mixed-input network or the autoencoder')
     t.add_argument('model', choices=['cnn', 'mixed', 'autoencoder'], help='which model: cnn (main classes), mixed (tasks of --task) or autoencoder')
@@ -196,10 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
     pr = add('predict', 'apply a saved classifier to new spectra')
     pr.add_argument('--model', type=Path, required=True, help='model folder (model.keras, meta.json) written by `spectral-nb train`')
-    pr.add_argument('--data', type=Path, required=True, help='dataset.h5 or raw.parquet')
+    pr.add_argument('--data', type=Path, nargs='+', required=True, help='dataset.h5 or raw.parquet file(s); several go to Dask, rows in file order')
     pr.add_argument('--out', type=Path, default=Path('predictions.csv'), help='CSV file to write, one row per spectrum')
     pr.add_argument('--batch-size', type=_positive_int, default=1024, help='spectra per inference batch')
     pr.add_argument('--redshift-model', type=Path, default=None, help="also write z_pred and z_err from a redshift model folder (a run's redshift/models/cnn_compact_z)")
+    _dask_args(pr)
     pr.set_defaults(func=cmd_predict)
     q = add('query', 'query a class-balanced random sample of SDSS spectra (SpecObjAll x SpecPhotoAll)')
     q.add_argument('--n', type=_positive_int, required=True, help='spectra wanted in total')

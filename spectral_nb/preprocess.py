@@ -22,7 +22,7 @@ __all__ = ['log', 'GRID', 'EW_WINDOWS', 'INFO_COLUMNS', 'PIXEL_KEYS', 'REQUIRED_
            'fill_bad', 'equivalent_widths', 'gaussian_smooth', 'normalise_subclass', 'make_labels', 'grid_chunk',
            'pixel_problems', 'sn_median', 'process_chunk', 'stratified_split', 'Scaler', 'fit_scaler', 'read_fluxes',
            'read_dataset', 'check_dataset', 'read_dataset_summary', 'read_dataset_scaler', 'dataset_hash', 'prefetch',
-           'PreprocessSummary', 'clean_stale_tmp', 'preprocess']
+           'PreprocessSummary', 'clean_stale_tmp', 'processed_chunks', 'preprocess', 'write_dataset']
 
 # %% ../nbs/04_preprocess.ipynb #bd2b140d
 class BadSpectrumError(ValueError):
@@ -560,44 +560,59 @@ def _check_inputs(raw, fits_files, out) -> Path:
 def _write_json(path: Path, obj):
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp'); tmp.write_text(json.dumps(obj, indent=1)); os.replace(tmp, path)
 
-def preprocess(raw=None, out='data/dataset.h5', fits_files=None, sigma: float = 0.0, max_missing: float = 0.05,
-               seed: int = SEED, batch_size: int = 2048, on_bad: str = 'skip', progress: bool = True) -> PreprocessSummary:
-    "Raw records (`raw`: a raw.parquet) and/or SDSS spec files (`fits_files`) -> `out` (dataset.h5, holding its scaler and summary) + `<stem>.scaler.json`, `<stem>.summary.json`."
+def _check_options(sigma: float, max_missing: float, on_bad: str):
+    "Refuse bad preprocessing options before any work."
     if on_bad not in ('skip', 'raise'): raise ValueError(f"on_bad must be 'skip' or 'raise', got {on_bad!r}.")
     if not (np.isfinite(max_missing) and 0 <= max_missing <= 1): raise ValueError(f"max_missing must be in [0, 1], got {max_missing!r}.")
     gaussian_smooth(np.zeros((1, 3)), sigma)   # validates sigma
+
+def processed_chunks(raw=None, fits_files=None, sigma: float = 0.0, max_missing: float = 0.05, batch_size: int = 2048,
+                     errors: dict | None = None) -> Iterator[tuple]:
+    "`(n_in, info, fluxes, dropped)` of `process_chunk` for each chunk of raw records, then of SDSS spec files, in input order (unreadable spec files are counted in `errors`)."
+    if raw is not None:
+        for cat, pix in prefetch(iter_records(raw, batch_size=batch_size)): yield (len(cat), *process_chunk(cat, pix, sigma, max_missing))
+    if fits_files:
+        for cat, pix in iter_fits_records(fits_files, errors=errors): yield (len(cat), *process_chunk(cat, pix, sigma, max_missing))
+
+def preprocess(raw=None, out='data/dataset.h5', fits_files=None, sigma: float = 0.0, max_missing: float = 0.05,
+               seed: int = SEED, batch_size: int = 2048, on_bad: str = 'skip', progress: bool = True) -> PreprocessSummary:
+    "Raw records (`raw`: a raw.parquet) and/or SDSS spec files (`fits_files`) -> `out` (dataset.h5, holding its scaler and summary) + `<stem>.scaler.json`, `<stem>.summary.json`."
+    _check_options(sigma, max_missing, on_bad)
     if raw is None and not fits_files: raise ValueError("Nothing to preprocess: give a raw.parquet (--raw) or SDSS spec files (--fits).")
     out = _check_inputs(raw, fits_files, out)
+    total = (count_records(raw) if raw is not None else 0) + (len(fits_files) if fits_files else 0)
+    errors = {}
+    return write_dataset(processed_chunks(raw, fits_files, sigma, max_missing, batch_size, errors), out, total, sigma=sigma,
+                         max_missing=max_missing, seed=seed, on_bad=on_bad, progress=progress, errors=errors)
+
+def write_dataset(chunks: Iterable, out, total: int | None = None, sigma: float = 0.0, max_missing: float = 0.05, seed: int = SEED,
+                  on_bad: str = 'skip', progress: bool = True, errors: dict | None = None) -> PreprocessSummary:
+    "Assemble `out` (dataset.h5 + `<stem>.scaler.json`, `<stem>.summary.json`) from processed chunks `(n_in, info, fluxes, dropped)`, in their order; `errors` counts inputs dropped before `process_chunk` (read once the chunks are done)."
+    out = Path(out)
     clean_stale_tmp(out)
     tmp = out.with_name(f'.{out.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp')
     summ = PreprocessSummary(sigma=float(sigma), sigma_applied=float(sigma), max_missing=float(max_missing))
-    t0 = time.perf_counter(); infos = []; errors = {}
-    total = (count_records(raw) if raw is not None else 0) + (len(fits_files) if fits_files else 0)
+    t0 = time.perf_counter(); infos = []; errors = {} if errors is None else errors
     cols = [f'{w:.2f}' for w in sdss_wavelength()]
-    sources = []
-    if raw is not None: sources.append(prefetch(iter_records(raw, batch_size=batch_size)))
-    if fits_files: sources.append(iter_fits_records(fits_files, errors=errors))
     try:
         with _TermAsExit():
             import tables
             warnings.filterwarnings('ignore', category=tables.NaturalNameWarning)   # the SDSS column name 'class' is a Python keyword
             with pd.HDFStore(tmp, mode='w') as store, tqdm(total=total, desc='preprocess', unit='spec', disable=not progress) as bar:
-                for src in sources:
-                    for cat, pix in src:
-                        info, flux, dropped = process_chunk(cat, pix, sigma, max_missing)
-                        summ.n_resampled += dropped.pop('_resampled', 0)
-                        for r, v in dropped.pop('_ids', {}).items(): summ.dropped_ids[r] = (summ.dropped_ids.get(r, []) + v)[:100]
-                        for k in ('galaxy', 'star'):
-                            v = dropped.pop(f'_unlabelled_{k}', 0)
-                            if v: summ.unlabelled[k] = summ.unlabelled.get(k, 0) + int(v)
-                        if dropped and on_bad == 'raise':
-                            raise BadSpectrumError(f"{sum(dropped.values())} spectra cannot be used: {dropped}; fix the input or use on_bad='skip'.")
-                        for k, v in dropped.items(): summ.dropped[k] = summ.dropped.get(k, 0) + int(v)
-                        summ.n_in += len(cat)
-                        if len(info):
-                            store.append('fluxes', pd.DataFrame(flux, columns=cols), format='table', index=False)
-                            infos.append(info)
-                        bar.update(len(cat))
+                for n_in, info, flux, dropped in chunks:
+                    summ.n_resampled += dropped.pop('_resampled', 0)
+                    for r, v in dropped.pop('_ids', {}).items(): summ.dropped_ids[r] = (summ.dropped_ids.get(r, []) + v)[:100]
+                    for k in ('galaxy', 'star'):
+                        v = dropped.pop(f'_unlabelled_{k}', 0)
+                        if v: summ.unlabelled[k] = summ.unlabelled.get(k, 0) + int(v)
+                    if dropped and on_bad == 'raise':
+                        raise BadSpectrumError(f"{sum(dropped.values())} spectra cannot be used: {dropped}; fix the input or use on_bad='skip'.")
+                    for k, v in dropped.items(): summ.dropped[k] = summ.dropped.get(k, 0) + int(v)
+                    summ.n_in += n_in
+                    if len(info):
+                        store.append('fluxes', pd.DataFrame(flux, columns=cols), format='table', index=False)
+                        infos.append(info)
+                    bar.update(n_in)
                 for k, v in errors.items(): summ.dropped[k] = summ.dropped.get(k, 0) + v; summ.n_in += v
                 if not infos: raise ValueError(f"No spectrum survived preprocessing ({summ.dropped}); check the input and max_missing.")
                 info = pd.concat(infos, ignore_index=True)
@@ -621,6 +636,8 @@ def preprocess(raw=None, out='data/dataset.h5', fits_files=None, sigma: float = 
                 attrs.spectral_nb_summary = json.dumps(asdict(summ))
             os.replace(tmp, out)
     except BaseException:
+        try: getattr(chunks, 'close', lambda: None)()   # stops a reader thread, or a cluster's outstanding work
+        except Exception as e: log.warning("could not stop the chunk source cleanly: %s", e)
         if tmp.exists(): tmp.unlink()
         raise
     _write_json(out.with_name(f'{out.stem}.scaler.json'), asdict(scaler))

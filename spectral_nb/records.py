@@ -105,8 +105,9 @@ def _to_2d(col: pa.ChunkedArray | pa.ListArray, dtype):
         return [vals[a:b] for a, b in zip(off[:-1], off[1:])]
     return vals.reshape(len(col), -1) if len(col) else vals.reshape(0, 0)
 
-def iter_records(path, batch_size: int = 2048, columns: list | None = None, pixels: bool = True) -> Iterator[tuple[pd.DataFrame, dict]]:
-    "Yield (catalogue DataFrame, {pixel column: 2-D array}) chunks of a raw-record Parquet file."
+def iter_records(path, batch_size: int = 2048, columns: list | None = None, pixels: bool = True,
+                 row_groups: range | None = None) -> Iterator[tuple[pd.DataFrame, dict]]:
+    "Yield (catalogue DataFrame, {pixel column: 2-D array}) chunks of a raw-record Parquet file (of its `row_groups` only, if given: a slice for one worker)."
     pf = _check_parquet(path)
     names = pf.schema_arrow.names
     cat_cols = [c for c in (columns or names) if c not in PIXEL_COLUMNS]
@@ -116,7 +117,7 @@ def iter_records(path, batch_size: int = 2048, columns: list | None = None, pixe
     pending, npend = [], 0
     def batches():
         nonlocal pending, npend
-        for i in range(pf.num_row_groups):
+        for i in (range(pf.num_row_groups) if row_groups is None else row_groups):
             pending.append(pf.read_row_group(i, columns=want)); npend += pending[-1].num_rows
             if npend >= batch_size:
                 yield pa.concat_tables(pending); pending, npend = [], 0

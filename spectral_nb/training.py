@@ -25,9 +25,10 @@ __all__ = ['log', 'TASKS', 'NORMS', 'MIN_SPLIT', 'SKY_LINES', 'INCOMPLETE', 'UNC
            'feature_input', 'model_input', 'model_feed', 'dataset_sha256', 'check_dataset', 'dataset_sigma', 'TaskData',
            'subsample', 'check_trainable', 'load_task', 'Augment', 'noise_level', 'augment_flux', 'seed_everything',
            'class_weights', 'augmented_inputs', 'fit_epochs', 'fit_model', 'attach_calibration', 'attached_calibration',
-           'save_bundle', 'bundle_spec', 'load_bundle', 'staged_run', 'check_grid', 'check_out_file',
+           'save_bundle', 'bundle_spec', 'check_bundle', 'load_bundle', 'staged_run', 'check_grid', 'check_out_file',
            'apply_temperature', 'flag_low_confidence', 'embedding_model', 'fit_novelty', 'novelty_score',
-           'bundle_calibration', 'predict', 'wilson', 'classification_metrics', 'evaluate_bundle']
+           'bundle_calibration', 'Predictor', 'predictions_table', 'predict', 'wilson', 'classification_metrics',
+           'evaluate_bundle']
 
 # %% ../nbs/04a_training.ipynb #cdc4bffd
 TASKS = {'main': ('label_main', CLASSES, None), 'galaxy': ('label_galaxy', GALAXY_SUBCLASSES, 'GALAXY'),
@@ -444,15 +445,20 @@ def bundle_spec(meta: dict) -> InputSpec:
     if 'input' in meta: return InputSpec.from_dict(meta['input'])
     return InputSpec(norm='none', sigma_model=0.0, sigma_dataset=meta.get('sigma', 0.0), feature_columns=tuple(meta.get('feature_columns', ())))
 
-def load_bundle(path) -> tuple:
-    "(keras model, meta dict, Scaler) of a saved bundle; refuses a bundle that is incomplete or in a run being swapped in."
-    import keras
+def check_bundle(path) -> Path:
+    "`path` as a Path if it holds a complete bundle; otherwise a clear error (not a model folder, or marked incomplete)."
     path = Path(path)
     for f in ('model.keras', 'meta.json', 'scaler.json'):
         if not (path / f).exists(): raise FileNotFoundError(f"{path} is not a spectral_nb model folder (no {f}); train one with `spectral-nb train`.")
     for d in (path, path.parent.parent):
         if (d / INCOMPLETE).exists():
             raise ValueError(f"{d} carries an {INCOMPLETE} marker: a training run was interrupted while writing it; train again (`spectral-nb train`).")
+    return path
+
+def load_bundle(path) -> tuple:
+    "(keras model, meta dict, Scaler) of a saved bundle; refuses a bundle that is incomplete or in a run being swapped in."
+    import keras
+    path = check_bundle(path)
     return keras.models.load_model(path / 'model.keras'), json.loads((path / 'meta.json').read_text()), Scaler.load(path / 'scaler.json')
 
 def _swap_in(src: Path, dst: Path):
@@ -603,81 +609,111 @@ def _predictor(model, kind: str, spec: InputSpec | None = None, scaler: Scaler |
         return np.concatenate(outs)
     return run
 
-def _chunks_h5(h5_path, batch: int):
-    info = pd.read_hdf(h5_path, 'source_info')
-    for a in range(0, len(info), batch):
-        yield info.iloc[a:a + batch].reset_index(drop=True), read_fluxes(h5_path, a, a + batch), {}
 
-def _chunks_raw(raw_path, batch: int, sigma: float):
-    for cat, pix in iter_records(raw_path, batch_size=batch):
+def _chunks_h5(h5_path, batch: int, rows: range | None = None):
+    "(info, fluxes, {}) chunks of `batch` rows of a dataset (of its `rows` only, if given: a slice for one worker)."
+    if rows is None: info, a0 = pd.read_hdf(h5_path, 'source_info'), 0
+    else: info, a0 = pd.read_hdf(h5_path, 'source_info', start=rows.start, stop=rows.stop).reset_index(drop=True), rows.start
+    for a in range(0, len(info), batch):
+        yield info.iloc[a:a + batch].reset_index(drop=True), read_fluxes(h5_path, a0 + a, a0 + min(a + batch, len(info))), {}
+
+def _chunks_raw(raw_path, batch: int, sigma: float, row_groups: range | None = None):
+    "(info, fluxes, dropped) of `process_chunk` per chunk of raw records (of its `row_groups` only, if given)."
+    for cat, pix in iter_records(raw_path, batch_size=batch, row_groups=row_groups):
         info, flux, dropped = process_chunk(cat, pix, sigma=sigma)
         dropped = {k: int(v) for k, v in dropped.items() if not k.startswith('_')}
         if dropped: log.warning("predict: %d raw spectra could not be used: %s", sum(dropped.values()), dropped)
         yield info, flux, dropped
 
-def predict(model_path, data_path, out_csv=None, batch_size: int = 1024, progress: bool = True) -> pd.DataFrame:
-    "Apply a saved classifier to a dataset.h5 or raw.parquet through `model_input`; returns (and writes, if `out_csv`) the predictions table."
-    out_csv = check_out_file(out_csv) if out_csv else None
-    model, meta, sc = load_bundle(model_path)
-    if meta['kind'] not in ('cnn', 'mixed'): raise ValueError(f"{model_path} holds a {meta['kind']} model, not a classifier.")
-    spec = bundle_spec(meta)
-    temperature, threshold = bundle_calibration(meta, f'Model {model_path}')
-    novelty, nov_th = meta.get('novelty'), (meta.get('flag') or {}).get('novelty_threshold')
-    if meta.get('calibration') and not (novelty and nov_th is not None):
-        log.warning("Model %s has no novelty model in its meta.json (saved before the flag had one): its flag marks low confidence only, "
-                    "not spectra unlike its training data, and its novelty column is empty; retrain it for both.", model_path)
-    data_path = Path(data_path)
-    if not data_path.exists(): raise FileNotFoundError(f"No data at {data_path}.")
-    if data_path.suffix in ('.h5', '.hdf5'):
-        check_dataset(data_path); check_grid(data_path, meta)
-        info0 = pd.read_hdf(data_path, 'source_info')
-        missing = [c for c in spec.feature_columns if c not in info0.columns]
-        if missing: raise ValueError(f"Feature columns {missing} are missing from {data_path}; the model needs {list(spec.feature_columns)}.")
-        known = dataset_sigma(data_path, info0)
-        if known is not None and spec.sigma_dataset is not None and not np.isclose(known, spec.sigma_dataset):
-            raise ValueError(f"{data_path} was preprocessed with sigma={known:g} but the model was trained on data preprocessed with "
-                             f"sigma={spec.sigma_dataset:g}; preprocess it with --sigma {spec.sigma_dataset:g} (or give raw.parquet).")
-        chunks, total = _chunks_h5(data_path, batch_size), len(info0)
-    elif data_path.suffix == '.parquet':
-        from spectral_nb.records import count_records
-        if spec.sigma_dataset is None:
-            raise ValueError(f"{model_path} does not record the smoothing its training data had, so raw records cannot be prepared "
-                             f"like them; apply it to a dataset.h5 preprocessed like its training data instead.")
-        chunks, total = _chunks_raw(data_path, batch_size, spec.sigma_dataset), count_records(data_path)
-    else: raise ValueError(f"{data_path}: give a dataset .h5 or a raw-record .parquet file.")
-    run = _predictor(model, meta['kind'], spec, sc, batch=batch_size)
-    col = TASKS[meta['task']][0]
-    outs, dropped = [], {}
-    def prepared(it):   # in the reading thread: the fluxes' smoothing and per-spectrum scale (the graph standardises them)
-        for info, flux, drop in it:
-            yield info, (prepare_flux(flux, spec) if spec.use_flux and len(info) else flux), drop
-    with tqdm(total=total, desc='predict', unit='spec', disable=not progress) as bar:
-        for info, X, drop in prefetch(prepared(chunks)):
+class Predictor:
+    "A saved classifier ready to apply to data: its meta, scaler and calibration read once, the Keras model loaded on first use (once per process)."
+    def __init__(self, model_path):
+        self.path = check_bundle(model_path)
+        self.meta = meta = json.loads((self.path / 'meta.json').read_text()); self.scaler = Scaler.load(self.path / 'scaler.json')
+        if meta['kind'] not in ('cnn', 'mixed'): raise ValueError(f"{model_path} holds a {meta['kind']} model, not a classifier.")
+        self.spec = bundle_spec(meta)
+        self.temperature, self.threshold = bundle_calibration(meta, f'Model {model_path}')
+        self.novelty, self.nov_th = meta.get('novelty'), (meta.get('flag') or {}).get('novelty_threshold')
+        if meta.get('calibration') and not (self.novelty and self.nov_th is not None):
+            log.warning("Model %s has no novelty model in its meta.json (saved before the flag had one): its flag marks low confidence only, "
+                        "not spectra unlike its training data, and its novelty column is empty; retrain it for both.", model_path)
+        self.col = TASKS[meta['task']][0]
+        self._run = None
+    def check_data(self, data_path) -> tuple:
+        "('h5' or 'raw', number of spectra) of a data file this model can be applied to; otherwise a clear error naming it and the fix."
+        data_path, meta, spec = Path(data_path), self.meta, self.spec
+        if not data_path.exists(): raise FileNotFoundError(f"No data at {data_path}.")
+        if data_path.suffix in ('.h5', '.hdf5'):
+            check_dataset(data_path); check_grid(data_path, meta)
+            info0 = pd.read_hdf(data_path, 'source_info')
+            missing = [c for c in spec.feature_columns if c not in info0.columns]
+            if missing: raise ValueError(f"Feature columns {missing} are missing from {data_path}; the model needs {list(spec.feature_columns)}.")
+            known = dataset_sigma(data_path, info0)
+            if known is not None and spec.sigma_dataset is not None and not np.isclose(known, spec.sigma_dataset):
+                raise ValueError(f"{data_path} was preprocessed with sigma={known:g} but the model was trained on data preprocessed with "
+                                 f"sigma={spec.sigma_dataset:g}; preprocess it with --sigma {spec.sigma_dataset:g} (or give raw.parquet).")
+            return 'h5', len(info0)
+        if data_path.suffix == '.parquet':
+            from spectral_nb.records import count_records
+            if spec.sigma_dataset is None:
+                raise ValueError(f"{self.path} does not record the smoothing its training data had, so raw records cannot be prepared "
+                                 f"like them; apply it to a dataset.h5 preprocessed like its training data instead.")
+            return 'raw', count_records(data_path)
+        raise ValueError(f"{data_path}: give a dataset .h5 or a raw-record .parquet file.")
+    def chunks(self, data_path, kind: str, batch_size: int = 1024, rows: range | None = None):
+        "(info, fluxes, dropped) chunks of a checked data file of `kind` ('h5': `rows` are row numbers; 'raw': Parquet row groups)."
+        if kind == 'h5': return _chunks_h5(data_path, batch_size, rows)
+        return _chunks_raw(data_path, batch_size, self.spec.sigma_dataset, rows)
+    def prepared(self, flux: np.ndarray) -> np.ndarray:
+        "Fluxes after the model's smoothing and per-spectrum scale (`prepare_flux`); the compiled graph standardises them."
+        return prepare_flux(flux, self.spec) if self.spec.use_flux and len(flux) else np.asarray(flux, np.float32)
+    def table(self, info: pd.DataFrame, flux: np.ndarray, prepared: bool = False, batch_size: int = 1024) -> pd.DataFrame:
+        "The predictions table of one chunk (`prepared`: its fluxes already through `prepared`): ids, known labels, novelty, flag, one probability per class, the predicted class."
+        if self._run is None:   # the model is loaded and its XLA graph built once, on first use
+            self._run = _predictor(load_bundle(self.path)[0], self.meta['kind'], self.spec, self.scaler, batch=batch_size)
+        r = self._run(flux if prepared else self.prepared(flux), feature_input(info, self.spec, self.scaler))
+        p, emb = r if isinstance(r, tuple) else (r, None)
+        p = apply_temperature(p, self.temperature)
+        o = info[[c for c in dict.fromkeys(('specObjID', 'plate', 'mjd', 'fiberID', 'z', 'split', 'source', 'sn_median', 'label_main', self.col)) if c in info]].copy()
+        nov = novelty_score(emb, self.novelty) if (self.novelty and emb is not None) else np.full(len(info), np.nan)
+        o['novelty'] = nov
+        o['flag'] = flag_low_confidence(p, self.threshold, nov if self.nov_th is not None else None, self.nov_th)
+        for j, c in enumerate(self.meta['classes']): o[f'prob_{c}'] = p[:, j]
+        o['predicted'] = np.asarray(self.meta['classes'])[p.argmax(1)]
+        return o
+    def apply(self, data_path, kind: str, batch_size: int = 1024, rows: range | None = None, bar=None) -> tuple:
+        "(list of prediction tables, {reason: spectra dropped}) of a checked data file (or of its `rows`)."
+        outs, dropped = [], {}
+        def read(it):   # in a background thread: reading and the per-spectrum scale overlap the model's calls
+            for info, flux, drop in it: yield info, self.prepared(flux), drop
+        for info, P, drop in prefetch(read(self.chunks(data_path, kind, batch_size, rows))):
             for k, v in drop.items(): dropped[k] = dropped.get(k, 0) + v
-            if len(info):
-                F = feature_input(info, spec, sc)
-                r = run(X, F)
-                p, emb = r if isinstance(r, tuple) else (r, None)
-                p = apply_temperature(p, temperature)
-                o = info[[c for c in dict.fromkeys(('specObjID', 'plate', 'mjd', 'fiberID', 'z', 'split', 'source', 'sn_median', 'label_main', col)) if c in info]].copy()
-                nov = novelty_score(emb, novelty) if (novelty and emb is not None) else np.full(len(info), np.nan)
-                o['novelty'] = nov
-                o['flag'] = flag_low_confidence(p, threshold, nov if nov_th is not None else None, nov_th)
-                for j, c in enumerate(meta['classes']): o[f'prob_{c}'] = p[:, j]
-                o['predicted'] = np.asarray(meta['classes'])[p.argmax(1)]
-                outs.append(o)
-            bar.update(len(info) + sum(drop.values()))
+            if len(info): outs.append(self.table(info, P, prepared=True, batch_size=batch_size))
+            if bar is not None: bar.update(len(info) + sum(drop.values()))
+        return outs, dropped
+
+def predictions_table(outs: list, dropped: dict, total: int, where, out_csv=None) -> pd.DataFrame:
+    "Concatenate prediction tables (in order) and write them atomically to `out_csv`; no usable spectrum at all is an error that names `where`."
     if not outs:
-        raise ValueError(f"None of the {total} spectra in {data_path} could be used ({dropped or 'empty input'}); no predictions written. "
+        raise ValueError(f"None of the {total} spectra in {where} could be used ({dropped or 'empty input'}); no predictions written. "
                          f"Check the input (too many missing pixels, no redshift, off the wavelength grid).")
     df = pd.concat(outs, ignore_index=True)
     if out_csv:
-        out_csv.parent.mkdir(parents=True, exist_ok=True)
+        out_csv = Path(out_csv); out_csv.parent.mkdir(parents=True, exist_ok=True)
         tmp = out_csv.with_name(f'.{out_csv.name}.{uuid.uuid4().hex[:8]}.tmp')
         try: df.to_csv(tmp, index=False); os.replace(tmp, out_csv)
         finally:
             if tmp.exists(): tmp.unlink()
     return df
+
+def predict(model_path, data_path, out_csv=None, batch_size: int = 1024, progress: bool = True) -> pd.DataFrame:
+    "Apply a saved classifier to a dataset.h5 or raw.parquet through `model_input`; returns (and writes, if `out_csv`) the predictions table."
+    out_csv = check_out_file(out_csv) if out_csv else None
+    pr = Predictor(model_path)
+    kind, total = pr.check_data(data_path)
+    with tqdm(total=total, desc='predict', unit='spec', disable=not progress) as bar:
+        outs, dropped = pr.apply(data_path, kind, batch_size, bar=bar)
+    return predictions_table(outs, dropped, total, Path(data_path), out_csv)
 
 # %% ../nbs/04a_training.ipynb #bf50259a
 def wilson(k: int, n: int, confidence: float = 0.95) -> tuple:
