@@ -6,7 +6,7 @@
 from __future__ import annotations
 import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-import math, time
+import math, threading, time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -85,7 +85,7 @@ class H5Batches(keras.utils.PyDataset):
                  scaler: Scaler | None = None, batch_size: int = 64, block: int = BLOCK, seed: int = SEED, shuffle: bool | None = None,
                  augment: bool | Augment | None = None, class_weight: dict | None = None, rows: pd.DataFrame | None = None,
                  max_rows: int | None = None, epoch: int = 0, **kwargs):
-        kwargs.setdefault('workers', 1)   # two cores: reading and standardising a block runs between training steps
+        kwargs.setdefault('workers', 1)   # two cores: blocks are prepared in tf.data's prefetch thread; more workers only add threads
         super().__init__(**kwargs)
         if split not in ('train', 'val', 'test'): raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}.")
         if kind not in ('cnn', 'mixed'): raise ValueError(f"kind must be 'cnn' or 'mixed', got {kind!r}.")
@@ -106,7 +106,7 @@ class H5Batches(keras.utils.PyDataset):
         self._w = np.array([class_weight.get(int(c), 1.0) for c in self.y], np.float32) if class_weight else None
         self.groups = row_blocks(self.info['row'].to_numpy(), self.block)
         self._nb = [math.ceil(len(g) / self.batch_size) for g in self.groups]
-        self.reads, self.epoch, self._cache, self._held = 0, None, (None, None), False
+        self.reads, self.epoch, self._cache, self._held, self._lock = 0, None, (None, None), False, threading.Lock()
         self.set_epoch(epoch)
 
     @property
@@ -147,17 +147,20 @@ class H5Batches(keras.utils.PyDataset):
         return self.info.iloc[self.batch_positions(i)]
 
     def _block(self, g: int) -> tuple:
-        "(X, F) of block `g` (augmented for this epoch when asked); the one block kept in memory."
+        "(X, F) of block `g` (augmented for this epoch when asked); the one block kept in memory (a lock keeps it one with worker threads)."
         key = (g, self.epoch if self.augment else None)
-        if self._cache[0] != key:
+        with self._lock:
+            k, val = self._cache
+            if k == key: return val
             self._cache = (None, None)   # let the previous block go before reading the next
             info = self.info.iloc[self.groups[g]]
             if self.spec.use_flux:
                 raw = _read_rows(self.h5_path, info['row'].to_numpy()); self.reads += 1
-                if self.augment: raw = augment_flux(raw, np.random.default_rng([self.seed, self.epoch, 2, g]), self.augment)
+                if self.augment: raw = augment_flux(raw, np.random.default_rng([self.seed, key[1], 2, g]), self.augment)
             else: raw = np.zeros((len(info), 0), np.float32)
-            self._cache = (key, model_input(raw, info, self.spec, self.scaler))
-        return self._cache[1]
+            val = model_input(raw, info, self.spec, self.scaler)
+            self._cache = (key, val)
+            return val
 
     def __getitem__(self, i: int):
         if not 0 <= i < len(self): raise IndexError(f"batch {i} of {len(self)}")
@@ -197,7 +200,7 @@ def fit_streaming(model, h5_path=None, task: str = 'main', kind: str = 'cnn', sp
                   epochs: int = 10, batch_size: int = 64, seed: int = SEED, patience: int = 4, class_weight: dict | str | None = None,
                   augment: bool | Augment | None = False, block: int = BLOCK, monitor: str = 'val_accuracy', max_rows: int | None = None,
                   data: dict | None = None, callbacks=(), verbose: int = 0) -> dict:
-    "Fit `model` one epoch at a time on streamed training batches (epoch e: order and augmentation seeded by (seed, e)), validating on streamed validation batches, stopping early on `monitor` (accuracies: higher is better; losses: lower) and restoring the best weights, as `fit_epochs` does; returns the history dict. Pass `data` (from `stream_task`) to keep its scaler and spec for `save_bundle`."
+    "Fit `model` one epoch at a time on streamed training batches (epoch e: order and augmentation seeded by (seed, e)), validating on streamed validation batches, stopping early on `monitor` (accuracies: higher is better; losses: lower) and restoring the best weights, as `fit_epochs` does; returns the history dict. Pass `data` (from `stream_task`; its batch size, augmentation and class weights then apply) to keep its scaler and spec for `save_bundle`."
     data = data or stream_task(h5_path, task, kind, spec, scaler, batch_size, block, seed, augment, class_weight, max_rows)
     tr, va = data['train'], data['val']
     better = (lambda a, b: a > b) if 'acc' in monitor else (lambda a, b: a < b)
@@ -220,7 +223,7 @@ def fit_streaming(model, h5_path=None, task: str = 'main', kind: str = 'cnn', sp
     return hist
 
 def predict_streaming(model, batches: H5Batches) -> np.ndarray:
-    "Predicted probabilities of every row of `batches`, in the order of `batches.info` (whatever the batch order), one block in memory at a time."
+    "Predicted probabilities of every row of `batches` (unaugmented ones: a validation or test split), in the order of `batches.info` whatever the batch order, one block in memory at a time."
     out = None
     for i in range(len(batches)):
         p = np.asarray(model.predict_on_batch(batches[i][0]))

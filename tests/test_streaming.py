@@ -144,3 +144,17 @@ def test_fit_streaming_learns(h5):
     # best weights restored: the model's validation accuracy is the best epoch's
     va = data['val']
     assert np.isclose((S.predict_streaming(model, va).argmax(1) == va.y).mean(), max(hist['val_accuracy']), atol=1e-6)
+
+
+def test_worker_threads_get_their_own_blocks(h5):
+    "With Keras worker threads (workers > 1) batches are fetched concurrently: each still gets its own rows' inputs."
+    from concurrent.futures import ThreadPoolExecutor
+    ref = T.load_task(h5, 'main', feature_columns=())
+    ds = S.H5Batches(h5, 'main', 'train', 'cnn', ref['spec'], ref['scaler'], batch_size=16, block=BLOCK, seed=3)
+    j = {s: i for i, s in enumerate(ref['train'].info['specObjID'])}
+    idx = list(range(len(ds))) * 2
+    np.random.default_rng(0).shuffle(idx)
+    with ThreadPoolExecutor(4) as ex: got = list(ex.map(ds.__getitem__, idx))
+    for i, (x, y) in zip(idx, got):
+        rows = [j[s] for s in ds.batch_info(i)['specObjID']]
+        assert np.array_equal(x, ref['train'].flux[rows]) and np.array_equal(y, ref['train'].y[rows]), i
