@@ -117,7 +117,7 @@ def bundle(survey):
     return save_bundle(d / 'models' / 'cnn', model, 'cnn', 'main', CLASSES, data['scaler'], data['spec'])
 
 
-def assert_same_predictions(a: pd.DataFrame, b: pd.DataFrame, atol: float = 1e-6, rtol: float = 1e-5):
+def assert_same_predictions(a: pd.DataFrame, b: pd.DataFrame, atol: float = 1e-5, rtol: float = 1e-5):
     "Same columns, ids, labels, flags and predicted classes; class probabilities within `atol`, novelty scores within `rtol`."
     assert list(a.columns) == list(b.columns) and len(a) == len(b) > 0
     num = [c for c in a if c.startswith('prob_') or c == 'novelty']
