@@ -168,11 +168,11 @@ def cmd_download(a) -> int:
 
 def cmd_explore(a) -> int:
     "Serve the explorer of a run folder as a voila app (blocks until interrupted)."
-    import subprocess
     from spectral_nb.explorer import serve_command
     cmd = serve_command(a.run, a.model, a.port)
     print(f"spectral-nb explore: serving {a.run} ({a.model}) at http://127.0.0.1:{a.port}/ - Ctrl-C stops it", file=sys.stderr)
-    return subprocess.call(cmd)
+    sys.stderr.flush(); sys.stdout.flush()
+    os.execv(cmd[0], cmd)   # this process becomes the voila server: stopping it stops the server and its kernel, leaving no orphan
 
 def _dask_args(p: argparse.ArgumentParser):
     "--scheduler and --workers: where a stage runs on Dask (the output is the one-process output either way)."

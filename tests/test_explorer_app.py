@@ -109,3 +109,6 @@ def test_explorer_in_a_real_browser(run, chromium):
         try: srv.wait(20)
         except subprocess.TimeoutExpired: srv.kill()
         log.close()
+    time.sleep(1)   # stopping `spectral-nb explore` stops the server itself (it execs voila): nothing answers on the port
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f'http://127.0.0.1:{port}/api', timeout=3)
