@@ -216,12 +216,18 @@ def plot_coverage(y, prob_cal, flag: dict, title: str = ''):
 
 # %% ../nbs/04b_evaluate.ipynb #e4904c5a
 def predict_proba(model, data: TaskData, kind: str, batch_size: int = 512) -> np.ndarray:
-    "Class probabilities for a split."
+    "Class probabilities for a split (arrays from `load_task`, or streamed batches from `stream_task`, read a block at a time)."
+    if hasattr(data, 'batch_positions'):
+        from .streaming import predict_streaming
+        return predict_streaming(model, data)
     return model.predict(data.inputs(kind), batch_size=batch_size, verbose=0)
 
 def predict_embedded(emb_model, model, data: TaskData, kind: str, batch_size: int = 512) -> tuple:
     "(class probabilities, penultimate features or None) for a split; `emb_model` from `training.embedding_model` (None: probabilities only)."
     if emb_model is None: return predict_proba(model, data, kind, batch_size), None
+    if hasattr(data, 'batch_positions'):
+        from .streaming import predict_streaming
+        return predict_streaming(emb_model, data)
     p, e = emb_model.predict(data.inputs(kind), batch_size=batch_size, verbose=0)
     return p, e
 

@@ -68,12 +68,13 @@ THESIS_KEYS = {'main': 'mixed_main', 'galaxy': 'mixed_galaxy', 'star': 'mixed_st
 def train_mixed(h5_path, out_dir, task: str = 'main', epochs: int = 12, seed: int = SEED, feature_columns=None, use_flux: bool = True,
                 name: str | None = None, augment: bool | Augment = True, norm: str = 'median', sigma: float = 0.0,
                 flux_branch: str = 'compact', batch_size: int = 64, source: str = 'mock', max_rows: int | None = None,
-                class_weight: str | None = 'task', extra: dict | None = None, figures: bool = True) -> tuple:
-    "Train, report and save one mixed-input variant for one task; returns (bundle path, test metrics)."
+                class_weight: str | None = 'task', extra: dict | None = None, figures: bool = True, stream: bool | None = None) -> tuple:
+    "Train, report and save one mixed-input variant for one task; returns (bundle path, test metrics). `stream`: see `load_task` (None: when the data would not fit in memory)."
     cols = tuple(FEATURE_COLUMNS if feature_columns is None else feature_columns)
     name = name or f'mixed_{task}'
     seed_everything(seed)
-    data = load_task(h5_path, task, sigma=sigma, max_rows=max_rows, seed=seed, norm=norm, feature_columns=cols, use_flux=use_flux)
+    data = load_task(h5_path, task, sigma=sigma, max_rows=max_rows, seed=seed, norm=norm, feature_columns=cols, use_flux=use_flux,
+                     stream=stream, kind='mixed')
     k = len(data['train'].classes)
     cw_mode = TASK_WEIGHTS[task] if class_weight == 'task' else class_weight
     with staged_run(out_dir) as stage:

@@ -158,3 +158,37 @@ def test_worker_threads_get_their_own_blocks(h5):
     for i, (x, y) in zip(idx, got):
         rows = [j[s] for s in ds.batch_info(i)['specObjID']]
         assert np.array_equal(x, ref['train'].flux[rows]) and np.array_equal(y, ref['train'].y[rows]), i
+
+
+def _test_accuracy_by_predict(path, h5):
+    "Test accuracy of a saved bundle applied by `predict` (the path users take), for comparison with its recorded metrics."
+    p = T.predict(path, h5, progress=False)
+    te = p[p['split'] == 'test']
+    return len(te), float((te['predicted'] == te['label_main']).mean())
+
+
+def test_compact_cnn_trains_streamed_when_the_task_does_not_fit_in_memory(h5, tmp_path, monkeypatch):
+    "train_compact_cnn(stream=None) streams when memory is short; the saved model is reported, and predicts like its report says."
+    from spectral_nb.cnn import train_compact_cnn
+    monkeypatch.delenv('SPECTRAL_NB_STREAM', raising=False)
+    monkeypatch.setattr(S, 'memory_available', lambda: 20_000_000)   # 20 MB: the 600-spectrum task needs ~40 MB in memory
+    read = []
+    real = S._read_rows
+    monkeypatch.setattr(S, '_read_rows', lambda *a, **k: read.append(1) or real(*a, **k))
+    path, m = train_compact_cnn(h5, tmp_path / 'cnn', epochs=5, figures=False)
+    assert m['streamed'] is True and m['history']['block_reads'] >= len(m['history']['loss']) and read
+    assert m['accuracy'] > m['majority_baseline'] + 0.1, m['accuracy']
+    n, acc = _test_accuracy_by_predict(path, h5)
+    assert n == m['n_test'] and abs(acc - m['accuracy']) < 1e-9
+    ref = T.load_task(h5, 'main', feature_columns=())   # the same rows and scaler as in memory
+    assert m['n_train'] == ref['train'].n and m['n_test'] == ref['test'].n
+    meta = T.load_bundle(path)[1]
+    assert meta['calibration']['temperature'] > 0 and meta['novelty']
+
+
+def test_mixed_input_trains_streamed_on_request(h5, tmp_path):
+    from spectral_nb.mixed import train_mixed
+    path, m = train_mixed(h5, tmp_path / 'mixed', 'main', epochs=3, figures=False, stream=True)
+    assert m['history']['block_reads'] > 0
+    n, acc = _test_accuracy_by_predict(path, h5)
+    assert n == m['n_test'] and abs(acc - m['accuracy']) < 1e-9
