@@ -192,3 +192,15 @@ def test_mixed_input_trains_streamed_on_request(h5, tmp_path):
     assert m['history']['block_reads'] > 0
     n, acc = _test_accuracy_by_predict(path, h5)
     assert n == m['n_test'] and abs(acc - m['accuracy']) < 1e-9
+
+
+def test_cnn_stage_searches_and_trains_streamed(h5, tmp_path):
+    "run_cnn(stream=True): the keras-tuner search, the retrained tuned CNN and the compact CNN all read the file a block at a time."
+    from spectral_nb.cnn import run_cnn
+    res = run_cnn(h5, tmp_path / 'cnn', 'smoke', stream=True)
+    for name in ('cnn', 'cnn_compact'):
+        m = res[name]
+        assert m['streamed'] is True and m['history']['block_reads'] > 0, name
+        n, acc = _test_accuracy_by_predict(tmp_path / 'cnn' / 'models' / name, h5)
+        assert n == m['n_test'] and abs(acc - m['accuracy']) < 1e-9, name
+    assert res['cnn']['tuner_trials'] == 2 and (tmp_path / 'cnn' / 'cnn_tuner_trials.csv').exists()
