@@ -225,10 +225,7 @@ def predict_proba(model, data: TaskData, kind: str, batch_size: int = 512) -> np
 def predict_embedded(emb_model, model, data: TaskData, kind: str, batch_size: int = 512) -> tuple:
     "(class probabilities, penultimate features or None) for a split; `emb_model` from `training.embedding_model` (None: probabilities only)."
     if emb_model is None: return predict_proba(model, data, kind, batch_size), None
-    if hasattr(data, 'batch_positions'):
-        from .streaming import predict_streaming
-        return predict_streaming(emb_model, data)
-    p, e = emb_model.predict(data.inputs(kind), batch_size=batch_size, verbose=0)
+    p, e = predict_proba(emb_model, data, kind, batch_size)   # a model of two outputs: both come back
     return p, e
 
 def report_classifier(name: str, model, data: dict, kind: str, hist: dict, out_dir, h5_path, thesis_key: str | None = None,

@@ -98,15 +98,11 @@ class H5Batches(keras.utils.PyDataset):
         if not len(self.info): raise ValueError(f"{h5_path} has no rows of task {task!r} in split {split!r}.")
         self.h5_path, self.task, self.split, self.kind, self.spec, self.scaler = Path(h5_path), task, split, kind, spec, scaler
         self.classes, self.y = tuple(classes), encode_labels(self.info[col].to_numpy(), classes)
-        self.batch_size, self.block, self.seed = int(batch_size), int(block), int(seed)
+        self.block, self.seed = int(block), int(seed)
         self.shuffle = (split == 'train') if shuffle is None else bool(shuffle)
-        aug = Augment() if augment is True else (augment or None)
-        self.augment = aug if spec.use_flux else None   # nothing to augment without fluxes
-        self.class_weight = class_weight
-        self._w = np.array([class_weight.get(int(c), 1.0) for c in self.y], np.float32) if class_weight else None
         self.groups = row_blocks(self.info['row'].to_numpy(), self.block)
-        self._nb = [math.ceil(len(g) / self.batch_size) for g in self.groups]
         self.reads, self.epoch, self._cache, self._held, self._lock = 0, None, (None, None), False, threading.Lock()
+        self.configure(batch_size, augment, class_weight)
         self.set_epoch(epoch)
 
     def configure(self, batch_size: int, augment: bool | Augment | None = None, class_weight: dict | None = None):
@@ -114,12 +110,12 @@ class H5Batches(keras.utils.PyDataset):
         if int(batch_size) < 1: raise ValueError(f"batch_size must be positive, got {batch_size}.")
         self.batch_size = int(batch_size)
         aug = Augment() if augment is True else (augment or None)
-        self.augment = aug if self.spec.use_flux else None
+        self.augment = aug if self.spec.use_flux else None   # nothing to augment without fluxes
         self.class_weight = class_weight
         self._w = np.array([class_weight.get(int(c), 1.0) for c in self.y], np.float32) if class_weight else None
         self._nb = [math.ceil(len(g) / self.batch_size) for g in self.groups]
         e, self.epoch, self._cache = self.epoch, None, (None, None)
-        return self.set_epoch(e)
+        return self.set_epoch(e) if e is not None else self
 
     @property
     def n(self) -> int: return len(self.y)
