@@ -1,7 +1,7 @@
 """Benchmark: training and inference speed of spectral_nb's networks at the thesis's full size, on whatever Keras backend runs.
 
 Usage: KERAS_BACKEND=jax python benchmarks/bench_gpu.py [--n 96115] [--epochs 3] [--batch 32] [--json OUT.json]
-Builds each network with the library's own builders (compact CNN with both trunks, mixed-input, redshift, autoencoder and a
+Builds each network with the library's own builders (compact CNN with its trunks `lean` (the default), `fast` and `strided`, mixed-input, redshift, autoencoder and a
 thesis-sized CNN) and fits it on seeded random inputs of the full profile's shape (60% of --n spectra for training,
 3,736 pixels): timing does not depend on what the pixels hold, so no mock survey is needed. The first epoch (compilation)
 is reported apart; the rest give seconds per epoch. Then model.predict at batch 4,096. Meant for a GPU machine whose
@@ -16,7 +16,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument('--n', type=int, default=96115, help='spectra in the dataset (the thesis kept 96,115)')
 ap.add_argument('--epochs', type=int, default=3)
 ap.add_argument('--batch', type=int, default=32, help="training batch size (the full profile's is 32)")
-ap.add_argument('--models', nargs='+', default=['cnn_compact_fast', 'cnn_compact_strided', 'mixed', 'redshift', 'autoencoder', 'thesis_cnn'])
+ap.add_argument('--models', nargs='+', default=['cnn_compact_lean', 'cnn_compact_fast', 'cnn_compact_strided', 'mixed', 'redshift', 'autoencoder', 'thesis_cnn'])
 ap.add_argument('--json', type=Path, default=None)
 a = ap.parse_args()
 import keras
@@ -35,7 +35,8 @@ def builders():
     from spectral_nb.mixed import build_mixed
     from spectral_nb.redshift import build_redshift_cnn
     from spectral_nb.autoencoder import build_autoencoder, AE_PIXELS
-    return {'cnn_compact_fast': (lambda: build_compact_cnn(len(CLASSES), trunk='fast'), 'cnn'),
+    return {'cnn_compact_lean': (lambda: build_compact_cnn(len(CLASSES), trunk='lean'), 'cnn'),
+            'cnn_compact_fast': (lambda: build_compact_cnn(len(CLASSES), trunk='fast'), 'cnn'),
             'cnn_compact_strided': (lambda: build_compact_cnn(len(CLASSES), trunk='strided'), 'cnn'),
             'mixed': (lambda: build_mixed(len(CLASSES)), 'mixed'),
             'redshift': (build_redshift_cnn, 'redshift'),

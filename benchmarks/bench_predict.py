@@ -4,8 +4,10 @@ Usage: .venv/bin/python benchmarks/bench_predict.py --run reports/quick [--h5 BI
                                                    [--batches 1 1024] [--json OUT.json] [--repeat 3] [--jit 1 0]
 Models are the run's bundles (RUN/*/models/NAME); the data is RUN/data/dataset.h5 unless --h5 names another dataset on the
 same grid (e.g. a 191,000-spectrum mock, to see the fixed costs amortised). For each model and batch size:
-- `stages`: where the time goes, each stage timed alone over the whole file in chunks of the largest batch: reading the
-  HDF5 fluxes (`read_fluxes`), the per-spectrum scale (`prepare_flux`).
+- `stages`: where the time goes, each stage timed alone over the whole file in chunks of the largest batch: `read_fluxes`
+  (the flux field alone, file opened per chunk), `read_chunks` (what predict reads: `_chunks_h5`, whole table rows into one
+  buffer and the source_info columns the predictions table needs), `prepare_flux` (the per-spectrum scale found from the
+  fluxes) and `prepare_flux_stored_scale` (divided by the dataset's stored `flux_scale`, what predict does when it has one).
 - `model_only`: the compiled predictor (`_predictor`, as predict builds it: standardisation in the graph, batch norm folded,
   pieces of at most --model-batch rows, default MODEL_BATCH = 256) on fluxes already prepared in memory, for each --jit
   setting (0: TensorFlow's graph executor, what predict uses; 1: XLA).
@@ -19,7 +21,7 @@ from pathlib import Path
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 import numpy as np, pandas as pd
 from spectral_nb.preprocess import read_fluxes
-from spectral_nb.training import load_bundle, bundle_spec, prepare_flux, feature_input, predict, predictions_table, Predictor, _predictor, MODEL_BATCH
+from spectral_nb.training import load_bundle, bundle_spec, prepare_flux, feature_input, predict, predictions_table, Predictor, _predictor, _chunks_h5, MODEL_BATCH
 
 ap = argparse.ArgumentParser()
 ap.add_argument('--run', type=Path, required=True)
@@ -50,9 +52,13 @@ def each_chunk(f):
     for s in range(0, N, chunk): f(s, min(s + chunk, N))
 
 t = best(lambda: each_chunk(lambda s, e: read_fluxes(h5, s, e)), a.repeat)
-emit(stage='hdf5_read', chunk=chunk, spectra=N, spectra_per_s=round(N / t))
+emit(stage='read_fluxes', chunk=chunk, spectra=N, spectra_per_s=round(N / t))
+cols = [c for c in Predictor.INFO_COLUMNS if c in info]
+t = best(lambda: sum(1 for _ in _chunks_h5(h5, chunk, columns=cols)), a.repeat)
+emit(stage='read_chunks', chunk=chunk, columns=cols, spectra=N, spectra_per_s=round(N / t))
 n_mem = min(N, a.max_model_rows)
 flux = read_fluxes(h5, 0, n_mem)
+scale = info['flux_scale'].to_numpy(np.float32) if 'flux_scale' in info else None
 for name in a.models:
     path = next(iter(sorted(a.run.glob(f'*/models/{name}'))), None)
     if path is None: emit(model=name, error='not found'); continue
@@ -60,6 +66,9 @@ for name in a.models:
     spec = bundle_spec(meta)
     t = best(lambda: each_chunk(lambda s, e: prepare_flux(flux[s % n_mem:s % n_mem + (e - s)], spec)), a.repeat)
     emit(model=name, stage='prepare_flux', chunk=chunk, spectra=N, spectra_per_s=round(N / t))
+    if scale is not None:
+        t = best(lambda: each_chunk(lambda s, e: prepare_flux(flux[s % n_mem:s % n_mem + (e - s)], spec, scale=scale[s % n_mem:s % n_mem + (e - s)])), a.repeat)
+        emit(model=name, stage='prepare_flux_stored_scale', chunk=chunk, spectra=N, spectra_per_s=round(N / t))
     P = prepare_flux(flux, spec); F = feature_input(info.iloc[:n_mem], spec, sc)
     for bs in a.batches:
         for jit in a.jit:

@@ -14,22 +14,21 @@ import numpy as np, pandas as pd
 from tqdm.auto import tqdm
 from .config import *
 from . import preprocess as _pp
-from .preprocess import Scaler, read_fluxes, FEATURE_COLUMNS, process_chunk, gaussian_smooth, prefetch
+from .preprocess import Scaler, read_fluxes, read_info, FEATURE_COLUMNS, process_chunk, gaussian_smooth, prefetch, row_median, spectrum_scale
 from .records import iter_records
 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'TASKS', 'NORMS', 'MIN_SPLIT', 'SKY_LINES', 'INCOMPLETE', 'UNCALIBRATED_THRESHOLD', 'MODEL_BATCH', 'SN_BINS',
-           'check_task', 'encode_labels', 'InputSpec', 'row_median', 'spectrum_scale', 'prepare_flux',
-           'fit_input_scaler', 'flux_input', 'feature_input', 'model_input', 'model_feed', 'dataset_sha256',
-           'check_dataset', 'dataset_sigma', 'TaskData', 'subsample', 'check_trainable', 'load_task', 'Augment',
-           'noise_level', 'augment_flux', 'seed_everything', 'class_weights', 'augmented_inputs', 'fit_epochs',
-           'is_streamed', 'fit_model', 'attach_calibration', 'attached_calibration', 'save_bundle', 'bundle_spec',
-           'check_bundle', 'load_bundle', 'staged_run', 'check_grid', 'check_out_file', 'apply_temperature',
-           'flag_low_confidence', 'embedding_model', 'fit_novelty', 'novelty_score', 'bundle_calibration',
-           'fold_batchnorm', 'Predictor', 'predictions_table', 'predict', 'wilson', 'classification_metrics',
-           'evaluate_bundle']
+__all__ = ['log', 'TASKS', 'NORMS', 'MIN_SPLIT', 'SKY_LINES', 'INCOMPLETE', 'UNCALIBRATED_THRESHOLD', 'MODEL_BATCH', 'INFO_BLOCK',
+           'SN_BINS', 'check_task', 'encode_labels', 'InputSpec', 'prepare_flux', 'fit_input_scaler', 'flux_input',
+           'feature_input', 'model_input', 'model_feed', 'dataset_sha256', 'check_dataset', 'dataset_sigma', 'TaskData',
+           'subsample', 'check_trainable', 'load_task', 'Augment', 'noise_level', 'augment_flux', 'seed_everything',
+           'class_weights', 'augmented_inputs', 'fit_epochs', 'is_streamed', 'fit_model', 'attach_calibration',
+           'attached_calibration', 'save_bundle', 'bundle_spec', 'check_bundle', 'load_bundle', 'staged_run',
+           'check_grid', 'check_out_file', 'apply_temperature', 'flag_low_confidence', 'embedding_model', 'fit_novelty',
+           'one_blas_thread', 'novelty_score', 'bundle_calibration', 'fold_batchnorm', 'stored_scale', 'Predictor',
+           'predictions_table', 'predict', 'wilson', 'classification_metrics', 'evaluate_bundle']
 
 # %% ../nbs/04a_training.ipynb #cdc4bffd
 TASKS = {'main': ('label_main', CLASSES, None), 'galaxy': ('label_galaxy', GALAXY_SUBCLASSES, 'GALAXY'),
@@ -69,38 +68,19 @@ class InputSpec:
     @classmethod
     def from_dict(cls, d: dict) -> 'InputSpec': return cls(**{k: d[k] for k in ('norm', 'sigma_model', 'sigma_dataset', 'feature_columns', 'use_flux') if k in d})
 
-def row_median(a: np.ndarray, overwrite: bool = False) -> np.ndarray:
-    """`np.median(a, axis=-1)` of a 2-D float32 array, bit for bit, in one partition: the upper middle value, then the largest
-    value below it (np.median partitions for both middles and for a NaN check, about 5x slower). Rows that are not all
-    finite go through np.median. `overwrite`: partition `a` itself (it is left reordered within rows) instead of a copy."""
-    a = np.asarray(a, np.float32); n = a.shape[-1]; h = n // 2
-    if a.ndim != 2 or n < 2: return np.median(a, axis=-1)
-    odd = ~np.isfinite(a.sum(-1))   # NaN or inf somewhere (or a float32 overflow): the slow exact path
-    slow = np.median(a[odd], axis=-1) if odd.any() else None
-    if overwrite: a.partition(h, axis=-1); p = a
-    else: p = np.partition(a, h, axis=-1)
-    m = p[:, h].copy() if n % 2 else (p[:, h] + p[:, :h].max(-1)) * np.float32(0.5)
-    if slow is not None: m[odd] = slow
-    return m
-
-def spectrum_scale(flux: np.ndarray) -> np.ndarray:
-    "Robust positive scale of each spectrum (row): median |flux|; mean |flux| where that is 0; 1 for an all-zero row."
-    a = np.abs(np.asarray(flux, np.float32))
-    s = row_median(a, overwrite=True)   # `a` is this function's own copy
-    bad = ~(np.isfinite(s) & (s > 0))
-    if bad.any():
-        m = a[bad].mean(-1)
-        s[bad] = np.where(np.isfinite(m) & (m > 0), m, 1.0)
-    return s
-
-def prepare_flux(flux: np.ndarray, spec: InputSpec, inplace: bool = False) -> np.ndarray:
+def prepare_flux(flux: np.ndarray, spec: InputSpec, inplace: bool = False, scale: np.ndarray | None = None) -> np.ndarray:
     """Fluxes after the model's extra smoothing and per-spectrum normalisation (before the per-pixel standardisation).
-    `inplace`: divide `flux` itself (a float32 array the caller owns and no longer needs) instead of a copy."""
+    `inplace`: divide `flux` itself (a float32 array the caller owns and no longer needs) instead of a copy. `scale`: each
+    row's `spectrum_scale` when it is already known (a dataset's `flux_scale` column, stored by preprocessing); ignored when
+    the model smooths the fluxes itself, since smoothing changes the scale."""
     f = np.asarray(flux, np.float32)
     if f.ndim != 2: raise ValueError(f"Fluxes must be a 2-D array (spectra, pixels), got shape {f.shape}.")
-    if spec.sigma_model: f, inplace = gaussian_smooth(f, spec.sigma_model), True
+    if spec.sigma_model: f, inplace, scale = gaussian_smooth(f, spec.sigma_model), True, None
     if spec.norm == 'median':
-        s = spectrum_scale(f)[:, None]
+        if scale is None: s = spectrum_scale(f)[:, None]
+        else:
+            s = np.asarray(scale, np.float32).reshape(-1, 1)
+            if len(s) != len(f): raise ValueError(f"{len(s)} scales for {len(f)} spectra; give one `spectrum_scale` per row (or none).")
         if inplace and f.flags.writeable: f /= s
         else: f = f / s
     return np.asarray(f, np.float32)
@@ -588,6 +568,18 @@ def fit_novelty(emb, y, n_classes: int, shrink: float = 0.1, ridge: float = 1e-2
     return dict(means=np.where(np.isfinite(means), means, None).tolist(), precision=np.linalg.inv(cov).tolist(),
                 rule='squared Mahalanobis distance of the penultimate features to the nearest class mean of the training split, per dimension')
 
+_BLAS = None
+
+@contextmanager
+def one_blas_thread():
+    """numpy's BLAS (OpenBLAS) on one thread inside the block. OpenBLAS's idle threads spin for a while after each matrix
+    product and take the cores from TensorFlow's threads: with them, `predict` of the compact CNN ran 30% slower on 2 cores."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+        _BLAS = ThreadpoolController()   # finds the loaded BLAS libraries once (0.5 ms); each limit() after that costs ~30 us
+    with _BLAS.limit(limits=1, user_api='blas'): yield
+
 def novelty_score(emb, novelty: dict, chunk: int = 8192) -> np.ndarray:
     "Squared Mahalanobis distance of each embedding row to the nearest class mean, divided by the dimension (about 1 for training-like spectra)."
     m = np.asarray(novelty['means'], dtype=np.float64); P = np.asarray(novelty['precision'], np.float64)
@@ -691,16 +683,33 @@ def _predictor(model, kind: str, spec: InputSpec | None = None, scaler: Scaler |
     return run
 
 
-def _chunks_h5(h5_path, batch: int, rows: range | None = None):
-    "(info, fluxes, {}) chunks of `batch` rows of a dataset (of its `rows` only, if given: a slice for one worker)."
-    if rows is None: info, a0 = pd.read_hdf(h5_path, 'source_info'), 0
-    else: info, a0 = pd.read_hdf(h5_path, 'source_info', start=rows.start, stop=rows.stop).reset_index(drop=True), rows.start
+INFO_BLOCK = 65_536   # source_info rows read at a time by `_chunks_h5`
+
+def stored_scale(info: pd.DataFrame, flux: np.ndarray, probe: int = 4):
+    """A chunk's stored per-spectrum scale (`flux_scale`, written by preprocessing), after checking it on `probe` rows spread
+    over the chunk against `spectrum_scale` of their fluxes; None when the chunk has none, False when it does not match
+    (fluxes changed after preprocessing): then the caller finds the scale from the fluxes."""
+    if 'flux_scale' not in info or not len(info): return None
+    s = info['flux_scale'].to_numpy(np.float32)
+    k = np.unique(np.linspace(0, len(s) - 1, min(probe, len(s))).astype(int))
+    return s if spectrum_scale(flux[k]).tobytes() == s[k].tobytes() else False
+
+def _chunks_h5(h5_path, batch: int, rows: range | None = None, columns=None):
+    """(info, fluxes, {}) chunks of `batch` rows of a dataset: of its `rows` only, if given (a slice for one worker), and of
+    the `source_info` `columns` only, if given. The file is opened once. Each chunk's table rows are read whole into one
+    reused buffer (PyTables reads whole rows about twice as fast as one field of them) and the fluxes copied out, so every
+    chunk is a fresh float32 array; `source_info` is read `INFO_BLOCK` rows at a time (`read_info`)."""
     import tables
     with tables.open_file(str(h5_path), 'r') as h:   # opened once for all chunks (read_fluxes opens the file per call)
         t = h.root.fluxes.table
-        for a in range(0, len(info), batch):
-            f = np.asarray(t.read(a0 + a, a0 + min(a + batch, len(info)), field='values_block_0'), np.float32)
-            yield info.iloc[a:a + batch].reset_index(drop=True), f, {}
+        a0, a1 = (0, t.nrows) if rows is None else (max(rows.start, 0), min(rows.stop, t.nrows))
+        buf, block = np.empty(max(min(batch, a1 - a0), 0), t.dtype), max(batch, INFO_BLOCK // batch * batch)
+        for b0 in range(a0, a1, block):
+            info = read_info(h5_path, b0, min(b0 + block, a1), columns).reset_index(drop=True)
+            for a in range(0, len(info), batch):
+                part = buf[:min(batch, len(info) - a)]
+                t.read(b0 + a, b0 + a + len(part), out=part)
+                yield info.iloc[a:a + batch].reset_index(drop=True), np.array(part['values_block_0'], np.float32), {}
 
 def _chunks_raw(raw_path, batch: int, sigma: float, row_groups: range | None = None):
     "(info, fluxes, dropped) of `process_chunk` per chunk of raw records (of its `row_groups` only, if given)."
@@ -730,14 +739,15 @@ class Predictor:
         if not data_path.exists(): raise FileNotFoundError(f"No data at {data_path}.")
         if data_path.suffix in ('.h5', '.hdf5'):
             check_dataset(data_path); check_grid(data_path, meta)
-            info0 = pd.read_hdf(data_path, 'source_info')
-            missing = [c for c in spec.feature_columns if c not in info0.columns]
+            have = read_info(data_path, 0, 0).columns
+            missing = [c for c in spec.feature_columns if c not in have]
             if missing: raise ValueError(f"Feature columns {missing} are missing from {data_path}; the model needs {list(spec.feature_columns)}.")
-            known = dataset_sigma(data_path, info0)
+            known = dataset_sigma(data_path)
             if known is not None and spec.sigma_dataset is not None and not np.isclose(known, spec.sigma_dataset):
                 raise ValueError(f"{data_path} was preprocessed with sigma={known:g} but the model was trained on data preprocessed with "
                                  f"sigma={spec.sigma_dataset:g}; preprocess it with --sigma {spec.sigma_dataset:g} (or give raw.parquet).")
-            return 'h5', len(info0)
+            import tables
+            with tables.open_file(str(data_path), 'r') as h: return 'h5', h.root.source_info.table.nrows
         if data_path.suffix == '.parquet':
             from spectral_nb.records import count_records
             if spec.sigma_dataset is None:
@@ -745,22 +755,29 @@ class Predictor:
                                  f"like them; apply it to a dataset.h5 preprocessed like its training data instead.")
             return 'raw', count_records(data_path)
         raise ValueError(f"{data_path}: give a dataset .h5 or a raw-record .parquet file.")
+    INFO_COLUMNS = ('specObjID', 'plate', 'mjd', 'fiberID', 'z', 'split', 'source', 'sn_median', 'label_main', 'flux_scale')   # what `table` reads
     def chunks(self, data_path, kind: str, batch_size: int = 1024, rows: range | None = None):
-        "(info, fluxes, dropped) chunks of a checked data file of `kind` ('h5': `rows` are row numbers; 'raw': Parquet row groups)."
-        if kind == 'h5': return _chunks_h5(data_path, batch_size, rows)
+        """(info, fluxes, dropped) chunks of a checked data file of `kind` ('h5': `rows` are row numbers, and only the
+        `source_info` columns the predictions table and the model use are read; 'raw': Parquet row groups)."""
+        if kind == 'h5':
+            have = set(read_info(data_path, 0, 0).columns)
+            cols = [c for c in dict.fromkeys((*self.INFO_COLUMNS, self.col, *self.spec.feature_columns)) if c in have]
+            return _chunks_h5(data_path, batch_size, rows, cols)
         return _chunks_raw(data_path, batch_size, self.spec.sigma_dataset, rows)
-    def prepared(self, flux: np.ndarray, inplace: bool = False) -> np.ndarray:
-        "Fluxes after the model's smoothing and per-spectrum scale (`prepare_flux`; `inplace`: in `flux` itself); the compiled graph standardises them."
-        return prepare_flux(flux, self.spec, inplace) if self.spec.use_flux and len(flux) else np.asarray(flux, np.float32)
+    def prepared(self, flux: np.ndarray, inplace: bool = False, scale: np.ndarray | None = None) -> np.ndarray:
+        """Fluxes after the model's smoothing and per-spectrum scale (`prepare_flux`; `inplace`: in `flux` itself; `scale`: the
+        rows' stored `flux_scale`, when known); the compiled graph standardises them."""
+        return prepare_flux(flux, self.spec, inplace, scale) if self.spec.use_flux and len(flux) else np.asarray(flux, np.float32)
     def table(self, info: pd.DataFrame, flux: np.ndarray, prepared: bool = False, batch_size: int = 1024) -> pd.DataFrame:
         "The predictions table of one chunk (`prepared`: its fluxes already through `prepared`): ids, known labels, novelty, flag, one probability per class, the predicted class."
         if self._run is None:   # the model is loaded and its graph built once, on first use
             self._run = _predictor(load_bundle(self.path)[0], self.meta['kind'], self.spec, self.scaler, batch=min(batch_size, MODEL_BATCH))
-        r = self._run(flux if prepared else self.prepared(flux), feature_input(info, self.spec, self.scaler))
-        p, emb = r if isinstance(r, tuple) else (r, None)
-        p = apply_temperature(p, self.temperature)
+        with one_blas_thread():   # the novelty score's matrix product must not leave BLAS threads spinning beside the model's
+            r = self._run(flux if prepared else self.prepared(flux), feature_input(info, self.spec, self.scaler))
+            p, emb = r if isinstance(r, tuple) else (r, None)
+            p = apply_temperature(p, self.temperature)
+            nov = novelty_score(emb, self.novelty) if (self.novelty and emb is not None) else np.full(len(info), np.nan)
         o = info[[c for c in dict.fromkeys(('specObjID', 'plate', 'mjd', 'fiberID', 'z', 'split', 'source', 'sn_median', 'label_main', self.col)) if c in info]].copy()
-        nov = novelty_score(emb, self.novelty) if (self.novelty and emb is not None) else np.full(len(info), np.nan)
         o['novelty'] = nov
         o['flag'] = flag_low_confidence(p, self.threshold, nov if self.nov_th is not None else None, self.nov_th)
         for j, c in enumerate(self.meta['classes']): o[f'prob_{c}'] = p[:, j]
@@ -768,9 +785,15 @@ class Predictor:
         return o
     def apply(self, data_path, kind: str, batch_size: int = 1024, rows: range | None = None, bar=None) -> tuple:
         "(list of prediction tables, {reason: spectra dropped}) of a checked data file (or of its `rows`)."
-        outs, dropped = [], {}
+        outs, dropped, stale = [], {}, []
         def read(it):   # in a background thread: reading and the per-spectrum scale overlap the model's calls
-            for info, flux, drop in it: yield info, self.prepared(flux, inplace=True), drop   # chunks are fresh arrays
+            for info, flux, drop in it:   # chunks are fresh arrays; the scale stored with them is used when there is one
+                s = None if stale else stored_scale(info, flux)
+                if s is False:
+                    stale.append(1); s = None
+                    log.warning("%s: its stored flux_scale does not match its fluxes (were they changed after preprocessing?); the "
+                                "scale is found from the fluxes instead, which is slower. Preprocess the file again to store it.", data_path)
+                yield info, self.prepared(flux, inplace=True, scale=s), drop
         for info, P, drop in prefetch(read(self.chunks(data_path, kind, batch_size, rows))):
             for k, v in drop.items(): dropped[k] = dropped.get(k, 0) + v
             if len(info): outs.append(self.table(info, P, prepared=True, batch_size=batch_size))

@@ -47,6 +47,42 @@ def test_flux_only_class_does_not_change_with_brightness(s4, tmp_path):
         np.testing.assert_allclose(p['prob_QSO'], base['prob_QSO'], atol=1e-4)
 
 
+def _stale_scale_copy(h5, dst, c):
+    "A copy of a dataset whose stored flux_scale column is multiplied by c (fluxes unchanged): a stale scale."
+    import tables
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(h5, dst)
+    with pd.HDFStore(str(dst), 'r') as s:
+        ax = next(a for a in s.get_storer('source_info').values_axes if 'flux_scale' in list(a.values))
+        cname, j = ax.cname, list(ax.values).index('flux_scale')
+    with tables.open_file(str(dst), 'a') as f:
+        t = f.root.source_info.table
+        blk = t.col(cname); blk[:, j] *= np.float32(c); t.modify_column(colname=cname, column=blk)
+    return dst
+
+
+def test_predict_divides_by_the_stored_scale_and_checks_it(s4, tmp_path, monkeypatch, caplog):
+    """predict takes each spectrum's scale from the dataset's flux_scale column (spectrum_scale runs only on a few probe rows
+    per chunk); a stale column (fluxes changed after preprocessing) is noticed, warned about, and the scale found from the
+    fluxes: the predictions table is the same either way."""
+    d, _, h5, _ = s4
+    path = d / 'run' / 'models' / 'cnn_compact'
+    n_rows = []
+    real = T.spectrum_scale
+    monkeypatch.setattr(T, 'spectrum_scale', lambda f: (n_rows.append(len(f)), real(f))[1])
+    base = T.predict(path, h5, batch_size=64, progress=False)
+    n = len(base); chunks = -(-n // 64)
+    assert sum(n_rows) <= 4 * chunks < n, (sum(n_rows), n)   # probes only
+    n_rows.clear()
+    with caplog.at_level(logging.WARNING, logger='spectral_nb.training'):
+        stale = T.predict(path, _stale_scale_copy(h5, tmp_path / 'stale' / 'dataset.h5', 2.0), batch_size=64, progress=False)
+    assert 'does not match its fluxes' in caplog.text
+    assert sum(n_rows) >= n   # every row's scale found from its fluxes
+    pd.testing.assert_frame_equal(stale, base)
+    stored = T.read_info(h5, columns=['flux_scale'])['flux_scale'].to_numpy(np.float32)
+    assert stored.tobytes() == real(T.read_fluxes(h5)).tobytes()
+
+
 def test_model_input_is_scale_invariant_on_the_trained_model(s4):
     "The property itself, on model_input: X*c gives the same model inputs and the same classes for c in (0.01, 0.1, 10, 100)."
     d, _, h5, _ = s4
