@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 from .config import *
-from .preprocess import read_fluxes, Scaler
+from .preprocess import read_fluxes, read_flux_rows, read_info, Scaler
 from .training import seed_everything, check_task, check_dataset, check_trainable, staged_run, _epoch_log
 from .plots import data_banner, CLASS_COLORS
 
@@ -119,7 +119,7 @@ def run_autoencoder(h5_path, out_dir, profile: str = 'smoke', seed: int = SEED, 
     prof = get_profile(profile)
     seed_everything(seed)
     h5_path = check_dataset(h5_path)
-    info = pd.read_hdf(h5_path, 'source_info')
+    info = read_info(h5_path)
     check_trainable(info['split'], h5_path, 'autoencoder')
     idx = ae_pixel_index()
     cap = max_train or {'smoke': 400, 'quick': 3000}.get(profile)
@@ -127,7 +127,7 @@ def run_autoencoder(h5_path, out_dir, profile: str = 'smoke', seed: int = SEED, 
     for s in ('train', 'val', 'test'):
         rows = np.flatnonzero((info['split'] == s).to_numpy())
         if s == 'train' and cap: rows = np.sort(np.random.default_rng(seed).permutation(rows)[:cap])
-        flux = np.stack([read_fluxes(h5_path, r, r + 1)[0] for r in rows]) if len(rows) < 0.3 * len(info) else read_fluxes(h5_path)[rows]
+        flux = read_flux_rows(h5_path, rows)
         sets[s] = (ae_scale(flux[:, idx])[..., None], info.iloc[rows].reset_index(drop=True))
     width = 1.0 if not prof['compact'] else 0.25
     ae, enc = build_autoencoder(width=width)

@@ -316,23 +316,24 @@ def _jsonable(o):
 def run_baselines(h5_path, out_dir=None, seed: int = SEED, max_train: int | None = 150, max_test: int | None = None, n_components: int = 8,
                   n_poly: int = 3, dchi2_min: float = DCHI2_MIN, photometry_iter: int = 200, progress: bool = False) -> tuple:
     "The baselines stage on a dataset.h5: (metrics dict {'baselines': ...}, template-fit DataFrame of the test rows, figures dict); writes metrics.json and figures/ under `out_dir`."
-    from spectral_nb.preprocess import check_dataset, read_fluxes
+    from spectral_nb.preprocess import check_dataset, read_flux_rows, read_info
     from spectral_nb.training import classification_metrics, encode_labels
     from spectral_nb.evaluate import plot_confusion
     h5_path = check_dataset(h5_path)
-    info = pd.read_hdf(h5_path, 'source_info'); flux = read_fluxes(h5_path)
+    info = read_info(h5_path)
     keep = info['label_main'].isin(CLASSES).to_numpy()
     tr = np.flatnonzero(keep & (info['split'] == 'train').to_numpy()); te = np.flatnonzero(keep & (info['split'] == 'test').to_numpy())
     if not len(tr) or not len(te): raise ValueError(f"{h5_path} has {len(tr)} training and {len(te)} test rows of {CLASSES}; the baselines need both.")
     rng = np.random.default_rng(seed)
     if max_test is not None and len(te) > max_test: te = np.sort(rng.choice(te, max_test, replace=False))
     t0 = time.perf_counter()
-    sets = build_templates(flux[tr], info.iloc[tr], k=n_components, max_per_class=max_train, seed=seed)
+    f_tr, f_te = read_flux_rows(h5_path, tr), read_flux_rows(h5_path, te)   # only the rows used, not the whole file
+    sets = build_templates(f_tr, info.iloc[tr], k=n_components, max_per_class=max_train, seed=seed)
     designs = [design(s, n_poly) for s in sets]
     t_build = time.perf_counter() - t0
-    fit_templates(flux[te[:8]], designs, dchi2_min)                              # warm-up (FFT plans, imports)
+    fit_templates(f_te[:8], designs, dchi2_min)                              # warm-up (FFT plans, imports)
     w0, c0 = time.perf_counter(), time.process_time()
-    fit = fit_templates(flux[te], designs, dchi2_min, progress=progress)
+    fit = fit_templates(f_te, designs, dchi2_min, progress=progress)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     ti = info.iloc[te].reset_index(drop=True); y = encode_labels(ti['label_main'], CLASSES); sn = ti['sn_median'].to_numpy()
     fit.insert(0, 'specObjID', ti['specObjID'].to_numpy()); fit.insert(1, 'label_main', ti['label_main'].to_numpy()); fit.insert(2, 'z', ti['z'].to_numpy())

@@ -10,7 +10,7 @@ import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 from .config import *
 from .plots import spectra_grid, data_banner
-from .preprocess import read_fluxes
+from .preprocess import read_fluxes, read_flux_rows
 from .training import (classification_metrics, TaskData, apply_temperature, attach_calibration, embedding_model,
                                   fit_novelty, novelty_score)
 
@@ -90,7 +90,7 @@ def plot_examples(h5_path, data: TaskData, pred, prob, rows, title: str, main_la
     "A grid of spectra for positions `rows` of a split, titled with true and predicted labels, confidence, z and S/N."
     if not rows:
         fig, ax = plt.subplots(figsize=(6, 1)); ax.axis('off'); ax.text(0.5, 0.5, f'{title}: none', ha='center'); return fig
-    flux = np.stack([read_fluxes(h5_path, int(r), int(r) + 1)[0] for r in data.info['row'].to_numpy()[rows]])
+    flux = read_flux_rows(h5_path, data.info['row'].to_numpy()[rows])
     cl = np.asarray(data.classes); inf = data.info.iloc[rows]
     titles = [f"true {cl[data.y[i]]} | pred {cl[pred[i]]} ({prob[i, pred[i]]:.2f}) z={inf.z.iloc[k]:.3f} S/N={inf.sn_median.iloc[k]:.1f}"
               for k, i in enumerate(rows)]

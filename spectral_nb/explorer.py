@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 from .config import *
-from .preprocess import read_fluxes, gaussian_smooth
+from .preprocess import read_fluxes, read_flux_rows, gaussian_smooth
 from .plots import plot_spectrum
 
 # %% auto #0
@@ -127,15 +127,9 @@ def explorer_latent(run, n: int = MAX_LATENT, seed: int = SEED) -> pd.DataFrame 
     cache.parent.mkdir(parents=True, exist_ok=True); df.to_csv(cache, index=False)
     return df
 
-def read_rows(h5, rows, gap: int = 64) -> np.ndarray:
-    "Flux rows `rows` (sorted) of a dataset, read in runs of nearby rows instead of all of them."
-    rows = np.asarray(rows); out = np.empty((len(rows), NPIX), np.float32)
-    if not len(rows): return out
-    cut = np.flatnonzero(np.diff(rows) > gap) + 1
-    for part in np.split(np.arange(len(rows)), cut):
-        a, b = rows[part[0]], rows[part[-1]] + 1
-        out[part] = read_fluxes(h5, a, b)[rows[part] - a]
-    return out
+def read_rows(h5, rows) -> np.ndarray:
+    "Flux rows `rows` of a dataset, only those (`read_flux_rows`: the file opened once, nearby rows read together)."
+    return read_flux_rows(h5, rows)
 
 class RawIvar:
     "Inverse variances of single spectra from the run's raw.parquet, read one row group at a time (for the noise band)."

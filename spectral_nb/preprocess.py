@@ -21,9 +21,9 @@ __all__ = ['log', 'GRID', 'EW_WINDOWS', 'INFO_COLUMNS', 'PIXEL_KEYS', 'REQUIRED_
            'on_common_grid', 'slice_to_grid', 'resample_to_grid', 'to_grid', 'bad_pixels', 'missing_fraction',
            'fill_bad', 'equivalent_widths', 'gaussian_smooth', 'normalise_subclass', 'make_labels', 'row_median',
            'spectrum_scale', 'grid_chunk', 'pixel_problems', 'sn_median', 'process_chunk', 'stratified_split', 'Scaler',
-           'fit_scaler', 'read_fluxes', 'read_info', 'read_dataset', 'check_dataset', 'read_dataset_summary',
-           'read_dataset_scaler', 'dataset_hash', 'prefetch', 'PreprocessSummary', 'clean_stale_tmp',
-           'processed_chunks', 'preprocess', 'write_dataset']
+           'fit_scaler', 'read_fluxes', 'read_flux_rows', 'read_info', 'read_dataset', 'check_dataset',
+           'read_dataset_summary', 'read_dataset_scaler', 'dataset_hash', 'prefetch', 'PreprocessSummary',
+           'clean_stale_tmp', 'processed_chunks', 'preprocess', 'write_dataset']
 
 # %% ../nbs/04_preprocess.ipynb #bd2b140d
 class BadSpectrumError(ValueError):
@@ -445,6 +445,25 @@ def read_fluxes(path, start: int = 0, stop: int | None = None) -> np.ndarray:
     with tables.open_file(str(path), 'r') as h:
         return np.asarray(h.root.fluxes.table.read(start, stop, field='values_block_0'), np.float32)
 
+def read_flux_rows(path, rows, block: int = 4096) -> np.ndarray:
+    """Fluxes (len(rows), npix) float32 of file rows `rows`, in the order given (repeats allowed). The file is opened once and
+    the rows taken block by block of `block` table rows: a block is read whole where the rows asked for fill a quarter of
+    it, else only those rows. Memory is the output plus one block (61 MB), not the whole table."""
+    import tables
+    rows = np.asarray(rows, np.int64).ravel()
+    with tables.open_file(str(path), 'r') as h:
+        t = h.root.fluxes.table
+        out = np.empty((len(rows),) + tuple(t.coldescrs['values_block_0'].shape), np.float32)
+        if not len(rows): return out
+        if rows.min() < 0 or rows.max() >= t.nrows:
+            raise IndexError(f"{path}: flux rows must lie in [0, {t.nrows}); asked for rows {rows.min()} to {rows.max()}.")
+        order = np.argsort(rows, kind='stable'); s = rows[order]
+        for part in np.split(np.arange(len(s)), np.flatnonzero(np.diff(s // block)) + 1):
+            u, inv = np.unique(s[part], return_inverse=True); lo, hi = int(u[0]), int(u[-1]) + 1
+            f = t.read(lo, hi)['values_block_0'][u - lo] if 4 * len(u) >= hi - lo else t.read_coordinates(u, field='values_block_0')
+            out[order[part]] = f[inv]
+    return out
+
 def _str_dtype():
     "The dtype pandas gives text columns (`str` from pandas 3, object before)."
     return pd.Series(['a']).dtype
@@ -453,13 +472,15 @@ def read_info(path, start: int = 0, stop: int | None = None, columns=None) -> pd
     """Rows [start, stop) of `source_info` (only `columns`, in that order, if given): the same frame as
     `pd.read_hdf(path, 'source_info', start=start, stop=stop, columns=columns)`, about 4x faster with `columns`. pandas
     decodes every cell of a text column one by one; here the raw rows are read with PyTables and each column's few
-    distinct values are decoded once. A table laid out in a way this does not know is read by pandas."""
+    distinct values are decoded once. A table laid out in a way this does not know (categorical columns, a text or
+    multi-level index) is read by pandas. Unlike pandas, a column name that is not in the table is an error."""
     want = None if columns is None else list(dict.fromkeys(columns))
     with pd.HDFStore(str(path), 'r') as store:
         st = store.get_storer('source_info')
         try:
             order, axes, ix = list(st.non_index_axes[0][1]), list(st.values_axes), st.index_axes
-            if len(ix) != 1 or st.is_multi_index or any(a.kind not in ('string', 'float', 'integer', 'bool') for a in axes): raise TypeError(st.pandas_type)
+            if (len(ix) != 1 or st.is_multi_index or ix[0].kind != 'integer'
+                    or any(a.kind not in ('string', 'float', 'integer', 'bool') or a.meta == 'category' for a in axes)): raise TypeError(st.pandas_type)
         except (AttributeError, IndexError, TypeError) as e:
             log.debug("source_info of %s read by pandas (%s)", path, e)
             return pd.read_hdf(path, 'source_info', start=start, stop=stop, columns=want)
@@ -467,7 +488,7 @@ def read_info(path, start: int = 0, stop: int | None = None, columns=None) -> pd
         if unknown: raise KeyError(f"{path}: source_info has no column(s) {unknown}; it has {order}.")
         keep = set(order if want is None else want)
         raw = st.table.read(start, stop)
-        enc, errors, nan_rep, sdt = st.encoding or 'UTF-8', st.errors, st.nan_rep, _str_dtype()
+        enc, errors, sdt = st.encoding or 'UTF-8', st.errors, _str_dtype()
         cols = {}
         for a in axes:
             v = raw[a.cname]
@@ -477,7 +498,8 @@ def read_info(path, start: int = 0, stop: int | None = None, columns=None) -> pd
                 if a.kind == 'string':
                     code, uniq = pd.factorize(np.ascontiguousarray(x).astype(object))   # few distinct values: decode each once
                     text = np.array([u.decode(enc, errors) for u in uniq], dtype=object)
-                    if nan_rep is not None: text[text == nan_rep] = np.nan
+                    nan_rep = next((r for r in (getattr(a, 'nan_rep', None), st.nan_rep) if r is not None), 'nan')   # per column since pandas 3
+                    text[text == nan_rep] = np.nan
                     x = pd.array(text[code], dtype=sdt)
                 else: x = np.ascontiguousarray(x)
                 cols[name] = x
@@ -691,7 +713,7 @@ def write_dataset(chunks: Iterable, out, total: int | None = None, sigma: float 
             scaler = fit_scaler(tmp, info, sigma)
             summ.n_out = len(info); summ.seconds = round(time.perf_counter() - t0, 3)
             summ.spectra_per_s = round(summ.n_in / max(summ.seconds, 1e-9), 1)
-            summ.source = ','.join(sorted(info['source'].astype(str).unique()))
+            summ.source = ','.join(sorted(info['source'].dropna().astype(str).unique()))   # records without a source column have NaN
             summ.split_counts = info['split'].value_counts().to_dict()
             sc = asdict(scaler); px = pd.DataFrame({'flux_mean': sc.pop('flux_mean'), 'flux_std': sc.pop('flux_std')})
             with pd.HDFStore(tmp, mode='a') as store:    # the scaler and the summary belong to this file, not to its folder

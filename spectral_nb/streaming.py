@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 import keras
 from .config import *
-from .preprocess import Scaler, FEATURE_COLUMNS
+from .preprocess import Scaler, FEATURE_COLUMNS, read_flux_rows
 from .training import (
     check_task, check_dataset, check_trainable, subsample, encode_labels, InputSpec, dataset_sigma, dataset_sha256,
     fit_input_scaler, model_input, model_feed, augment_flux, Augment, class_weights)
@@ -50,15 +50,8 @@ def row_blocks(rows, block: int = BLOCK) -> list:
     return np.split(np.arange(len(rows)), np.flatnonzero(np.diff(rows // int(block))) + 1)
 
 def _read_rows(h5_path, rows) -> np.ndarray:
-    "Fluxes (len(rows), npix) float32 of increasing file rows that lie in one block: one read of their span where they fill a quarter of it or more, else a point selection of just those rows."
-    import tables
-    rows = np.asarray(rows, np.int64)
-    with tables.open_file(str(h5_path), 'r') as h:
-        t = h.root.fluxes.table
-        if not len(rows): return np.zeros((0,) + tuple(t.coldescrs['values_block_0'].shape), np.float32)
-        lo, hi = int(rows[0]), int(rows[-1]) + 1
-        f = t.read(lo, hi, field='values_block_0')[rows - lo] if 4 * len(rows) >= hi - lo else t.read_coordinates(rows.copy(), field='values_block_0')
-    return np.asarray(f, np.float32)
+    "Fluxes (len(rows), npix) float32 of increasing file rows that lie in one block (`read_flux_rows`: one read of their span where they fill a quarter of it or more, else a point selection of just those rows)."
+    return read_flux_rows(h5_path, rows)
 
 class H5Rows:
     "The fluxes of chosen file rows as a read-on-demand array: `len()`, `.shape` and slices, each slice read one file block at a time (what `fit_input_scaler` needs)."

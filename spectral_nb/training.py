@@ -6,7 +6,7 @@
 from __future__ import annotations
 import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-import hashlib, json, math, shutil, time, uuid, weakref
+import hashlib, json, math, shutil, threading, time, uuid, weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
@@ -14,7 +14,7 @@ import numpy as np, pandas as pd
 from tqdm.auto import tqdm
 from .config import *
 from . import preprocess as _pp
-from .preprocess import Scaler, read_fluxes, read_info, FEATURE_COLUMNS, process_chunk, gaussian_smooth, prefetch, row_median, spectrum_scale
+from .preprocess import Scaler, read_fluxes, read_flux_rows, read_info, FEATURE_COLUMNS, process_chunk, gaussian_smooth, prefetch, row_median, spectrum_scale
 from .records import iter_records
 
 log = get_logger(__name__)
@@ -283,7 +283,7 @@ def load_task(h5_path, task: str = 'main', sigma: float = 0.0, max_rows: int | N
                     "pass sigma_dataset= or re-run `spectral-nb preprocess`", h5_path)
     if spec.sigma_model and spec.sigma_dataset: log.warning("smoothing at sigma=%g on top of a dataset already smoothed at sigma=%g", spec.sigma_model, spec.sigma_dataset)
     sub['row'] = pos                       # position in the dataset file (to fetch the unscaled spectrum for plots)
-    flux = read_fluxes(h5_path)[pos] if len(pos) > 0.3 * len(info) else np.stack([read_fluxes(h5_path, p, p + 1)[0] for p in pos])
+    flux = read_flux_rows(h5_path, pos)   # only the task's rows: memory of the task, not of the file
     train = (sub['split'] == 'train').to_numpy()
     sc = scaler or fit_input_scaler(flux[train], sub[train], spec)
     X, F = model_input(flux, sub, spec, sc)
@@ -568,17 +568,25 @@ def fit_novelty(emb, y, n_classes: int, shrink: float = 0.1, ridge: float = 1e-2
     return dict(means=np.where(np.isfinite(means), means, None).tolist(), precision=np.linalg.inv(cov).tolist(),
                 rule='squared Mahalanobis distance of the penultimate features to the nearest class mean of the training split, per dimension')
 
-_BLAS = None
+_BLAS = dict(controller=None, users=0, limiter=None, lock=threading.Lock())
 
 @contextmanager
 def one_blas_thread():
     """numpy's BLAS (OpenBLAS) on one thread inside the block. OpenBLAS's idle threads spin for a while after each matrix
-    product and take the cores from TensorFlow's threads: with them, `predict` of the compact CNN ran 30% slower on 2 cores."""
-    global _BLAS
-    if _BLAS is None:
-        from threadpoolctl import ThreadpoolController
-        _BLAS = ThreadpoolController()   # finds the loaded BLAS libraries once (0.5 ms); each limit() after that costs ~30 us
-    with _BLAS.limit(limits=1, user_api='blas'): yield
+    product and take the cores from TensorFlow's threads: with them, `predict` of the compact CNN ran 30% slower on 2 cores.
+    The limit is process-wide, so blocks in several threads share it: the first to enter sets it, the last to leave restores it."""
+    b = _BLAS
+    with b['lock']:
+        if b['controller'] is None:
+            from threadpoolctl import ThreadpoolController
+            b['controller'] = ThreadpoolController()   # finds the loaded BLAS libraries once (0.5 ms); each limit() after that ~30 us
+        if b['users'] == 0: b['limiter'] = b['controller'].limit(limits=1, user_api='blas')
+        b['users'] += 1
+    try: yield
+    finally:
+        with b['lock']:
+            b['users'] -= 1
+            if b['users'] == 0: b['limiter'].restore_original_limits(); b['limiter'] = None
 
 def novelty_score(emb, novelty: dict, chunk: int = 8192) -> np.ndarray:
     "Squared Mahalanobis distance of each embedding row to the nearest class mean, divided by the dimension (about 1 for training-like spectra)."

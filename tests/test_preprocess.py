@@ -250,3 +250,19 @@ def test_cli_preprocess(tmp_path, raw, capsys):
     assert set(info.source) == {'mock', 'sdss'}
     assert main(['-q', 'preprocess', '--raw', str(tmp_path / 'nope.parquet'), '--out', str(tmp_path / 'e.h5')]) == 2
     assert 'No raw-record file' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('block,batch,rows', [(16, 7, None), (64, 64, range(5, 300)), (100, 33, range(2400, 9999)), (16, 5, range(40, 40))])
+def test_prediction_chunks_cross_info_blocks_unchanged(dataset, monkeypatch, block, batch, rows):
+    "predict's reader (`_chunks_h5`): every row once, in order, its fluxes and source_info as read directly, whatever the block, chunk and row range."
+    from spectral_nb import training as T
+    h5, _ = dataset
+    monkeypatch.setattr(T, 'INFO_BLOCK', block)
+    cols = ['specObjID', 'split', 'z', 'flux_scale']
+    got = list(T._chunks_h5(h5, batch, rows, cols))
+    n = len(pp.read_info(h5, columns=['z']))
+    a, b = (0, n) if rows is None else (rows.start, min(rows.stop, n))
+    if b <= a: assert got == []; return
+    assert all(len(i) <= batch and len(i) == len(f) for i, f, _ in got)
+    np.testing.assert_array_equal(np.concatenate([f for _, f, _ in got]), pp.read_fluxes(h5, a, b))
+    pd.testing.assert_frame_equal(pd.concat([i for i, _, _ in got], ignore_index=True), pp.read_info(h5, a, b, cols).reset_index(drop=True))
