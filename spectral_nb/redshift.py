@@ -10,7 +10,7 @@ import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 from .config import *
 from .training import (load_task, seed_everything, augmented_inputs, fit_epochs, Augment, save_bundle, load_bundle, bundle_spec, check_dataset,
-                                  check_grid, model_input, staged_run)
+                                  check_grid, model_input, staged_run, is_streamed)
 from .baselines import redshift_metrics, plot_z_fit
 from .plots import data_banner
 
@@ -94,28 +94,43 @@ def plot_z_pred(z_true, z_pred, z_err, labels, source: str = 'mock', title: str 
                       title=title or 'Redshift from the fluxes alone (compact CNN)')
 
 def train_redshift_cnn(h5_path, out_dir, epochs: int = 12, seed: int = SEED, batch_size: int = 64, name: str = 'cnn_compact_z',
-                       source: str = 'mock', patience: int = 4, data: dict | None = None) -> tuple:
-    "Train, score and save the flux-only redshift CNN on every class of a dataset; returns (bundle path, metrics dict)."
+                       source: str = 'mock', patience: int = 4, data: dict | None = None, stream: bool | None = None) -> tuple:
+    """Train, score and save the flux-only redshift CNN on every class of a dataset; returns (bundle path, metrics dict).
+    `stream`: read the fluxes block by block from the file (`streaming.stream_task` with redshift bins as targets) instead of
+    loading them; None streams when the task would not fit in memory (`needs_streaming`)."""
+    from spectral_nb.streaming import needs_streaming, stream_task, fit_streaming, predict_streaming
     seed_everything(seed)
-    data = data or load_task(h5_path, 'main', seed=seed, norm='median', feature_columns=())
+    if data is None:
+        big = needs_streaming(h5_path, 'main') if stream is None else bool(stream)
+        data = (stream_task(h5_path, 'main', 'cnn', batch_size=batch_size, seed=seed, augment=Augment(shift=0), norm='median',
+                            feature_columns=(), target=lambda info: to_bin(info['z'])) if big
+                else load_task(h5_path, 'main', seed=seed, norm='median', feature_columns=()))
     tr, va, te = data['train'], data['val'], data['test']
+    streamed = is_streamed(data)
     if not (np.isfinite(to_u(tr.info['z'])).all() and np.isfinite(to_u(va.info['z'])).all()):
         raise ValueError(f"{h5_path}: some training or validation spectra have no usable catalogue redshift (z <= -1 or NaN); "
                          "the redshift network needs z for every spectrum it learns from.")
     b_tr, b_va = to_bin(tr.info['z']), to_bin(va.info['z'])
+    edges = Z_BIN_EDGES
+    def predict_test():   # (z_pred, z_err) of the test split, block by block when streamed
+        return from_bins(predict_streaming(model, te), edges) if streamed else predict_z(model, te.flux)
     with staged_run(out_dir) as stage:
         seed_everything(seed)
-        model = build_redshift_cnn(tr.flux.shape[1])
+        model = build_redshift_cnn(NPIX if streamed else tr.flux.shape[1])
         t = time.perf_counter()
-        hist = fit_epochs(model, lambda e: augmented_inputs(tr, 'cnn', seed, e, Augment(shift=0)), b_tr, (va.flux, b_va), epochs,
-                          batch_size, 'val_loss', patience, callbacks=[_heartbeat(tr.n, epochs, name)])
+        if streamed:
+            hist = fit_streaming(model, data=data, epochs=epochs, seed=seed, patience=patience, monitor='val_loss',
+                                 callbacks=[_heartbeat(tr.n, epochs, name)])
+        else:
+            hist = fit_epochs(model, lambda e: augmented_inputs(tr, 'cnn', seed, e, Augment(shift=0)), b_tr, (va.flux, b_va), epochs,
+                              batch_size, 'val_loss', patience, callbacks=[_heartbeat(tr.n, epochs, name)])
         train_s = time.perf_counter() - t
-        zp, ze = predict_z(model, te.flux)
+        zp, ze = predict_test()
         labels = te.info['label_main'].to_numpy()
         m = dict(name=name, kind='redshift', source=source, n_train=int(tr.n), n_val=int(va.n), n_test=int(te.n), epochs=len(hist['loss']),
-                 train_seconds=train_s, history=hist,
+                 train_seconds=train_s, history=hist, streamed=streamed,
                  **redshift_scores(zp, ze, te.info['z'].to_numpy(), labels))
-        t = time.perf_counter(); predict_z(model, te.flux); m['predict_spectra_per_s'] = te.n / max(time.perf_counter() - t, 1e-9)
+        t = time.perf_counter(); predict_test(); m['predict_spectra_per_s'] = te.n / max(time.perf_counter() - t, 1e-9)
         (stage / f'metrics_{name}.json').write_text(json.dumps(m, indent=1, default=float))
         pd.DataFrame(dict(specObjID=te.info['specObjID'], label_main=labels, z=te.info['z'], z_pred=zp, z_err=ze)).to_csv(stage / f'redshift_{name}.csv', index=False)
         fig = plot_z_pred(te.info['z'], zp, ze, labels, source, f'{name}: redshift from the fluxes alone (test split)')

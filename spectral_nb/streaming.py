@@ -77,7 +77,7 @@ class H5Batches(keras.utils.PyDataset):
     def __init__(self, h5_path, task: str = 'main', split: str = 'train', kind: str = 'cnn', spec: InputSpec | None = None,
                  scaler: Scaler | None = None, batch_size: int = 64, block: int = BLOCK, seed: int = SEED, shuffle: bool | None = None,
                  augment: bool | Augment | None = None, class_weight: dict | None = None, rows: pd.DataFrame | None = None,
-                 max_rows: int | None = None, epoch: int = 0, **kwargs):
+                 max_rows: int | None = None, epoch: int = 0, target=None, **kwargs):
         kwargs.setdefault('workers', 1)   # two cores: blocks are prepared in tf.data's prefetch thread; more workers only add threads
         super().__init__(**kwargs)
         if split not in ('train', 'val', 'test'): raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}.")
@@ -90,7 +90,9 @@ class H5Batches(keras.utils.PyDataset):
         self.info = rows[(rows['split'] == split).to_numpy()].reset_index(drop=True)
         if not len(self.info): raise ValueError(f"{h5_path} has no rows of task {task!r} in split {split!r}.")
         self.h5_path, self.task, self.split, self.kind, self.spec, self.scaler = Path(h5_path), task, split, kind, spec, scaler
-        self.classes, self.y = tuple(classes), encode_labels(self.info[col].to_numpy(), classes)
+        self.classes, self.target = tuple(classes), target   # target: info -> y (e.g. redshift bins); default the task's labels
+        self.y = encode_labels(self.info[col].to_numpy(), classes) if target is None else np.asarray(target(self.info))
+        if len(self.y) != len(self.info): raise ValueError(f"target gave {len(self.y)} values for {len(self.info)} rows; it must give one per row.")
         self.block, self.seed = int(block), int(seed)
         self.shuffle = (split == 'train') if shuffle is None else bool(shuffle)
         self.groups = row_blocks(self.info['row'].to_numpy(), self.block)
@@ -175,8 +177,9 @@ class H5Batches(keras.utils.PyDataset):
 def stream_task(h5_path, task: str = 'main', kind: str = 'cnn', spec: InputSpec | None = None, scaler: Scaler | None = None,
                 batch_size: int = 64, block: int = BLOCK, seed: int = SEED, augment: bool | Augment | None = None,
                 class_weight: dict | str | None = None, max_rows: int | None = None, norm: str = 'median', sigma: float = 0.0,
-                feature_columns=None, use_flux: bool = True, sigma_dataset='auto', check_size: bool = True) -> dict:
-    "{'train'|'val'|'test': H5Batches, 'scaler', 'spec', 'classes', 'dataset'}: what `load_task` gives as arrays (same rows, InputSpec and scaler), as streamed batches; only training batches are shuffled and augmented."
+                feature_columns=None, use_flux: bool = True, sigma_dataset='auto', check_size: bool = True, target=None) -> dict:
+    """{'train'|'val'|'test': H5Batches, 'scaler', 'spec', 'classes', 'dataset'}: what `load_task` gives as arrays (same rows, InputSpec and scaler), as streamed batches; only training batches are shuffled and augmented.
+    `target`: a function of a split's `info` giving its training targets (e.g. redshift bins) instead of the task's labels; class weights then do not apply."""
     col, classes, _ = check_task(task)
     h5_path = check_dataset(h5_path)
     known = dataset_sigma(h5_path)
@@ -190,10 +193,11 @@ def stream_task(h5_path, task: str = 'main', kind: str = 'cnn', spec: InputSpec 
     if check_size: check_trainable(rows['split'], h5_path, task)
     train = rows[(rows['split'] == 'train').to_numpy()]
     scaler = scaler or fit_streaming_scaler(h5_path, train, spec, block=block)
-    if isinstance(class_weight, str) or class_weight is None:
+    if target is not None: class_weight = None
+    elif isinstance(class_weight, str) or class_weight is None:
         class_weight = class_weights(encode_labels(train[col].to_numpy(), classes), len(classes), class_weight)
     out = {s: H5Batches(h5_path, task, s, kind, spec, scaler, batch_size, block, seed, augment=augment if s == 'train' else None,
-                        class_weight=class_weight if s == 'train' else None, rows=rows) for s in ('train', 'val', 'test')}
+                        class_weight=class_weight if s == 'train' else None, rows=rows, target=target) for s in ('train', 'val', 'test')}
     out.update(scaler=scaler, spec=spec, classes=tuple(classes), dataset=dict(path=str(h5_path), sha256=dataset_sha256(h5_path), sigma=known))
     return out
 

@@ -204,3 +204,15 @@ def test_cnn_stage_searches_and_trains_streamed(h5, tmp_path):
         n, acc = _test_accuracy_by_predict(tmp_path / 'cnn' / 'models' / name, h5)
         assert n == m['n_test'] and abs(acc - m['accuracy']) < 1e-9, name
     assert res['cnn']['tuner_trials'] == 2 and (tmp_path / 'cnn' / 'cnn_tuner_trials.csv').exists()
+
+
+def test_redshift_network_streams_when_memory_is_short(h5, tmp_path, monkeypatch):
+    "train_redshift_cnn streams by itself when the task would not fit (redshift bins as the batches' targets); its bundle, applied by predict_redshift, gives the test predictions it recorded."
+    from spectral_nb.redshift import train_redshift_cnn, predict_redshift
+    monkeypatch.setattr(S, 'memory_available', lambda: 20_000_000)
+    path, m = train_redshift_cnn(h5, tmp_path / 'z', epochs=2)
+    assert m['streamed'] is True and m['history']['block_reads'] > 0 and m['epochs'] == 2
+    rec = pd.read_csv(tmp_path / 'z' / 'redshift_cnn_compact_z.csv')
+    assert len(rec) == m['n_test'] and np.isfinite(rec['z_pred']).all()
+    got = predict_redshift(path, h5).set_index('specObjID').loc[rec['specObjID']]
+    np.testing.assert_allclose(got['z_pred'].to_numpy(), rec['z_pred'].to_numpy(), rtol=1e-5, atol=1e-6)
