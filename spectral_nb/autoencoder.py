@@ -5,6 +5,7 @@
 # %% ../nbs/07_autoencoder.ipynb #5695894f
 from __future__ import annotations
 import os
+
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 import json, time
 from pathlib import Path
@@ -25,12 +26,15 @@ __all__ = ['log', 'AE_PIXELS', 'LATENT', 'ENC', 'ae_pixel_index', 'ae_scale', 'b
 AE_PIXELS = 1792
 LATENT = 14
 
+
 def ae_pixel_index(npix: int = NPIX) -> np.ndarray:
     "Indices of the common grid kept for the autoencoder input (1,792 of them)."
     every_other = np.arange(0, npix, 2)
     kept = every_other[(np.arange(len(every_other)) % 25) != 24]
-    if len(kept) < AE_PIXELS: raise ValueError(f"A grid of {npix} pixels is too short for the {AE_PIXELS}-pixel autoencoder input.")
+    if len(kept) < AE_PIXELS:
+        raise ValueError(f"A grid of {npix} pixels is too short for the {AE_PIXELS}-pixel autoencoder input.")
     return kept[:AE_PIXELS]
+
 
 def ae_scale(flux: np.ndarray) -> np.ndarray:
     "Per-spectrum scaling to [-1, 1]: (f - median) / max |f - median|."
@@ -41,10 +45,12 @@ def ae_scale(flux: np.ndarray) -> np.ndarray:
 # %% ../nbs/07_autoencoder.ipynb #50ad0cf3
 ENC = ((256, 7, 4), (128, 5, 4), (64, 5, 2), (32, 3, 2), (32, 3, 2))
 
+
 def build_autoencoder(n_pix: int = AE_PIXELS, lr: float = 1e-3, width: float = 1.0):
     "(autoencoder, encoder) Keras models; `width` scales the filter counts (1 = the thesis's)."
     import keras
     from keras import layers
+
     inp = keras.Input((n_pix, 1), name='spectrum')
     x = inp
     for f, k, p in ENC:
@@ -55,7 +61,8 @@ def build_autoencoder(n_pix: int = AE_PIXELS, lr: float = 1e-3, width: float = 1
     for f, k, p in ENC[::-1]:
         y = layers.Conv1D(max(4, int(f * width)), k, padding='same', activation='relu')(layers.UpSampling1D(p)(y))
     out = layers.Conv1D(1, 7, padding='same', activation='tanh', name='reconstruction')(y)
-    ae = keras.Model(inp, out, name='autoencoder'); enc = keras.Model(inp, latent, name='encoder')
+    ae = keras.Model(inp, out, name='autoencoder')
+    enc = keras.Model(inp, latent, name='encoder')
     ae.compile(optimizer=keras.optimizers.Adam(lr), loss='mse')
     return ae, enc
 
@@ -66,56 +73,90 @@ def plot_reconstructions(x, xr, labels, z, n_per: int = 2, title: str = 'Autoenc
     fig, axs = plt.subplots(len(pick), 1, figsize=(9, 1.7 * max(1, len(pick))), squeeze=False)
     w = sdss_wavelength()[ae_pixel_index()]
     for ax, i in zip(axs[:, 0], pick):
-        ax.plot(w, x[i, :, 0], lw=0.5, color='0.4', label='input'); ax.plot(w, xr[i, :, 0], lw=0.9, color='tab:red', label='reconstruction')
-        ax.set_title(f'{labels[i]} z={z[i]:.3f}', fontsize=8); ax.tick_params(labelsize=6)
-    axs[0, 0].legend(fontsize=7); fig.suptitle(title); fig.tight_layout()
+        ax.plot(w, x[i, :, 0], lw=0.5, color='0.4', label='input')
+        ax.plot(w, xr[i, :, 0], lw=0.9, color='tab:red', label='reconstruction')
+        ax.set_title(f'{labels[i]} z={z[i]:.3f}', fontsize=8)
+        ax.tick_params(labelsize=6)
+    axs[0, 0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
     return fig
+
 
 def latent_pairplot(lat, labels, max_points: int = 1200, seed: int = SEED):
     "Seaborn pair plot of the 14 latent values coloured by class."
     import seaborn as sns
-    rng = np.random.default_rng(seed); i = rng.permutation(len(lat))[:max_points]
-    df = pd.DataFrame(lat[i], columns=[f'z{j}' for j in range(lat.shape[1])]); df['class'] = np.asarray(labels)[i]
-    g = sns.pairplot(df, hue='class', corner=True, plot_kws=dict(s=4, alpha=0.5, linewidth=0), diag_kind='hist', height=1.1,
-                     palette={k: v for k, v in CLASS_COLORS.items() if k in set(df['class'])})
+
+    rng = np.random.default_rng(seed)
+    i = rng.permutation(len(lat))[:max_points]
+    df = pd.DataFrame(lat[i], columns=[f'z{j}' for j in range(lat.shape[1])])
+    df['class'] = np.asarray(labels)[i]
+    g = sns.pairplot(
+        df,
+        hue='class',
+        corner=True,
+        plot_kws=dict(s=4, alpha=0.5, linewidth=0),
+        diag_kind='hist',
+        height=1.1,
+        palette={k: v for k, v in CLASS_COLORS.items() if k in set(df['class'])},
+    )
     return g.figure
+
 
 def latent_vs_z(lat, labels, z) -> pd.DataFrame:
     "Spearman correlation of each latent value with redshift, per class."
     from scipy.stats import spearmanr
+
     rows = {}
     for c in CLASSES:
         m = np.asarray(labels) == c
-        if m.sum() > 5: rows[c] = [spearmanr(lat[m, j], z[m]).statistic for j in range(lat.shape[1])]
+        if m.sum() > 5:
+            rows[c] = [spearmanr(lat[m, j], z[m]).statistic for j in range(lat.shape[1])]
     return pd.DataFrame(rows, index=[f'z{j}' for j in range(lat.shape[1])])
+
 
 def plot_latent_z(corr: pd.DataFrame, lat, labels, z):
     "Bar chart of the latent-z correlations and the most z-dependent latent against z."
     fig, axs = plt.subplots(1, 2, figsize=(11, 3.4))
-    corr.plot.bar(ax=axs[0]); axs[0].set_ylabel('Spearman rho with z'); axs[0].set_title('latent values vs redshift, per class', fontsize=9)
+    corr.plot.bar(ax=axs[0])
+    axs[0].set_ylabel('Spearman rho with z')
+    axs[0].set_title('latent values vs redshift, per class', fontsize=9)
     j = int(np.nanargmax(np.nanmax(np.abs(corr.to_numpy()), 1)))
     for c in CLASSES:
         m = np.asarray(labels) == c
         axs[1].scatter(z[m], lat[m, j], s=3, alpha=0.5, label=c, color=CLASS_COLORS[c])
-    axs[1].set_xscale('symlog', linthresh=0.01); axs[1].set_xlabel('z'); axs[1].set_ylabel(f'latent z{j}'); axs[1].legend(markerscale=3)
-    fig.tight_layout(); return fig
+    axs[1].set_xscale('symlog', linthresh=0.01)
+    axs[1].set_xlabel('z')
+    axs[1].set_ylabel(f'latent z{j}')
+    axs[1].legend(markerscale=3)
+    fig.tight_layout()
+    return fig
+
 
 def plot_projection(lat, labels):
     "First two principal components of the latent space, coloured by class."
     from sklearn.decomposition import PCA
-    p = PCA(2).fit(lat); xy = p.transform(lat)
+
+    p = PCA(2).fit(lat)
+    xy = p.transform(lat)
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for c in CLASSES:
         m = np.asarray(labels) == c
         ax.scatter(xy[m, 0], xy[m, 1], s=3, alpha=0.5, label=c, color=CLASS_COLORS[c])
-    ax.set_xlabel(f'PC1 ({p.explained_variance_ratio_[0]:.0%})'); ax.set_ylabel(f'PC2 ({p.explained_variance_ratio_[1]:.0%})')
-    ax.legend(markerscale=3); ax.set_title('Latent space, PCA projection'); return fig
+    ax.set_xlabel(f'PC1 ({p.explained_variance_ratio_[0]:.0%})')
+    ax.set_ylabel(f'PC2 ({p.explained_variance_ratio_[1]:.0%})')
+    ax.legend(markerscale=3)
+    ax.set_title('Latent space, PCA projection')
+    return fig
 
 # %% ../nbs/07_autoencoder.ipynb #7fbc76e3
-def run_autoencoder(h5_path, out_dir, profile: str = 'smoke', seed: int = SEED, source: str = 'mock', max_train: int | None = None) -> dict:
+def run_autoencoder(
+    h5_path, out_dir, profile: str = 'smoke', seed: int = SEED, source: str = 'mock', max_train: int | None = None
+) -> dict:
     "Train, evaluate and save the autoencoder; returns its metrics."
     import keras
     from sklearn.linear_model import LogisticRegression
+
     prof = get_profile(profile)
     seed_everything(seed)
     h5_path = check_dataset(h5_path)
@@ -126,40 +167,87 @@ def run_autoencoder(h5_path, out_dir, profile: str = 'smoke', seed: int = SEED, 
     sets = {}
     for s in ('train', 'val', 'test'):
         rows = np.flatnonzero((info['split'] == s).to_numpy())
-        if s == 'train' and cap: rows = np.sort(np.random.default_rng(seed).permutation(rows)[:cap])
+        if s == 'train' and cap:
+            rows = np.sort(np.random.default_rng(seed).permutation(rows)[:cap])
         flux = read_flux_rows(h5_path, rows)
         sets[s] = (ae_scale(flux[:, idx])[..., None], info.iloc[rows].reset_index(drop=True))
     width = 1.0 if not prof['compact'] else 0.25
     ae, enc = build_autoencoder(width=width)
     stop = keras.callbacks.EarlyStopping(monitor='val_loss', patience=8, restore_best_weights=True)
     t = time.perf_counter()
-    h = ae.fit(sets['train'][0], sets['train'][0], validation_data=(sets['val'][0], sets['val'][0]), epochs=prof['ae_epochs'],
-               batch_size=prof['batch_size'], callbacks=[stop, _epoch_log(len(sets['train'][0]), prof['ae_epochs'], 'autoencoder')], verbose=0)
+    h = ae.fit(
+        sets['train'][0],
+        sets['train'][0],
+        validation_data=(sets['val'][0], sets['val'][0]),
+        epochs=prof['ae_epochs'],
+        batch_size=prof['batch_size'],
+        callbacks=[stop, _epoch_log(len(sets['train'][0]), prof['ae_epochs'], 'autoencoder')],
+        verbose=0,
+    )
     secs = time.perf_counter() - t
-    xt, it = sets['test']; xr = ae.predict(xt, verbose=0, batch_size=256)
-    lat_tr = enc.predict(sets['train'][0], verbose=0, batch_size=256); lat = enc.predict(xt, verbose=0, batch_size=256)
+    xt, it = sets['test']
+    xr = ae.predict(xt, verbose=0, batch_size=256)
+    lat_tr = enc.predict(sets['train'][0], verbose=0, batch_size=256)
+    lat = enc.predict(xt, verbose=0, batch_size=256)
     mse = ((xt - xr) ** 2).mean((1, 2))
-    lab = it['label_main'].to_numpy(); z = it['z'].to_numpy()
+    lab = it['label_main'].to_numpy()
+    z = it['z'].to_numpy()
     clf = LogisticRegression(max_iter=2000).fit(lat_tr, sets['train'][1]['label_main'])
     corr = latent_vs_z(lat, lab, z)
-    m = dict(name='autoencoder', source=source, n_train=len(sets['train'][0]), n_test=len(xt), epochs=len(h.history['loss']),
-             train_seconds=secs, train_spectra_per_s=len(sets['train'][0]) * len(h.history['loss']) / secs, width=width,
-             n_params=ae.count_params(), test_mse=float(mse.mean()), test_mse_by_class={c: float(mse[lab == c].mean()) for c in CLASSES if (lab == c).any()},
-             latent_logreg_test_accuracy=float((clf.predict(lat) == lab).mean()),
-             latent_max_abs_spearman_z=corr.abs().max().to_dict(), history={k: [float(v) for v in vs] for k, vs in h.history.items()})
-    with staged_run(out_dir) as out:   # written whole at the end: an interrupted run leaves the previous one intact
-        figs = {'ae_reconstructions': plot_reconstructions(xt, xr, lab, z), 'ae_latent_pairplot': latent_pairplot(lat, lab, seed=seed),
-                'ae_latent_vs_z': plot_latent_z(corr, lat, lab, z), 'ae_latent_pca': plot_projection(lat, lab)}
+    m = dict(
+        name='autoencoder',
+        source=source,
+        n_train=len(sets['train'][0]),
+        n_test=len(xt),
+        epochs=len(h.history['loss']),
+        train_seconds=secs,
+        train_spectra_per_s=len(sets['train'][0]) * len(h.history['loss']) / secs,
+        width=width,
+        n_params=ae.count_params(),
+        test_mse=float(mse.mean()),
+        test_mse_by_class={c: float(mse[lab == c].mean()) for c in CLASSES if (lab == c).any()},
+        latent_logreg_test_accuracy=float((clf.predict(lat) == lab).mean()),
+        latent_max_abs_spearman_z=corr.abs().max().to_dict(),
+        history={k: [float(v) for v in vs] for k, vs in h.history.items()},
+    )
+    with staged_run(out_dir) as out:  # written whole at the end: an interrupted run leaves the previous one intact
+        figs = {
+            'ae_reconstructions': plot_reconstructions(xt, xr, lab, z),
+            'ae_latent_pairplot': latent_pairplot(lat, lab, seed=seed),
+            'ae_latent_vs_z': plot_latent_z(corr, lat, lab, z),
+            'ae_latent_pca': plot_projection(lat, lab),
+        }
         from spectral_nb.evaluate import plot_history
+
         figs['curves_autoencoder'] = plot_history(m['history'], 'Autoencoder: MSE per epoch')
-        for k, f in figs.items(): data_banner(f, source, f'autoencoder, test n={len(xt)}').savefig(out / f'{k}.png', dpi=90); plt.close(f)
+        for k, f in figs.items():
+            data_banner(f, source, f'autoencoder, test n={len(xt)}').savefig(out / f'{k}.png', dpi=90)
+            plt.close(f)
         m['figures'] = sorted(f'{k}.png' for k in figs)
         corr.to_csv(out / 'ae_latent_vs_z.csv')
-        mdir = out / 'models' / 'autoencoder'; mdir.mkdir(parents=True, exist_ok=True)
-        ae.save(mdir / 'autoencoder.keras'); enc.save(mdir / 'encoder.keras')
-        (mdir / 'meta.json').write_text(json.dumps(dict(kind='autoencoder', task='reconstruction', loglam0=LOGLAM0, npix=NPIX,
-                                                         pixel_index='every other pixel, every 25th of those dropped, first 1792',
-                                                         scaling='(f - median) / max|f - median| per spectrum', latent=LATENT, seed=seed, source=source)))
+        mdir = out / 'models' / 'autoencoder'
+        mdir.mkdir(parents=True, exist_ok=True)
+        ae.save(mdir / 'autoencoder.keras')
+        enc.save(mdir / 'encoder.keras')
+        (mdir / 'meta.json').write_text(
+            json.dumps(
+                dict(
+                    kind='autoencoder',
+                    task='reconstruction',
+                    loglam0=LOGLAM0,
+                    npix=NPIX,
+                    pixel_index='every other pixel, every 25th of those dropped, first 1792',
+                    scaling='(f - median) / max|f - median| per spectrum',
+                    latent=LATENT,
+                    seed=seed,
+                    source=source,
+                )
+            )
+        )
         (out / 'metrics_autoencoder.json').write_text(json.dumps(m, indent=1))
-    log.info("autoencoder: test MSE %.4f, latent logistic-regression accuracy %.3f", m['test_mse'], m['latent_logreg_test_accuracy'])
+    log.info(
+        "autoencoder: test MSE %.4f, latent logistic-regression accuracy %.3f",
+        m['test_mse'],
+        m['latent_logreg_test_accuracy'],
+    )
     return m

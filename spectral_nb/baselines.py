@@ -23,25 +23,33 @@ __all__ = ['log', 'Z_MAX', 'S_MAX', 'REST_MARGIN', 'REST_NPIX', 'Z_SCAN', 'DV_DI
            'plot_z_fit', 'plot_baselines_by_sn', 'run_baselines']
 
 # %% ../nbs/08_baselines.ipynb #f434b552
-Z_MAX = 5.0                                                 # the highest redshift any template is scanned to
-S_MAX = int(np.ceil(np.log10(1 + Z_MAX) / DLOGLAM))        # rest pixels blueward of the observed grid's first pixel
-REST_MARGIN = 16                                            # rest pixels redward of its last one (blueshifts)
+Z_MAX = 5.0  # the highest redshift any template is scanned to
+S_MAX = int(np.ceil(np.log10(1 + Z_MAX) / DLOGLAM))  # rest pixels blueward of the observed grid's first pixel
+REST_MARGIN = 16  # rest pixels redward of its last one (blueshifts)
 REST_NPIX = S_MAX + NPIX + REST_MARGIN
-Z_SCAN = {'GALAXY': (0.004, 1.0), 'QSO': (0.0, Z_MAX), 'STAR': (-500 / C_KMS, 500 / C_KMS)}   # redshift window of each class
-DV_DISTINCT_KMS = 1000.0                                    # another redshift counts as distinct beyond +-1000 km/s
-DCHI2_MIN = 25.0                                            # default flag threshold on the chi2 gap (see "The flag")
+Z_SCAN = {
+    'GALAXY': (0.004, 1.0),
+    'QSO': (0.0, Z_MAX),
+    'STAR': (-500 / C_KMS, 500 / C_KMS),
+}  # redshift window of each class
+DV_DISTINCT_KMS = 1000.0  # another redshift counts as distinct beyond +-1000 km/s
+DCHI2_MIN = 25.0  # default flag threshold on the chi2 gap (see "The flag")
+
 
 def rest_loglam() -> np.ndarray:
     "The wide rest-frame grid: rest pixel j is at log10 wavelength LOGLAM0 + (j - S_MAX) DLOGLAM."
     return sdss_loglam(REST_NPIX, LOGLAM0 - S_MAX * DLOGLAM)
 
+
 def shift_of_z(z) -> np.ndarray:
     "Redshift -> shift in pixels of the log-lambda grid (float)."
     return np.log10(1 + np.asarray(z, np.float64)) / DLOGLAM
 
+
 def z_of_shift(s) -> np.ndarray:
     "Shift in pixels -> redshift."
     return 10 ** (np.asarray(s, np.float64) * DLOGLAM) - 1
+
 
 def shift_range(cls: str) -> np.ndarray:
     "Integer pixel shifts of the redshift scan of a main class (`Z_SCAN`)."
@@ -54,6 +62,7 @@ def spectrum_norm(flux: np.ndarray) -> np.ndarray:
     m = np.median(np.abs(flux), 1)
     return np.where(m > 0, m, 1.0)
 
+
 def noise_sigma(flux: np.ndarray) -> np.ndarray:
     "Per-spectrum noise estimate from the flux alone: 1.4826 x MAD of first differences / sqrt(2)."
     d = np.diff(np.asarray(flux, np.float64), axis=1)
@@ -63,136 +72,192 @@ def noise_sigma(flux: np.ndarray) -> np.ndarray:
 # %% ../nbs/08_baselines.ipynb #56378ea5
 def to_rest(flux: np.ndarray, z: np.ndarray) -> tuple:
     "De-redshift spectra onto the rest grid by linear interpolation in log-lambda: (rest flux (n, REST_NPIX) float32, covered mask)."
-    n = len(flux); out = np.zeros((n, REST_NPIX), np.float32); cov = np.zeros((n, REST_NPIX), bool)
-    j = np.arange(REST_NPIX, dtype=np.float64); src = np.arange(NPIX, dtype=np.float64)
+    n = len(flux)
+    out = np.zeros((n, REST_NPIX), np.float32)
+    cov = np.zeros((n, REST_NPIX), bool)
+    j = np.arange(REST_NPIX, dtype=np.float64)
+    src = np.arange(NPIX, dtype=np.float64)
     for r in range(n):
-        pos = j - S_MAX + shift_of_z(z[r])          # the observed pixel (fractional) that sees rest pixel j
+        pos = j - S_MAX + shift_of_z(z[r])  # the observed pixel (fractional) that sees rest pixel j
         ok = (pos >= 0) & (pos <= NPIX - 1)
-        out[r, ok] = np.interp(pos[ok], src, flux[r]); cov[r] = ok
+        out[r, ok] = np.interp(pos[ok], src, flux[r])
+        cov[r] = ok
     return out, cov
+
 
 def _top_rows(X: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     "The top-k right singular vectors of X (k, ncol): from the eigenvectors of X X' for up to 1,000 rows, else a randomized SVD (a full SVD of 300 x 11,500 takes seconds)."
     if len(X) > 1000:
         from sklearn.utils.extmath import randomized_svd
+
         return randomized_svd(X, k, n_oversamples=20, n_iter=6, random_state=seed)[2]
     w, U = np.linalg.eigh(X @ X.T)
     top = np.argsort(w)[::-1][:k]
     V = U[:, top].T @ X
     return V / np.linalg.norm(V, axis=1, keepdims=True)
 
-def pca_basis(rest: np.ndarray, cov: np.ndarray, k: int = 8, n_iter: int = 4, min_cover: int = 3, seed: int = 0) -> np.ndarray:
+
+def pca_basis(
+    rest: np.ndarray, cov: np.ndarray, k: int = 8, n_iter: int = 4, min_cover: int = 3, seed: int = 0
+) -> np.ndarray:
     "Orthonormal eigen-templates (k, REST_NPIX) of rest-frame spectra with gaps: iterative PCA (no mean subtraction), gaps filled by the reconstruction."
-    if not len(rest): raise ValueError("pca_basis needs at least one spectrum.")
+    if not len(rest):
+        raise ValueError("pca_basis needs at least one spectrum.")
     X = rest.astype(np.float64) / spectrum_norm(np.where(cov, rest, 0))[:, None]
     good = cov.sum(0) >= min(min_cover, len(rest))
     lo, hi = np.flatnonzero(good)[[0, -1]]
-    sl = slice(lo, hi + 1); Xs, C = X[:, sl], cov[:, sl]
+    sl = slice(lo, hi + 1)
+    Xs, C = X[:, sl], cov[:, sl]
     mean = np.where(C, Xs, 0).sum(0) / np.maximum(C.sum(0), 1)
-    Xs = np.where(C, Xs, mean); k = min(k, len(Xs)); Cf = C.astype(np.float64)
+    Xs = np.where(C, Xs, mean)
+    k = min(k, len(Xs))
+    Cf = C.astype(np.float64)
     for _ in range(n_iter):
         V = _top_rows(Xs, k, seed)
-        G = np.einsum('ri,ai,bi->rab', Cf, V, V, optimize=True)          # normal equations on each spectrum's covered pixels
+        G = np.einsum('ri,ai,bi->rab', Cf, V, V, optimize=True)  # normal equations on each spectrum's covered pixels
         c = np.linalg.solve(G + 1e-10 * np.eye(k), ((Xs * Cf) @ V.T)[..., None])[..., 0]
-        Xs = np.where(C, Xs, c @ V)                 # the reconstruction fills the gaps
+        Xs = np.where(C, Xs, c @ V)  # the reconstruction fills the gaps
     V = _top_rows(Xs, k, seed)
     basis = np.empty((k, REST_NPIX))
-    basis[:, sl] = V; basis[:, :lo] = V[:, :1]; basis[:, hi + 1:] = V[:, -1:]
+    basis[:, sl] = V
+    basis[:, :lo] = V[:, :1]
+    basis[:, hi + 1 :] = V[:, -1:]
     return basis
 
 # %% ../nbs/08_baselines.ipynb #cf29e138
 @dataclass
 class TemplateSet:
     "Eigen-templates of one class or star group on the rest grid, with the integer pixel shifts of its redshift scan."
-    name: str                 # 'GALAXY', 'QSO', 'STAR:F', ...
-    cls: str                  # the main class it votes for
-    basis: np.ndarray         # (k, REST_NPIX)
-    shifts: np.ndarray        # pixel shifts scanned
-    n_train: int = 0          # training spectra it was built from
+
+    name: str  # 'GALAXY', 'QSO', 'STAR:F', ...
+    cls: str  # the main class it votes for
+    basis: np.ndarray  # (k, REST_NPIX)
+    shifts: np.ndarray  # pixel shifts scanned
+    n_train: int = 0  # training spectra it was built from
+
 
 def _cap(idx: np.ndarray, n: int | None, rng) -> np.ndarray:
     return np.sort(rng.choice(idx, n, replace=False)) if n is not None and len(idx) > n else idx
 
-def build_templates(flux: np.ndarray, info: pd.DataFrame, k: int = 8, max_per_class: int | None = None, seed: int = SEED,
-                    star_groups: bool = True, min_group: int = 3, k_star: int = 5) -> list:
+
+def build_templates(
+    flux: np.ndarray,
+    info: pd.DataFrame,
+    k: int = 8,
+    max_per_class: int | None = None,
+    seed: int = SEED,
+    star_groups: bool = True,
+    min_group: int = 3,
+    k_star: int = 5,
+) -> list:
     "Template sets from training spectra (`flux` rows matching `info`, with `label_main`, `label_star` and `z`): one per class, stars per group (groups under `min_group` spectra pooled as 'STAR:other')."
-    rng = np.random.default_rng(seed); z = info['z'].to_numpy(np.float64); y = info['label_main'].to_numpy()
+    rng = np.random.default_rng(seed)
+    z = info['z'].to_numpy(np.float64)
+    y = info['label_main'].to_numpy()
     groups = []
     for c in ('GALAXY', 'QSO'):
         groups.append((c, c, np.flatnonzero(y == c), k))
     st = np.flatnonzero(y == 'STAR')
     if star_groups and 'label_star' in info:
-        g = info['label_star'].to_numpy()[st]; small = []
+        g = info['label_star'].to_numpy()[st]
+        small = []
         for name in sorted(set(g)):
             idx = st[g == name]
-            if len(idx) >= min_group and name: groups.append((f'STAR:{name}', 'STAR', idx, k_star))
-            else: small.append(idx)
-        if small: groups.append(('STAR:other', 'STAR', np.concatenate(small), k_star))
-    else: groups.append(('STAR', 'STAR', st, k))
+            if len(idx) >= min_group and name:
+                groups.append((f'STAR:{name}', 'STAR', idx, k_star))
+            else:
+                small.append(idx)
+        if small:
+            groups.append(('STAR:other', 'STAR', np.concatenate(small), k_star))
+    else:
+        groups.append(('STAR', 'STAR', st, k))
     sets = []
     for name, cls, idx, kk in groups:
-        if not len(idx): log.warning("no training spectra of %s: no template", name); continue
+        if not len(idx):
+            log.warning("no training spectra of %s: no template", name)
+            continue
         idx = _cap(idx, max_per_class, rng)
         rest, cov = to_rest(flux[idx], z[idx])
         sets.append(TemplateSet(name, cls, pca_basis(rest, cov, kk), shift_range(cls), len(idx)))
     missing = set(CLASSES) - {t.cls for t in sets}
-    if missing: raise ValueError(f"No training spectra of class(es) {sorted(missing)}: the template fit needs every class in the training split.")
+    if missing:
+        raise ValueError(
+            f"No training spectra of class(es) {sorted(missing)}: the template fit needs every class in the training split."
+        )
     return sets
 
 # %% ../nbs/08_baselines.ipynb #d08e8265
 def legendre_basis(npoly: int, npix: int = NPIX) -> np.ndarray:
     "Orthonormal rows spanning the Legendre polynomials of order 0..npoly-1 over the observed grid, (npoly, npix)."
-    if not npoly: return np.zeros((0, npix))
+    if not npoly:
+        return np.zeros((0, npix))
     x = np.linspace(-1, 1, npix)
     return np.linalg.qr(np.stack([np.polynomial.legendre.Legendre.basis(m)(x) for m in range(npoly)]).T)[0].T
 
-def correlate(f: np.ndarray, basis: np.ndarray, shifts: np.ndarray, fft_above: int = 64, exact: bool = False) -> np.ndarray:
+
+def correlate(
+    f: np.ndarray, basis: np.ndarray, shifts: np.ndarray, fft_above: int = 64, exact: bool = False
+) -> np.ndarray:
     "c[n, j, s] = sum_i f[n, i] basis[j, i - s + S_MAX] for each shift s: FFT cross-correlation (float32 unless `exact`) for wide scans, direct products for narrow ones."
-    f = np.atleast_2d(f); u = S_MAX - np.asarray(shifts)
+    f = np.atleast_2d(f)
+    u = S_MAX - np.asarray(shifts)
     if len(shifts) <= fft_above:
-        win = np.stack([basis[:, a:a + NPIX] for a in u], 1)                 # (k, ns, NPIX)
+        win = np.stack([basis[:, a : a + NPIX] for a in u], 1)  # (k, ns, NPIX)
         return (f @ win.reshape(-1, NPIX).T).reshape(len(f), *win.shape[:2])
     import scipy.fft as sf
-    N = sf.next_fast_len(REST_NPIX + NPIX, real=True); dt = np.float64 if exact else np.float32
+
+    N = sf.next_fast_len(REST_NPIX + NPIX, real=True)
+    dt = np.float64 if exact else np.float32
     G = sf.rfft(basis.astype(dt), N, axis=1)
     F = np.conj(sf.rfft(f.astype(dt), N, axis=1))
     r = sf.irfft(F[:, None, :] * G[None], N, axis=2, workers=-1)
-    return r[:, :, u[-1]:u[0] + 1][:, :, ::-1].astype(np.float64)          # shifts ascend, lags descend
+    return r[:, :, u[-1] : u[0] + 1][:, :, ::-1].astype(np.float64)  # shifts ascend, lags descend
+
 
 @dataclass
 class Design:
     "A template set ready to scan: the polynomials and, per shift, the inverse normal matrix (k, k, ns)."
+
     tset: TemplateSet
     P: np.ndarray
     Minv: np.ndarray
 
+
 def design(tset: TemplateSet, npoly: int = 3) -> Design:
     "Precompute M(s)^-1 = (T_s'T_s - T_s'P P'T_s)^-1 for every shift of a template set (pseudo-inverse: safe where templates are degenerate)."
-    B, s = tset.basis, tset.shifts; k = len(B); u = S_MAX - s
+    B, s = tset.basis, tset.shifts
+    k = len(B)
+    u = S_MAX - s
     P = legendre_basis(npoly)
-    sq = np.concatenate([np.zeros((1, k, k)), np.einsum('ji,li->ijl', B, B).cumsum(0)])   # running sums of outer products
-    M = sq[u + NPIX] - sq[u]                                                 # (ns, k, k): T_s' T_s
+    sq = np.concatenate(
+        [np.zeros((1, k, k)), np.einsum('ji,li->ijl', B, B).cumsum(0)]
+    )  # running sums of outer products
+    M = sq[u + NPIX] - sq[u]  # (ns, k, k): T_s' T_s
     if npoly:
-        TP = correlate(P, B, s, exact=True)                                  # (npoly, k, ns)
+        TP = correlate(P, B, s, exact=True)  # (npoly, k, ns)
         M = M - np.einsum('pas,pbs->sab', TP, TP)
     return Design(tset, P, np.ascontiguousarray(np.linalg.pinv(M, hermitian=True).transpose(1, 2, 0)))
+
 
 def chi2_scan(f: np.ndarray, d: Design) -> np.ndarray:
     "Residual sum of squares (flux units squared) of the best templates + polynomials fit at every shift of the design, (n, ns)."
     f = np.atleast_2d(np.asarray(f, np.float64))
-    if len(d.P): f = f - (f @ d.P.T) @ d.P                                   # project out the polynomials
-    c = correlate(f, d.tset.basis, d.tset.shifts)                            # (n, k, ns)
+    if len(d.P):
+        f = f - (f @ d.P.T) @ d.P  # project out the polynomials
+    c = correlate(f, d.tset.basis, d.tset.shifts)  # (n, k, ns)
     q = np.zeros((len(f), c.shape[2]))
-    for a in range(c.shape[1]):                                              # c' M^-1 c over a <= b
+    for a in range(c.shape[1]):  # c' M^-1 c over a <= b
         t = d.Minv[a, a] * c[:, a]
-        for b in range(a + 1, c.shape[1]): t += 2 * d.Minv[a, b] * c[:, b]
+        for b in range(a + 1, c.shape[1]):
+            t += 2 * d.Minv[a, b] * c[:, b]
         q += c[:, a] * t
     return (f * f).sum(1)[:, None] - q
 
 # %% ../nbs/08_baselines.ipynb #84e64a9d
 def _refine(chi: np.ndarray, j: np.ndarray) -> tuple:
     "Sub-pixel offset of the minimum and its 1-sigma width (pixels) from a parabola through chi[j-1], chi[j], chi[j+1]."
-    r = np.arange(len(j)); jc = np.clip(j, 1, chi.shape[1] - 2)
+    r = np.arange(len(j))
+    jc = np.clip(j, 1, chi.shape[1] - 2)
     cm, c0, cp = chi[r, jc - 1], chi[r, jc], chi[r, jc + 1]
     den = cm - 2 * c0 + cp
     with np.errstate(divide='ignore', invalid='ignore'):
@@ -200,36 +265,60 @@ def _refine(chi: np.ndarray, j: np.ndarray) -> tuple:
         sig = np.where(den > 0, np.sqrt(2 / den), np.nan)
     return jc - j + d, sig
 
-def fit_templates(flux: np.ndarray, designs: list, dchi2_min: float = DCHI2_MIN, batch: int = 64, progress: bool = False) -> pd.DataFrame:
+
+def fit_templates(
+    flux: np.ndarray, designs: list, dchi2_min: float = DCHI2_MIN, batch: int = 64, progress: bool = False
+) -> pd.DataFrame:
     "Template-fit spectra: one row each with the best class, template set, z, z_err, chi2 per class, the chi2 gaps and a ZWARNING-like bitmask."
     from tqdm.auto import tqdm
+
     flux = np.asarray(flux)
     classes = [c for c in CLASSES if any(d.tset.cls == c for d in designs)]
     rows = []
     for a in tqdm(range(0, len(flux), batch), desc='template fit', unit='batch', disable=not progress):
-        f = flux[a:a + batch].astype(np.float64); n = len(f)
-        f = f / spectrum_norm(f)[:, None]; var = noise_sigma(f) ** 2
+        f = flux[a : a + batch].astype(np.float64)
+        n = len(f)
+        f = f / spectrum_norm(f)[:, None]
+        var = noise_sigma(f) ** 2
         curve, which = {}, {}
         for c in classes:
-            ch = np.stack([chi2_scan(f, d) for d in designs if d.tset.cls == c]) / var[None, :, None]   # (ntpl, n, ns)
+            ch = np.stack([chi2_scan(f, d) for d in designs if d.tset.cls == c]) / var[None, :, None]  # (ntpl, n, ns)
             curve[c], which[c] = ch.min(0), ch.argmin(0)
-        best = np.stack([curve[c].min(1) for c in classes], 1)                    # (n, nclass)
-        order = np.argsort(best, 1); ci = order[:, 0]
-        dchi2_class = (np.take_along_axis(best, order[:, 1:2], 1)[:, 0] - best[np.arange(n), ci]) if len(classes) > 1 else np.full(n, np.inf)
-        out = dict(template_class=np.array(classes)[ci], template=np.empty(n, object), z_fit=np.zeros(n), z_err=np.zeros(n),
-                   dchi2_class=dchi2_class, dchi2_z=np.full(n, np.inf), zwarning=np.zeros(n, np.int32))
+        best = np.stack([curve[c].min(1) for c in classes], 1)  # (n, nclass)
+        order = np.argsort(best, 1)
+        ci = order[:, 0]
+        dchi2_class = (
+            (np.take_along_axis(best, order[:, 1:2], 1)[:, 0] - best[np.arange(n), ci])
+            if len(classes) > 1
+            else np.full(n, np.inf)
+        )
+        out = dict(
+            template_class=np.array(classes)[ci],
+            template=np.empty(n, object),
+            z_fit=np.zeros(n),
+            z_err=np.zeros(n),
+            dchi2_class=dchi2_class,
+            dchi2_z=np.full(n, np.inf),
+            zwarning=np.zeros(n, np.int32),
+        )
         for k, c in enumerate(classes):
             out[f'chi2_{c}'] = best[:, k]
             m = np.flatnonzero(ci == k)
-            if not len(m): continue
-            ch = curve[c][m]; j = ch.argmin(1); shifts = designs[[d.tset.cls for d in designs].index(c)].tset.shifts
+            if not len(m):
+                continue
+            ch = curve[c][m]
+            j = ch.argmin(1)
+            shifts = designs[[d.tset.cls for d in designs].index(c)].tset.shifts
             dj, sig = _refine(ch, j)
             s = shifts[j] + dj
-            out['z_fit'][m] = z_of_shift(s); out['z_err'][m] = (1 + out['z_fit'][m]) * np.log(10) * DLOGLAM * sig
+            out['z_fit'][m] = z_of_shift(s)
+            out['z_err'][m] = (1 + out['z_fit'][m]) * np.log(10) * DLOGLAM * sig
             tsets = [d.tset.name for d in designs if d.tset.cls == c]
             out['template'][m] = [tsets[t] for t in which[c][m, j]]
             far = np.abs(shifts[None] - shifts[j][:, None]) > DV_DISTINCT_KMS / C_KMS / np.log(10) / DLOGLAM
-            loc = np.ones(ch.shape, bool); loc[:, 1:] &= ch[:, 1:] <= ch[:, :-1]; loc[:, :-1] &= ch[:, :-1] <= ch[:, 1:]   # local minima
+            loc = np.ones(ch.shape, bool)
+            loc[:, 1:] &= ch[:, 1:] <= ch[:, :-1]
+            loc[:, :-1] &= ch[:, :-1] <= ch[:, 1:]  # local minima
             out['dchi2_z'][m] = np.where(far & loc, ch, np.inf).min(1) - ch[np.arange(len(m)), j]
             out['zwarning'][m] |= np.where((j == 0) | (j == len(shifts) - 1), ZWARNING_Z_FITLIMIT, 0).astype(np.int32)
         out['dchi2'] = np.fmin(out['dchi2_class'], out['dchi2_z'])
@@ -240,130 +329,250 @@ def fit_templates(flux: np.ndarray, designs: list, dchi2_min: float = DCHI2_MIN,
 # %% ../nbs/08_baselines.ipynb #5a07888d
 BANDS = 'ugriz'
 
+
 def photometry_features(info: pd.DataFrame, with_z: bool = False) -> np.ndarray:
     "ugriz Petrosian magnitudes and the colours u-g, g-r, r-i, i-z (and z if `with_z`), (n, 9 or 10) float64."
     mags = np.stack([info[f'petroMag_{b}'].to_numpy(np.float64) for b in BANDS], 1)
     cols = [mags, mags[:, :-1] - mags[:, 1:]]
-    if with_z: cols.append(info[['z']].to_numpy(np.float64))
+    if with_z:
+        cols.append(info[['z']].to_numpy(np.float64))
     return np.concatenate(cols, 1)
+
 
 def fit_photometry(info: pd.DataFrame, y: np.ndarray, with_z: bool = False, seed: int = SEED, max_iter: int = 200):
     "A HistGradientBoostingClassifier trained on the photometry of `info` (training rows) with labels `y` (class indices)."
     from sklearn.ensemble import HistGradientBoostingClassifier
     from threadpoolctl import threadpool_limits
-    with threadpool_limits(1, 'openmp'):   # OpenMP threads spin-wait on a shared, loaded machine: one thread is faster at these sizes
-        return HistGradientBoostingClassifier(max_iter=max_iter, learning_rate=0.1, early_stopping=False, random_state=seed).fit(photometry_features(info, with_z), y)
+
+    with threadpool_limits(
+        1, 'openmp'
+    ):  # OpenMP threads spin-wait on a shared, loaded machine: one thread is faster at these sizes
+        return HistGradientBoostingClassifier(
+            max_iter=max_iter, learning_rate=0.1, early_stopping=False, random_state=seed
+        ).fit(photometry_features(info, with_z), y)
+
 
 def majority_class(y_train: np.ndarray) -> int:
     "The most frequent class index of the training labels."
     return int(np.bincount(np.asarray(y_train)).argmax())
 
 # %% ../nbs/08_baselines.ipynb #68c6cecf
-Z_OUTLIER = {'GALAXY': 0.01, 'QSO': 0.05, 'STAR': 0.01}    # |dz|/(1+z) beyond which a redshift counts as an outlier
+Z_OUTLIER = {'GALAXY': 0.01, 'QSO': 0.05, 'STAR': 0.01}  # |dz|/(1+z) beyond which a redshift counts as an outlier
+
 
 def redshift_metrics(z_fit: np.ndarray, z_true: np.ndarray, labels: np.ndarray) -> dict:
     "sigma_NMAD and outlier fraction of dz/(1+z) per true class."
-    dz = (np.asarray(z_fit) - np.asarray(z_true)) / (1 + np.asarray(z_true)); labels = np.asarray(labels)
+    dz = (np.asarray(z_fit) - np.asarray(z_true)) / (1 + np.asarray(z_true))
+    labels = np.asarray(labels)
     out = {}
     for c in CLASSES:
         d = dz[labels == c]
-        out[c] = dict(n=int(len(d)), sigma_nmad=float(1.4826 * np.median(np.abs(d - np.median(d)))) if len(d) else None,
-                      outlier_fraction=float((np.abs(d) > Z_OUTLIER[c]).mean()) if len(d) else None, median_dz=float(np.median(d)) if len(d) else None)
+        out[c] = dict(
+            n=int(len(d)),
+            sigma_nmad=float(1.4826 * np.median(np.abs(d - np.median(d)))) if len(d) else None,
+            outlier_fraction=float((np.abs(d) > Z_OUTLIER[c]).mean()) if len(d) else None,
+            median_dz=float(np.median(d)) if len(d) else None,
+        )
     return out
 
 # %% ../nbs/08_baselines.ipynb #7abb92a9
-def plot_z_fit(z_true, z_fit, labels, flagged, source: str = 'mock', extra: str = '', who: str = 'template-fit',
-               title: str = 'Template fit: redshift (x: flagged by the chi2 gap)'):
+def plot_z_fit(
+    z_true,
+    z_fit,
+    labels,
+    flagged,
+    source: str = 'mock',
+    extra: str = '',
+    who: str = 'template-fit',
+    title: str = 'Template fit: redshift (x: flagged by the chi2 gap)',
+):
     "The template fit's redshift against the catalogue redshift per true class (flagged fits as crosses), and dz/(1+z)."
     z_true, z_fit, labels, flagged = map(np.asarray, (z_true, z_fit, labels, flagged))
     fig, axs = plt.subplots(1, 2, figsize=(10, 4))
     for k, c in enumerate(CLASSES):
         m = labels == c
         for sel, mk in ((m & ~flagged, 'o'), (m & flagged, 'x')):
-            if mk == 'x' and not sel.any(): continue   # no empty 'flagged' legend entries
-            axs[0].plot(z_true[sel], z_fit[sel], mk, ms=3, color=f'C{k}', alpha=0.7, label=f"{c}{' (flagged)' if mk == 'x' else ''} n={sel.sum()}")
+            if mk == 'x' and not sel.any():
+                continue  # no empty 'flagged' legend entries
+            axs[0].plot(
+                z_true[sel],
+                z_fit[sel],
+                mk,
+                ms=3,
+                color=f'C{k}',
+                alpha=0.7,
+                label=f"{c}{' (flagged)' if mk == 'x' else ''} n={sel.sum()}",
+            )
             axs[1].plot(z_true[sel], (z_fit[sel] - z_true[sel]) / (1 + z_true[sel]), mk, ms=3, color=f'C{k}', alpha=0.7)
     lim = max(1.0, float(np.nanmax(np.r_[z_true, z_fit])) * 1.05)
-    axs[0].plot([0, lim], [0, lim], 'k-', lw=0.5); axs[0].set_xlim(-0.05, lim); axs[0].set_ylim(-0.05, lim)
-    axs[0].set_xlabel('catalogue z'); axs[0].set_ylabel(f'{who} z'); axs[0].legend(fontsize=7)
-    axs[1].set_yscale('symlog', linthresh=1e-3); axs[1].axhline(0, color='k', lw=0.5)
-    for v in (0.01, -0.01, 0.05, -0.05): axs[1].axhline(v, color='0.6', lw=0.5, ls=':')
-    axs[1].set_xlabel('catalogue z'); axs[1].set_ylabel(f'({who} z - z) / (1 + z)')
-    fig.suptitle(title, fontsize=10); fig.tight_layout()
+    axs[0].plot([0, lim], [0, lim], 'k-', lw=0.5)
+    axs[0].set_xlim(-0.05, lim)
+    axs[0].set_ylim(-0.05, lim)
+    axs[0].set_xlabel('catalogue z')
+    axs[0].set_ylabel(f'{who} z')
+    axs[0].legend(fontsize=7)
+    axs[1].set_yscale('symlog', linthresh=1e-3)
+    axs[1].axhline(0, color='k', lw=0.5)
+    for v in (0.01, -0.01, 0.05, -0.05):
+        axs[1].axhline(v, color='0.6', lw=0.5, ls=':')
+    axs[1].set_xlabel('catalogue z')
+    axs[1].set_ylabel(f'({who} z - z) / (1 + z)')
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return data_banner(fig, source, extra)
+
 
 def plot_baselines_by_sn(metrics: dict, source: str = 'mock', extra: str = ''):
     "Accuracy per S/N bin of each baseline (with the number of test spectra per bin)."
-    fig, ax = plt.subplots(figsize=(7, 3.6)); labels = None
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    labels = None
     for k, (name, m) in enumerate(metrics.items()):
         bins = [b for b in m.get('accuracy_by_sn') or [] if b['n']]
-        if not bins: continue
-        labels = [f"{b['lo']:g}-{b['hi']:g}" if b['hi'] is not None and np.isfinite(b['hi']) else f">{b['lo']:g}" for b in bins]   # JSON: inf -> None
+        if not bins:
+            continue
+        labels = [
+            f"{b['lo']:g}-{b['hi']:g}" if b['hi'] is not None and np.isfinite(b['hi']) else f">{b['lo']:g}"
+            for b in bins
+        ]  # JSON: inf -> None
         ax.plot(labels, [b['accuracy'] for b in bins], 'o-', color=f'C{k}', label=f"{name} ({m['accuracy']:.3f})")
-    if labels: ax.set_xticks(range(len(labels))); ax.set_xticklabels([f"{l}\nn={b['n']}" for l, b in zip(labels, bins)], fontsize=8)
-    ax.set_ylim(0, 1.05); ax.set_xlabel('median S/N per pixel (SN_MEDIAN_ALL)'); ax.set_ylabel('test accuracy'); ax.legend(fontsize=8)
-    ax.set_title('Baselines: accuracy by S/N (overall accuracy in brackets)', fontsize=10); fig.tight_layout()
+    if labels:
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels([f"{l}\nn={b['n']}" for l, b in zip(labels, bins)], fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel('median S/N per pixel (SN_MEDIAN_ALL)')
+    ax.set_ylabel('test accuracy')
+    ax.legend(fontsize=8)
+    ax.set_title('Baselines: accuracy by S/N (overall accuracy in brackets)', fontsize=10)
+    fig.tight_layout()
     return data_banner(fig, source, extra)
 
 # %% ../nbs/08_baselines.ipynb #ad13d5b3
 def _jsonable(o):
-    if isinstance(o, dict): return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)): return [_jsonable(v) for v in o]
-    if isinstance(o, (np.floating, float)): return None if not np.isfinite(o) else float(o)
-    if isinstance(o, np.integer): return int(o)
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, (np.floating, float)):
+        return None if not np.isfinite(o) else float(o)
+    if isinstance(o, np.integer):
+        return int(o)
     return o
 
-def run_baselines(h5_path, out_dir=None, seed: int = SEED, max_train: int | None = 150, max_test: int | None = None, n_components: int = 8,
-                  n_poly: int = 3, dchi2_min: float = DCHI2_MIN, photometry_iter: int = 200, progress: bool = False) -> tuple:
+
+def run_baselines(
+    h5_path,
+    out_dir=None,
+    seed: int = SEED,
+    max_train: int | None = 150,
+    max_test: int | None = None,
+    n_components: int = 8,
+    n_poly: int = 3,
+    dchi2_min: float = DCHI2_MIN,
+    photometry_iter: int = 200,
+    progress: bool = False,
+) -> tuple:
     "The baselines stage on a dataset.h5: (metrics dict {'baselines': ...}, template-fit DataFrame of the test rows, figures dict); writes metrics.json and figures/ under `out_dir`."
     from spectral_nb.preprocess import check_dataset, read_flux_rows, read_info
     from spectral_nb.training import classification_metrics, encode_labels
     from spectral_nb.evaluate import plot_confusion
+
     h5_path = check_dataset(h5_path)
     info = read_info(h5_path)
     keep = info['label_main'].isin(CLASSES).to_numpy()
-    tr = np.flatnonzero(keep & (info['split'] == 'train').to_numpy()); te = np.flatnonzero(keep & (info['split'] == 'test').to_numpy())
-    if not len(tr) or not len(te): raise ValueError(f"{h5_path} has {len(tr)} training and {len(te)} test rows of {CLASSES}; the baselines need both.")
+    tr = np.flatnonzero(keep & (info['split'] == 'train').to_numpy())
+    te = np.flatnonzero(keep & (info['split'] == 'test').to_numpy())
+    if not len(tr) or not len(te):
+        raise ValueError(
+            f"{h5_path} has {len(tr)} training and {len(te)} test rows of {CLASSES}; the baselines need both."
+        )
     rng = np.random.default_rng(seed)
-    if max_test is not None and len(te) > max_test: te = np.sort(rng.choice(te, max_test, replace=False))
+    if max_test is not None and len(te) > max_test:
+        te = np.sort(rng.choice(te, max_test, replace=False))
     t0 = time.perf_counter()
-    f_tr, f_te = read_flux_rows(h5_path, tr), read_flux_rows(h5_path, te)   # only the rows used, not the whole file
+    f_tr, f_te = read_flux_rows(h5_path, tr), read_flux_rows(h5_path, te)  # only the rows used, not the whole file
     sets = build_templates(f_tr, info.iloc[tr], k=n_components, max_per_class=max_train, seed=seed)
     designs = [design(s, n_poly) for s in sets]
     t_build = time.perf_counter() - t0
-    fit_templates(f_te[:8], designs, dchi2_min)                              # warm-up (FFT plans, imports)
+    fit_templates(f_te[:8], designs, dchi2_min)  # warm-up (FFT plans, imports)
     w0, c0 = time.perf_counter(), time.process_time()
     fit = fit_templates(f_te, designs, dchi2_min, progress=progress)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-    ti = info.iloc[te].reset_index(drop=True); y = encode_labels(ti['label_main'], CLASSES); sn = ti['sn_median'].to_numpy()
-    fit.insert(0, 'specObjID', ti['specObjID'].to_numpy()); fit.insert(1, 'label_main', ti['label_main'].to_numpy()); fit.insert(2, 'z', ti['z'].to_numpy())
-    pred = encode_labels(fit['template_class'], CLASSES); flagged = (fit['zwarning'] != 0).to_numpy()
+    ti = info.iloc[te].reset_index(drop=True)
+    y = encode_labels(ti['label_main'], CLASSES)
+    sn = ti['sn_median'].to_numpy()
+    fit.insert(0, 'specObjID', ti['specObjID'].to_numpy())
+    fit.insert(1, 'label_main', ti['label_main'].to_numpy())
+    fit.insert(2, 'z', ti['z'].to_numpy())
+    pred = encode_labels(fit['template_class'], CLASSES)
+    flagged = (fit['zwarning'] != 0).to_numpy()
     tm = classification_metrics(y, pred, CLASSES, sn)
     ok = pred == y
-    tm.update(spectra_per_s=len(te) / wall, spectra_per_cpu_s=len(te) / max(cpu, 1e-9), n_fit=len(te), fit_seconds=wall, build_seconds=t_build,
-              load_average_1min=os.getloadavg()[0], cpu_count=os.cpu_count(),
-              z=redshift_metrics(fit['z_fit'], ti['z'], ti['label_main']), fraction_flagged=float(flagged.mean()),
-              accuracy_unflagged=float(ok[~flagged].mean()) if (~flagged).any() else None,
-              accuracy_flagged=float(ok[flagged].mean()) if flagged.any() else None,
-              errors_flagged_fraction=float(flagged[~ok].mean()) if (~ok).any() else None,
-              templates={s.name: dict(n_train=s.n_train, n_components=len(s.basis), z_range=[float(v) for v in z_of_shift(s.shifts[[0, -1]])]) for s in sets},
-              settings=dict(n_components=n_components, n_poly=n_poly, dchi2_min=dchi2_min, max_train=max_train, photometry_iter=photometry_iter, weights='uniform per spectrum; noise from MAD of first differences'))
-    ytr = encode_labels(info['label_main'].iloc[tr], CLASSES); out = dict(template=tm)
+    tm.update(
+        spectra_per_s=len(te) / wall,
+        spectra_per_cpu_s=len(te) / max(cpu, 1e-9),
+        n_fit=len(te),
+        fit_seconds=wall,
+        build_seconds=t_build,
+        load_average_1min=os.getloadavg()[0],
+        cpu_count=os.cpu_count(),
+        z=redshift_metrics(fit['z_fit'], ti['z'], ti['label_main']),
+        fraction_flagged=float(flagged.mean()),
+        accuracy_unflagged=float(ok[~flagged].mean()) if (~flagged).any() else None,
+        accuracy_flagged=float(ok[flagged].mean()) if flagged.any() else None,
+        errors_flagged_fraction=float(flagged[~ok].mean()) if (~ok).any() else None,
+        templates={
+            s.name: dict(
+                n_train=s.n_train, n_components=len(s.basis), z_range=[float(v) for v in z_of_shift(s.shifts[[0, -1]])]
+            )
+            for s in sets
+        },
+        settings=dict(
+            n_components=n_components,
+            n_poly=n_poly,
+            dchi2_min=dchi2_min,
+            max_train=max_train,
+            photometry_iter=photometry_iter,
+            weights='uniform per spectrum; noise from MAD of first differences',
+        ),
+    )
+    ytr = encode_labels(info['label_main'].iloc[tr], CLASSES)
+    out = dict(template=tm)
     for name, wz in (('photometry', False), ('photometry_z', True)):
         clf = fit_photometry(info.iloc[tr], ytr, wz, seed, photometry_iter)
         out[name] = classification_metrics(y, clf.predict(photometry_features(ti, wz)), CLASSES, sn)
         out[name]['features'] = [f'petroMag_{b}' for b in BANDS] + ['u-g', 'g-r', 'r-i', 'i-z'] + (['z'] if wz else [])
     maj = majority_class(ytr)
-    out['majority'] = classification_metrics(y, np.full(len(y), maj), CLASSES, sn); out['majority']['class'] = CLASSES[maj]
+    out['majority'] = classification_metrics(y, np.full(len(y), maj), CLASSES, sn)
+    out['majority']['class'] = CLASSES[maj]
     out = dict(baselines=_jsonable(dict(out, dataset=str(h5_path), n_train=len(tr), n_test=len(te))))
-    src = str(info['source'].iloc[0]) if 'source' in info and info['source'].nunique() == 1 else 'mock' if (info.get('source') == 'mock').all() else 'sdss'
+    src = (
+        str(info['source'].iloc[0])
+        if 'source' in info and info['source'].nunique() == 1
+        else 'mock'
+        if (info.get('source') == 'mock').all()
+        else 'sdss'
+    )
     extra = f'{Path(h5_path).name}, test split ({len(te)} spectra)'
-    figs = dict(template_confusion=data_banner(plot_confusion(tm['confusion'], CLASSES, 'Template fit (PCA eigen-templates + chi2 redshift scan)', ours=tm['accuracy']), src, extra),
-                template_z=plot_z_fit(ti['z'], fit['z_fit'], ti['label_main'], flagged, src, extra),
-                baselines_accuracy_by_sn=plot_baselines_by_sn({k: out['baselines'][k] for k in ('template', 'photometry', 'photometry_z', 'majority')}, src, extra))
+    figs = dict(
+        template_confusion=data_banner(
+            plot_confusion(
+                tm['confusion'], CLASSES, 'Template fit (PCA eigen-templates + chi2 redshift scan)', ours=tm['accuracy']
+            ),
+            src,
+            extra,
+        ),
+        template_z=plot_z_fit(ti['z'], fit['z_fit'], ti['label_main'], flagged, src, extra),
+        baselines_accuracy_by_sn=plot_baselines_by_sn(
+            {k: out['baselines'][k] for k in ('template', 'photometry', 'photometry_z', 'majority')}, src, extra
+        ),
+    )
     if out_dir is not None:
-        od = Path(out_dir); (od / 'figures').mkdir(parents=True, exist_ok=True)
-        for k, f in figs.items(): f.savefig(od / 'figures' / f'{k}.png', dpi=110, bbox_inches='tight')
+        od = Path(out_dir)
+        (od / 'figures').mkdir(parents=True, exist_ok=True)
+        for k, f in figs.items():
+            f.savefig(od / 'figures' / f'{k}.png', dpi=110, bbox_inches='tight')
         fit.to_csv(od / 'template_fit.csv', index=False)
-        tmp = od / '.metrics.json.tmp'; tmp.write_text(json.dumps(out, indent=1)); os.replace(tmp, od / 'metrics.json')
+        tmp = od / '.metrics.json.tmp'
+        tmp.write_text(json.dumps(out, indent=1))
+        os.replace(tmp, od / 'metrics.json')
     return out, fit, figs

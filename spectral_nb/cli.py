@@ -5,7 +5,10 @@
 # %% ../nbs/90_cli.ipynb #73cbc193
 from __future__ import annotations
 import os
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')   # before anything imports TensorFlow: no node_def_util/oneDNN chatter
+
+os.environ.setdefault(
+    'TF_CPP_MIN_LOG_LEVEL', '3'
+)  # before anything imports TensorFlow: no node_def_util/oneDNN chatter
 import argparse, json, logging, sys, time
 from pathlib import Path
 from .config import SEED, get_logger
@@ -18,174 +21,330 @@ __all__ = ['log', 'cmd_mock', 'cmd_preprocess', 'cmd_train', 'cmd_predict', 'cmd
 
 # %% ../nbs/90_cli.ipynb #a20b8fa8
 def _positive_int(s: str) -> int:
-    try: v = int(s)
-    except ValueError: raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
-    if v < 1: raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
     return v
+
 
 def _nonneg_int(s: str) -> int:
-    try: v = int(s)
-    except ValueError: raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
-    if v < 0: raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
     return v
+
 
 def _positive_float(s: str) -> float:
-    try: v = float(s)
-    except ValueError: raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}")
-    if not (v > 0 and v < float('inf')): raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}")
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}")
+    if not (v > 0 and v < float('inf')):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}")
     return v
 
+
 def _json_dict(s: str) -> dict:
-    try: v = json.loads(s)
-    except json.JSONDecodeError as e: raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"GALAXY\": 0.5, \"QSO\": 0.3, \"STAR\": 0.2}}', got {s!r}")
-    if not isinstance(v, dict): raise argparse.ArgumentTypeError(f"expected a JSON object, got {s!r}")
+    try:
+        v = json.loads(s)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object such as '{{\"GALAXY\": 0.5, \"QSO\": 0.3, \"STAR\": 0.2}}', got {s!r}"
+        )
+    if not isinstance(v, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {s!r}")
     return v
+
 
 def _check_out_folder(p: Path, flag: str = '--out') -> Path:
     "A folder to write into: refuse an existing file before any work."
-    if p.exists() and not p.is_dir(): raise ValueError(f"{flag} {p} is a file; give a folder (e.g. {p.with_suffix('')}).")
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{flag} {p} is a file; give a folder (e.g. {p.with_suffix('')}).")
     return p
+
 
 def cmd_mock(a) -> int:
     "Write a seeded mock SDSS survey to OUT/raw.parquet."
     from spectral_nb.mock import MockConfig, write_mock
+
     _check_out_folder(a.out)
     cfg = MockConfig(missing_fraction=a.missing_fraction)
-    if a.class_mix: cfg.class_mix = a.class_mix
+    if a.class_mix:
+        cfg.class_mix = a.class_mix
     t = time.time()
     path = write_mock(a.out, a.n, a.seed, cfg, progress=not a.quiet)
     log.info("mock survey: %d spectra in %.1f s -> %s", a.n, time.time() - t, path)
     return 0
 
+
 def _use_dask(a, n_parts: int) -> bool:
     "Whether a run goes to a Dask cluster: --scheduler or --workers given, or several input files."
     return getattr(a, 'scheduler', None) is not None or getattr(a, 'workers', None) is not None or n_parts > 1
 
+
 def cmd_preprocess(a) -> int:
     "Raw records and/or SDSS spec files -> dataset.h5 (holding its scaler and summary; copies in <stem>.scaler.json, <stem>.summary.json); on Dask for several raw files, --workers or --scheduler."
-    fits_files = [str(p) for f in (a.fits or []) for p in (sorted(Path(f).glob('**/*.fits')) if Path(f).is_dir() else [Path(f)])]
+    fits_files = [
+        str(p) for f in (a.fits or []) for p in (sorted(Path(f).glob('**/*.fits')) if Path(f).is_dir() else [Path(f)])
+    ]
     raws = list(a.raw or [])
-    if _use_dask(a, len(raws)):   # the same dataset as one process makes of the raw files in turn, then the spec files
+    if _use_dask(a, len(raws)):  # the same dataset as one process makes of the raw files in turn, then the spec files
         from spectral_nb.distributed import preprocess_parts
-        s = preprocess_parts([*raws, *([fits_files] if fits_files else [])], a.out, scheduler=a.scheduler, n_workers=a.workers or 2,
-                             sigma=a.sigma, max_missing=a.max_missing, seed=a.seed, on_bad=a.on_bad, progress=not a.quiet)
+
+        s = preprocess_parts(
+            [*raws, *([fits_files] if fits_files else [])],
+            a.out,
+            scheduler=a.scheduler,
+            n_workers=a.workers or 2,
+            sigma=a.sigma,
+            max_missing=a.max_missing,
+            seed=a.seed,
+            on_bad=a.on_bad,
+            progress=not a.quiet,
+        )
     else:
         from spectral_nb.preprocess import preprocess
-        s = preprocess(raws[0] if raws else None, a.out, fits_files=fits_files, sigma=a.sigma, max_missing=a.max_missing, seed=a.seed,
-                       on_bad=a.on_bad, progress=not a.quiet)
-    print(json.dumps(dict(n_in=s.n_in, n_out=s.n_out, dropped=s.dropped, spectra_per_s=s.spectra_per_s, out=str(a.out))))
+
+        s = preprocess(
+            raws[0] if raws else None,
+            a.out,
+            fits_files=fits_files,
+            sigma=a.sigma,
+            max_missing=a.max_missing,
+            seed=a.seed,
+            on_bad=a.on_bad,
+            progress=not a.quiet,
+        )
+    print(
+        json.dumps(dict(n_in=s.n_in, n_out=s.n_out, dropped=s.dropped, spectra_per_s=s.spectra_per_s, out=str(a.out)))
+    )
     return 0
+
 
 def _train_tasks(a) -> list:
     "The tasks a `train` call means; refuses --task where the model has no tasks (the CNN is main-task only)."
-    if a.model == 'mixed': return a.task or ['main', 'galaxy', 'star']
+    if a.model == 'mixed':
+        return a.task or ['main', 'galaxy', 'star']
     if a.task and a.task != ['main'] and a.model == 'cnn':
-        raise ValueError(f"--task {' '.join(a.task)}: the CNN classifies the main classes only; drop --task, or use `spectral-nb train mixed --task {' '.join(a.task)}`.")
+        raise ValueError(
+            f"--task {' '.join(a.task)}: the CNN classifies the main classes only; drop --task, or use `spectral-nb train mixed --task {' '.join(a.task)}`."
+        )
     if a.task and a.model == 'autoencoder':
         raise ValueError("--task: the autoencoder has no task; drop --task.")
     return ['main']
 
+
 def cmd_train(a) -> int:
     "Train one of the thesis's models on a dataset and write its report and bundle under OUT."
     from spectral_nb.preprocess import check_dataset
+
     tasks = _train_tasks(a)
-    check_dataset(a.data); _check_out_folder(a.out)
+    check_dataset(a.data)
+    _check_out_folder(a.out)
     if a.model == 'cnn':
         from spectral_nb.cnn import run_cnn
+
         res = run_cnn(a.data, a.out, a.profile, a.seed, a.source, augment=not a.no_augment, norm=a.norm)
     elif a.model == 'mixed':
         from spectral_nb.mixed import run_mixed
-        res = {t: run_mixed(a.data, a.out, t, a.profile, a.seed, a.source, augment=not a.no_augment, norm=a.norm) for t in tasks}
+
+        res = {
+            t: run_mixed(a.data, a.out, t, a.profile, a.seed, a.source, augment=not a.no_augment, norm=a.norm)
+            for t in tasks
+        }
     else:
         from spectral_nb.autoencoder import run_autoencoder
+
         res = {'autoencoder': run_autoencoder(a.data, a.out, a.profile, a.seed, a.source)}
-    print(json.dumps({k: {m: v[m] for m in ('accuracy', 'accuracy_ci95', 'test_mse', 'latent_logreg_test_accuracy') if m in v} for k, v in res.items()}))
+    print(
+        json.dumps(
+            {
+                k: {m: v[m] for m in ('accuracy', 'accuracy_ci95', 'test_mse', 'latent_logreg_test_accuracy') if m in v}
+                for k, v in res.items()
+            }
+        )
+    )
     return 0
+
 
 def cmd_predict(a) -> int:
     "Apply a saved classifier to dataset.h5 or raw.parquet files and write predictions.csv; on Dask for several files, --workers or --scheduler."
-    if not a.model.is_dir(): raise FileNotFoundError(f"--model {a.model}: no model folder there; give a folder written by `spectral-nb train` (with model.keras, meta.json).")
+    if not a.model.is_dir():
+        raise FileNotFoundError(
+            f"--model {a.model}: no model folder there; give a folder written by `spectral-nb train` (with model.keras, meta.json)."
+        )
     for data in a.data:
         if data.suffix.lower() != '.parquet':
             from spectral_nb.preprocess import check_dataset
+
             check_dataset(data)
-        elif not data.is_file(): raise FileNotFoundError(f"--data {data}: no such raw-record file; run `spectral-nb mock` or `download` first.")
+        elif not data.is_file():
+            raise FileNotFoundError(
+                f"--data {data}: no such raw-record file; run `spectral-nb mock` or `download` first."
+            )
     zm = getattr(a, 'redshift_model', None)
-    if zm is not None:   # checked before any work
-        if not (zm / 'meta.json').is_file(): raise FileNotFoundError(f"--redshift-model {zm}: no model folder there; give the models/cnn_compact_z folder of a run's redshift stage.")
+    if zm is not None:  # checked before any work
+        if not (zm / 'meta.json').is_file():
+            raise FileNotFoundError(
+                f"--redshift-model {zm}: no model folder there; give the models/cnn_compact_z folder of a run's redshift stage."
+            )
         kind = json.loads((zm / 'meta.json').read_text()).get('kind')
-        if kind != 'redshift': raise ValueError(f"--redshift-model {zm} holds a {kind} model, not a redshift model; give the models/cnn_compact_z folder of a run's redshift stage.")
-    if _use_dask(a, len(a.data)):   # the same table as one process gives for the files in turn
+        if kind != 'redshift':
+            raise ValueError(
+                f"--redshift-model {zm} holds a {kind} model, not a redshift model; give the models/cnn_compact_z folder of a run's redshift stage."
+            )
+    if _use_dask(a, len(a.data)):  # the same table as one process gives for the files in turn
         from spectral_nb.distributed import predict_parts
-        df = predict_parts(a.model, a.data, a.out, scheduler=a.scheduler, n_workers=a.workers or 2, batch_size=a.batch_size, progress=not a.quiet)
+
+        df = predict_parts(
+            a.model,
+            a.data,
+            a.out,
+            scheduler=a.scheduler,
+            n_workers=a.workers or 2,
+            batch_size=a.batch_size,
+            progress=not a.quiet,
+        )
     else:
         from spectral_nb.training import predict
+
         df = predict(a.model, a.data[0], a.out, batch_size=a.batch_size, progress=not a.quiet)
-    if zm is not None:   # the network's redshift beside the class probabilities (in this process)
+    if zm is not None:  # the network's redshift beside the class probabilities (in this process)
         import pandas as pd
         from spectral_nb.redshift import predict_redshift
+
         z = pd.concat([predict_redshift(zm, data) for data in a.data], ignore_index=True)
         df = df.drop(columns=[c for c in ('z_pred', 'z_err') if c in df]).merge(z, on='specObjID', how='left')
-        tmp = a.out.with_name(f'.{a.out.name}.tmp'); df.to_csv(tmp, index=False); tmp.replace(a.out)
+        tmp = a.out.with_name(f'.{a.out.name}.tmp')
+        df.to_csv(tmp, index=False)
+        tmp.replace(a.out)
     log.info("wrote %d predictions to %s", len(df), a.out)
     return 0
+
 
 def cmd_reproduce(a) -> int:
     "Run the papermill chain of stage notebooks into OUT and write the report."
     from spectral_nb.reproduce import reproduce, StageFailed
+
     _check_out_folder(a.out)
     try:
-        s = reproduce(a.out, a.profile, a.source, a.seed, stages=a.stages, force=a.force, skyserver_url=a.skyserver_url, sas_url=a.sas_url)
+        s = reproduce(
+            a.out,
+            a.profile,
+            a.source,
+            a.seed,
+            stages=a.stages,
+            force=a.force,
+            skyserver_url=a.skyserver_url,
+            sas_url=a.sas_url,
+        )
     except StageFailed as e:
-        print(f"spectral-nb reproduce: {_one_line(e)}", file=sys.stderr)   # once: not logged as well
+        print(f"spectral-nb reproduce: {_one_line(e)}", file=sys.stderr)  # once: not logged as well
         return 1
     print(json.dumps(s))
     return 0
+
 
 def cmd_query(a) -> int:
     "Query a class-balanced random sample of SDSS spectra into catalog.parquet."
     from spectral_nb.query import query_catalog, astroquery_runner
     from spectral_nb.records import check_writable
-    if a.out.is_dir(): raise ValueError(f"--out {a.out} is a folder; give a file path such as {a.out / 'catalog.parquet'}.")
+
+    if a.out.is_dir():
+        raise ValueError(f"--out {a.out} is a folder; give a file path such as {a.out / 'catalog.parquet'}.")
     check_writable(a.out)
     mix = 'balanced' if a.balanced else a.class_mix
-    cat = query_catalog(a.n, mix, a.data_release, a.out, astroquery_runner(a.skyserver_url), page_size=a.page_size,
-                        emission_lines=a.emission_lines, progress=not a.quiet, seed=a.seed)
+    cat = query_catalog(
+        a.n,
+        mix,
+        a.data_release,
+        a.out,
+        astroquery_runner(a.skyserver_url),
+        page_size=a.page_size,
+        emission_lines=a.emission_lines,
+        progress=not a.quiet,
+        seed=a.seed,
+    )
     print(json.dumps(dict(rows=len(cat), by_class=cat['class'].value_counts().to_dict(), out=str(a.out))))
     return 0
+
 
 def cmd_download(a) -> int:
     "Download the spec files of a catalogue, then write raw.parquet."
     from spectral_nb.download import download, to_records
     from dataclasses import asdict
-    if not a.catalog.is_file(): raise FileNotFoundError(f"--catalog {a.catalog}: no such file; run `spectral-nb query` first.")
+
+    if not a.catalog.is_file():
+        raise FileNotFoundError(f"--catalog {a.catalog}: no such file; run `spectral-nb query` first.")
     _check_out_folder(a.out)
-    s = download(a.catalog, a.out, a.workers, a.sas_url, a.data_release, lite=not a.full, timeout=a.timeout, retries=a.retries,
-                 progress=not a.quiet)
-    raw = to_records(a.catalog, a.out, data_release=a.data_release, lite=not a.full) if s.downloaded + s.already_present else None
+    s = download(
+        a.catalog,
+        a.out,
+        a.workers,
+        a.sas_url,
+        a.data_release,
+        lite=not a.full,
+        timeout=a.timeout,
+        retries=a.retries,
+        progress=not a.quiet,
+    )
+    raw = (
+        to_records(a.catalog, a.out, data_release=a.data_release, lite=not a.full)
+        if s.downloaded + s.already_present
+        else None
+    )
     print(json.dumps(dict(**asdict(s), raw=str(raw) if raw else None)))
     return 0 if not s.failed else 3
+
 
 def cmd_explore(a) -> int:
     "Serve the explorer of a run folder as a voila app (blocks until interrupted)."
     from spectral_nb.explorer import serve_command
+
     cmd = serve_command(a.run, a.model, a.port)
-    print(f"spectral-nb explore: serving {a.run} ({a.model}) at http://127.0.0.1:{a.port}/ - Ctrl-C stops it", file=sys.stderr)
-    sys.stderr.flush(); sys.stdout.flush()
-    os.execv(cmd[0], cmd)   # this process becomes the voila server: stopping it stops the server and its kernel, leaving no orphan
+    print(
+        f"spectral-nb explore: serving {a.run} ({a.model}) at http://127.0.0.1:{a.port}/ - Ctrl-C stops it",
+        file=sys.stderr,
+    )
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os.execv(
+        cmd[0], cmd
+    )  # this process becomes the voila server: stopping it stops the server and its kernel, leaving no orphan
+
 
 def _dask_args(p: argparse.ArgumentParser):
     "--scheduler and --workers: where a stage runs on Dask (the output is the one-process output either way)."
-    p.add_argument('--scheduler', default=None, metavar='ADDRESS',
-                   help='run on the Dask cluster whose scheduler is at ADDRESS (e.g. tcp://10.0.0.5:8786, or a scheduler file *.json); inputs must be readable there')
-    p.add_argument('--workers', type=_positive_int, default=None, metavar='N',
-                   help='run on a local Dask cluster of N worker processes (default 2 when several input files are given; ignored with --scheduler)')
+    p.add_argument(
+        '--scheduler',
+        default=None,
+        metavar='ADDRESS',
+        help='run on the Dask cluster whose scheduler is at ADDRESS (e.g. tcp://10.0.0.5:8786, or a scheduler file *.json); inputs must be readable there',
+    )
+    p.add_argument(
+        '--workers',
+        type=_positive_int,
+        default=None,
+        metavar='N',
+        help='run on a local Dask cluster of N worker processes (default 2 when several input files are given; ignored with --scheduler)',
+    )
+
 
 def build_parser() -> argparse.ArgumentParser:
     "The `spectral-nb` argument parser; every option has help, and -q works before or after the subcommand."
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument('-q', '--quiet', action='store_true', default=argparse.SUPPRESS, help='no progress bars, warnings only')
-    p = argparse.ArgumentParser(prog='spectral-nb', description='Spectral classification of SDSS objects with deep neural networks.')
+    common.add_argument(
+        '-q', '--quiet', action='store_true', default=argparse.SUPPRESS, help='no progress bars, warnings only'
+    )
+    p = argparse.ArgumentParser(
+        prog='spectral-nb', description='Spectral classification of SDSS objects with deep neural networks.'
+    )
     p.add_argument('-q', '--quiet', action='store_true', help='no progress bars, warnings only')
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND', help='one stage of the pipeline')
     add = lambda name, help: sub.add_parser(name, help=help, description=help, parents=[common])
@@ -193,43 +352,102 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument('--n', type=_positive_int, default=2000, help='number of spectra')
     m.add_argument('--seed', type=int, default=SEED, help='random seed')
     m.add_argument('--out', type=Path, default=Path('data/mock'), help='output folder (raw.parquet is written there)')
-    m.add_argument('--class-mix', type=_json_dict, default=None, help='JSON {class: fraction}; default: the thesis stated mix')
-    m.add_argument('--missing-fraction', type=float, default=0.01, help='fraction of spectra that lose a block of pixels')
+    m.add_argument(
+        '--class-mix', type=_json_dict, default=None, help='JSON {class: fraction}; default: the thesis stated mix'
+    )
+    m.add_argument(
+        '--missing-fraction', type=float, default=0.01, help='fraction of spectra that lose a block of pixels'
+    )
     m.set_defaults(func=cmd_mock)
     pp = add('preprocess', 'raw records / SDSS spec files -> dataset.h5')
-    pp.add_argument('--raw', type=Path, nargs='+', default=None, help='raw.parquet file(s) (mock or downloaded records); several go to Dask, in order')
+    pp.add_argument(
+        '--raw',
+        type=Path,
+        nargs='+',
+        default=None,
+        help='raw.parquet file(s) (mock or downloaded records); several go to Dask, in order',
+    )
     pp.add_argument('--fits', nargs='*', default=None, help='SDSS spec-*.fits files or folders of them')
-    pp.add_argument('--out', type=Path, default=Path('data/mock/dataset.h5'), help='dataset file to write (a file path, not a folder)')
+    pp.add_argument(
+        '--out',
+        type=Path,
+        default=Path('data/mock/dataset.h5'),
+        help='dataset file to write (a file path, not a folder)',
+    )
     pp.add_argument('--sigma', type=float, default=0.0, help='Gaussian smoothing sigma in pixels (thesis: 0 or 4)')
-    pp.add_argument('--max-missing', type=float, default=0.05, help='drop spectra missing more than this fraction of pixels')
+    pp.add_argument(
+        '--max-missing', type=float, default=0.05, help='drop spectra missing more than this fraction of pixels'
+    )
     pp.add_argument('--seed', type=int, default=SEED, help='seed of the train/val/test split')
-    pp.add_argument('--on-bad', choices=['skip', 'raise'], default='skip', help='skip (and count) unusable spectra, or stop at the first')
+    pp.add_argument(
+        '--on-bad',
+        choices=['skip', 'raise'],
+        default='skip',
+        help='skip (and count) unusable spectra, or stop at the first',
+    )
     _dask_args(pp)
     pp.set_defaults(func=cmd_preprocess)
     t = add('train', 'train the CNN, the mixed-input network or the autoencoder')
-    t.add_argument('model', choices=['cnn', 'mixed', 'autoencoder'], help='which model: cnn (main classes), mixed (tasks of --task) or autoencoder')
+    t.add_argument(
+        'model',
+        choices=['cnn', 'mixed', 'autoencoder'],
+        help='which model: cnn (main classes), mixed (tasks of --task) or autoencoder',
+    )
     t.add_argument('--data', type=Path, required=True, help='dataset.h5 from `spectral-nb preprocess`')
     t.add_argument('--out', type=Path, required=True, help='run folder for models, metrics and figures')
-    t.add_argument('--profile', choices=['smoke', 'quick', 'full'], default='quick', help='run size: tuner trials, epochs, spectra (see README)')
-    t.add_argument('--task', nargs='+', choices=['main', 'galaxy', 'star'], default=None,
-                   help='tasks of the mixed-input network (default: all three); the cnn is main-task only')
+    t.add_argument(
+        '--profile',
+        choices=['smoke', 'quick', 'full'],
+        default='quick',
+        help='run size: tuner trials, epochs, spectra (see README)',
+    )
+    t.add_argument(
+        '--task',
+        nargs='+',
+        choices=['main', 'galaxy', 'star'],
+        default=None,
+        help='tasks of the mixed-input network (default: all three); the cnn is main-task only',
+    )
     t.add_argument('--seed', type=int, default=SEED, help='seed of the weights, the shuffling and the tuner')
     t.add_argument('--source', choices=['mock', 'sdss'], default='mock', help='printed on every figure')
-    t.add_argument('--norm', choices=['median', 'none'], default='median',
-                   help="per-spectrum normalisation before the per-pixel standardisation: 'median' (divide by median |flux|: brightness-free) or 'none' (the thesis's)")
-    t.add_argument('--no-augment', action='store_true', help='train without augmentation (noise, shifts, calibration tilt, sky residuals, brightness)')
+    t.add_argument(
+        '--norm',
+        choices=['median', 'none'],
+        default='median',
+        help="per-spectrum normalisation before the per-pixel standardisation: 'median' (divide by median |flux|: brightness-free) or 'none' (the thesis's)",
+    )
+    t.add_argument(
+        '--no-augment',
+        action='store_true',
+        help='train without augmentation (noise, shifts, calibration tilt, sky residuals, brightness)',
+    )
     t.set_defaults(func=cmd_train)
     pr = add('predict', 'apply a saved classifier to new spectra')
-    pr.add_argument('--model', type=Path, required=True, help='model folder (model.keras, meta.json) written by `spectral-nb train`')
-    pr.add_argument('--data', type=Path, nargs='+', required=True, help='dataset.h5 or raw.parquet file(s); several go to Dask, rows in file order')
+    pr.add_argument(
+        '--model', type=Path, required=True, help='model folder (model.keras, meta.json) written by `spectral-nb train`'
+    )
+    pr.add_argument(
+        '--data',
+        type=Path,
+        nargs='+',
+        required=True,
+        help='dataset.h5 or raw.parquet file(s); several go to Dask, rows in file order',
+    )
     pr.add_argument('--out', type=Path, default=Path('predictions.csv'), help='CSV file to write, one row per spectrum')
     pr.add_argument('--batch-size', type=_positive_int, default=1024, help='spectra per inference batch')
-    pr.add_argument('--redshift-model', type=Path, default=None, help="also write z_pred and z_err from a redshift model folder (a run's redshift/models/cnn_compact_z)")
+    pr.add_argument(
+        '--redshift-model',
+        type=Path,
+        default=None,
+        help="also write z_pred and z_err from a redshift model folder (a run's redshift/models/cnn_compact_z)",
+    )
     _dask_args(pr)
     pr.set_defaults(func=cmd_predict)
     q = add('query', 'query a class-balanced random sample of SDSS spectra (SpecObjAll x SpecPhotoAll)')
     q.add_argument('--n', type=_positive_int, required=True, help='spectra wanted in total')
-    q.add_argument('--class-mix', type=_json_dict, default=None, help='JSON {class: fraction}; default: the thesis stated mix')
+    q.add_argument(
+        '--class-mix', type=_json_dict, default=None, help='JSON {class: fraction}; default: the thesis stated mix'
+    )
     q.add_argument('--balanced', action='store_true', help='one third per class')
     q.add_argument('--data-release', type=int, default=17, help='SDSS data release (8-19)')
     q.add_argument('--seed', type=int, default=SEED, help='seed of the random sample (same seed, same spectra)')
@@ -240,7 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_query)
     d = add('download', 'download the spec files of a catalogue and make raw.parquet')
     d.add_argument('--catalog', type=Path, required=True, help='catalog.parquet from `spectral-nb query`')
-    d.add_argument('--out', type=Path, default=Path('data/sdss'), help='folder for the spec files (sas/...) and raw.parquet')
+    d.add_argument(
+        '--out', type=Path, default=Path('data/sdss'), help='folder for the spec files (sas/...) and raw.parquet'
+    )
     d.add_argument('--workers', type=_positive_int, default=8, help='concurrent downloads')
     d.add_argument('--sas-url', default='https://data.sdss.org/sas', help='SAS base URL (default: the real one)')
     d.add_argument('--data-release', type=int, default=17, help='SDSS data release of the SAS layout')
@@ -249,40 +469,67 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument('--retries', type=_nonneg_int, default=5, help='retries per file after a failure (0: none)')
     d.set_defaults(func=cmd_download)
     r = add('reproduce', 'run every stage notebook headless and write the report')
-    r.add_argument('--profile', choices=['smoke', 'quick', 'full'], default='quick', help='run size (see README: smoke, quick, full)')
-    r.add_argument('--source', choices=['mock', 'sdss'], default='mock', help='data: the mock survey or real SDSS (query + download)')
+    r.add_argument(
+        '--profile',
+        choices=['smoke', 'quick', 'full'],
+        default='quick',
+        help='run size (see README: smoke, quick, full)',
+    )
+    r.add_argument(
+        '--source',
+        choices=['mock', 'sdss'],
+        default='mock',
+        help='data: the mock survey or real SDSS (query + download)',
+    )
     r.add_argument('--out', type=Path, default=None, help='run folder (default reports/<profile>)')
     r.add_argument('--seed', type=int, default=SEED, help='seed of every stage')
     r.add_argument('--stages', nargs='+', default=None, help='run only these stages (default: all)')
     r.add_argument('--force', action='store_true', help='rerun stages even when complete and up to date')
     r.add_argument('--skyserver-url', default=None, help='SkyServer base URL for --source sdss (default: the real one)')
-    r.add_argument('--sas-url', default=None, help='SAS base URL for --source sdss (default: https://data.sdss.org/sas)')
+    r.add_argument(
+        '--sas-url', default=None, help='SAS base URL for --source sdss (default: https://data.sdss.org/sas)'
+    )
     r.set_defaults(func=cmd_reproduce)
-    e = add('explore', 'browse a run\'s spectra and predictions in a voila app (confusion matrix, spectra, latent space)')
-    e.add_argument('--run', type=Path, required=True, help='run folder written by `spectral-nb reproduce` (e.g. reports/quick)')
-    e.add_argument('--model', default='cnn_compact', help='classifier of the run to explore (cnn_compact, cnn, mixed_main, ...)')
+    e = add(
+        'explore', 'browse a run\'s spectra and predictions in a voila app (confusion matrix, spectra, latent space)'
+    )
+    e.add_argument(
+        '--run', type=Path, required=True, help='run folder written by `spectral-nb reproduce` (e.g. reports/quick)'
+    )
+    e.add_argument(
+        '--model', default='cnn_compact', help='classifier of the run to explore (cnn_compact, cnn, mixed_main, ...)'
+    )
     e.add_argument('--port', type=_positive_int, default=8866, help='port on 127.0.0.1 to serve on')
     e.set_defaults(func=cmd_explore)
     return p
 
-def _one_line(e: BaseException) -> str: return ' '.join(str(e).split()) or type(e).__name__
+
+def _one_line(e: BaseException) -> str:
+    return ' '.join(str(e).split()) or type(e).__name__
+
 
 def _quiet_libraries():
     "Keep TensorFlow/absl chatter (node_def_util, oneDNN notices) out of the log; the env var must be set before TensorFlow loads."
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-    for name in ('tensorflow', 'absl', 'h5py', 'matplotlib'): logging.getLogger(name).setLevel(logging.ERROR)
-    for name in ('numexpr', 'papermill'): logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ('tensorflow', 'absl', 'h5py', 'matplotlib'):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for name in ('numexpr', 'papermill'):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
 
 def main(argv: list | None = None) -> int:
     "Entry point of the `spectral-nb` console script: exit 0 on success, 2 with one line on bad input (1: a reproduce stage failed)."
     _quiet_libraries()
     a = build_parser().parse_args(argv)
-    if getattr(a, 'command', None) == 'reproduce' and a.out is None: a.out = Path('reports') / a.profile
-    logging.basicConfig(level=logging.WARNING if a.quiet else logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
+    if getattr(a, 'command', None) == 'reproduce' and a.out is None:
+        a.out = Path('reports') / a.profile
+    logging.basicConfig(
+        level=logging.WARNING if a.quiet else logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s'
+    )
     try:
         return a.func(a)
-    except (ValueError, OSError, KeyError) as e:   # bad input, missing or unwritable files, unreachable servers
-        print(f"spectral-nb {a.command}: error: {_one_line(e)}", file=sys.stderr)   # printed once, not logged as well
+    except (ValueError, OSError, KeyError) as e:  # bad input, missing or unwritable files, unreachable servers
+        print(f"spectral-nb {a.command}: error: {_one_line(e)}", file=sys.stderr)  # printed once, not logged as well
         return 2
     except KeyboardInterrupt:
         print(f"spectral-nb {a.command}: interrupted", file=sys.stderr)

@@ -5,12 +5,23 @@
 # %% ../nbs/05_cnn.ipynb #50f5a62e
 from __future__ import annotations
 import os
+
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 import json, shutil, time
 from pathlib import Path
 import numpy as np, pandas as pd
 from .config import *
-from .training import (load_task, seed_everything, fit_model, save_bundle, class_weights, TASKS, staged_run, Augment, is_streamed)
+from spectral_nb.training import (
+    load_task,
+    seed_everything,
+    fit_model,
+    save_bundle,
+    class_weights,
+    TASKS,
+    staged_run,
+    Augment,
+    is_streamed,
+)
 from .evaluate import report_classifier
 
 log = get_logger(__name__)
@@ -20,65 +31,102 @@ __all__ = ['log', 'THESIS_SPACE', 'REDUCED_SPACE', 'TRUNKS', 'DEFAULT_TRUNK', 'b
            'build_compact_cnn', 'tune_cnn', 'inference_speed', 'train_compact_cnn', 'run_cnn']
 
 # %% ../nbs/05_cnn.ipynb #44a799be
-THESIS_SPACE = dict(conv_layers=(2, 6), filters=(64, 128, 256, 512), filters_deep=(64, 128, 256), kernels=(3, 5, 7),
-                    pool=(1, 4), dense_layers=(2, 6), dense_units=(64, 128, 256, 512), lr=(1e-3, 1e-4), conv_dropout=0.1, dense_dropout=0.5)
-REDUCED_SPACE = dict(THESIS_SPACE, conv_layers=(2, 4), filters=(8, 16, 32), filters_deep=(8, 16, 32), pool=(2, 4),
-                     dense_layers=(2, 3), dense_units=(32, 64, 128))
+THESIS_SPACE = dict(
+    conv_layers=(2, 6),
+    filters=(64, 128, 256, 512),
+    filters_deep=(64, 128, 256),
+    kernels=(3, 5, 7),
+    pool=(1, 4),
+    dense_layers=(2, 6),
+    dense_units=(64, 128, 256, 512),
+    lr=(1e-3, 1e-4),
+    conv_dropout=0.1,
+    dense_dropout=0.5,
+)
+REDUCED_SPACE = dict(
+    THESIS_SPACE,
+    conv_layers=(2, 4),
+    filters=(8, 16, 32),
+    filters_deep=(8, 16, 32),
+    pool=(2, 4),
+    dense_layers=(2, 3),
+    dense_units=(32, 64, 128),
+)
+
 
 def build_thesis_cnn(hp, n_classes: int, npix: int = NPIX, space: dict = THESIS_SPACE):
     "A CNN of the thesis's family; `hp` is a keras-tuner HyperParameters (its defaults give one fixed model)."
     import keras
     from keras import layers
+
     x = inp = keras.Input((npix, 1), name='flux')
     for i in range(hp.Int('n_conv_layers', *space['conv_layers'])):
         choices = list(space['filters'] if i < 3 else space['filters_deep'])
-        x = layers.Conv1D(hp.Choice(f'filters_{i}', choices, default=choices[min(1, len(choices) - 1)]),
-                          hp.Choice(f'kernel_{i}', list(space['kernels'])), padding='same', activation='relu')(x)
+        x = layers.Conv1D(
+            hp.Choice(f'filters_{i}', choices, default=choices[min(1, len(choices) - 1)]),
+            hp.Choice(f'kernel_{i}', list(space['kernels'])),
+            padding='same',
+            activation='relu',
+        )(x)
         x = layers.Dropout(space['conv_dropout'])(x)
         if i < 5:
             p = hp.Int(f'pool_{i}', *space['pool'])
-            if p > 1: x = layers.MaxPooling1D(p)(x)
+            if p > 1:
+                x = layers.MaxPooling1D(p)(x)
     x = layers.Flatten()(x)
     for j in range(hp.Int('n_dense_layers', *space['dense_layers'])):
         x = layers.Dense(hp.Choice(f'units_{j}', list(space['dense_units'])), activation='relu')(x)
         x = layers.Dropout(space['dense_dropout'])(x)
     out = layers.Dense(n_classes, activation='softmax', name='probs')(x)
     model = keras.Model(inp, out, name='thesis_cnn')
-    model.compile(optimizer=keras.optimizers.Adam(hp.Choice('learning_rate', list(space['lr']))),
-                  loss='sparse_categorical_crossentropy', metrics=['accuracy'])
+    model.compile(
+        optimizer=keras.optimizers.Adam(hp.Choice('learning_rate', list(space['lr']))),
+        loss='sparse_categorical_crossentropy',
+        metrics=['accuracy'],
+    )
     return model
 
 # %% ../nbs/05_cnn.ipynb #05deed0a
-TRUNKS = {   # the compact trunk's layers; all end at 117 positions on the common grid (3,736 pixels)
+TRUNKS = {  # the compact trunk's layers; all end at 117 positions on the common grid (3,736 pixels)
     'strided': dict(space_to_depth=1, widths=(16, 32, 48, 64, 64), kernels=(7, 5, 5, 3, 3), strides=(2, 2, 2, 2, 2)),
     'fast': dict(space_to_depth=8, widths=(48, 48, 64), kernels=(7, 3, 3), strides=(1, 2, 2)),
     'lean': dict(space_to_depth=8, widths=(48, 64), kernels=(7, 3), strides=(2, 2)),
 }
 DEFAULT_TRUNK = 'lean'
 
+
 def compact_trunk(x, trunk: str = DEFAULT_TRUNK, position_channels: int = 8):
     "Conv1D + BatchNorm blocks, then global average and max pooling beside a coarse map that keeps where features sit (shared with the mixed-input and redshift networks)."
     from keras import layers
-    if trunk not in TRUNKS: raise ValueError(f"trunk must be one of {sorted(TRUNKS)}, got {trunk!r}.")
-    t = TRUNKS[trunk]; s = t['space_to_depth']
-    if s > 1:   # pixels (n, 1) -> (n / s, s): the first convolution sees all s pixels of a block as channels
-        n = x.shape[1]; pad = (-n) % s
-        if pad: x = layers.ZeroPadding1D((0, pad))(x)
+
+    if trunk not in TRUNKS:
+        raise ValueError(f"trunk must be one of {sorted(TRUNKS)}, got {trunk!r}.")
+    t = TRUNKS[trunk]
+    s = t['space_to_depth']
+    if s > 1:  # pixels (n, 1) -> (n / s, s): the first convolution sees all s pixels of a block as channels
+        n = x.shape[1]
+        pad = (-n) % s
+        if pad:
+            x = layers.ZeroPadding1D((0, pad))(x)
         x = layers.Reshape(((n + pad) // s, s), name='space_to_depth')(x)
     for w, k, st in zip(t['widths'], t['kernels'], t['strides']):
         x = layers.Conv1D(w, k, strides=st, padding='same', use_bias=False)(x)
-        x = layers.BatchNormalization(momentum=0.9)(x)   # small data sets take few steps: let the moving statistics converge
+        x = layers.BatchNormalization(momentum=0.9)(
+            x
+        )  # small data sets take few steps: let the moving statistics converge
         x = layers.Activation('relu')(x)
     parts = [layers.GlobalAveragePooling1D()(x), layers.GlobalMaxPooling1D()(x)]
-    if position_channels:   # 1x1 convolution to a few channels, flattened: 117 positions x 8 on the common grid
+    if position_channels:  # 1x1 convolution to a few channels, flattened: 117 positions x 8 on the common grid
         p = layers.Conv1D(position_channels, 1, use_bias=False, name='position_map')(x)
         parts.append(layers.Flatten()(layers.Activation('relu')(layers.BatchNormalization(momentum=0.9)(p))))
     return layers.Concatenate()(parts)
+
 
 def build_compact_cnn(n_classes: int, npix: int = NPIX, lr: float = 2e-3, trunk: str = DEFAULT_TRUNK):
     "The compact CNN: a short convolutional trunk, global pooling plus a coarse position map."
     import keras
     from keras import layers
+
     inp = keras.Input((npix, 1), name='flux')
     x = compact_trunk(inp, trunk)
     x = layers.Dropout(0.2)(layers.Dense(64, activation='relu')(x))
@@ -90,70 +138,151 @@ def build_compact_cnn(n_classes: int, npix: int = NPIX, lr: float = 2e-3, trunk:
 def tune_cnn(data: dict, space: dict, trials: int, epochs: int, directory, seed: int = SEED, batch_size: int = 32):
     "RandomSearch over `space`; returns (tuner, trial table DataFrame sorted by val_accuracy)."
     import keras, keras_tuner as kt
+
     k = len(data['train'].classes)
     directory = Path(directory)
-    tuner = kt.RandomSearch(lambda hp: build_thesis_cnn(hp, k, len(data['scaler'].flux_mean), space), objective='val_accuracy',
-                            max_trials=trials, seed=seed, directory=str(directory), project_name='cnn_search', overwrite=True,
-                            max_consecutive_failed_trials=2)
+    tuner = kt.RandomSearch(
+        lambda hp: build_thesis_cnn(hp, k, len(data['scaler'].flux_mean), space),
+        objective='val_accuracy',
+        max_trials=trials,
+        seed=seed,
+        directory=str(directory),
+        project_name='cnn_search',
+        overwrite=True,
+        max_consecutive_failed_trials=2,
+    )
     stop = keras.callbacks.EarlyStopping(monitor='val_accuracy', patience=4)
-    if is_streamed(data):   # streamed batches (load_task(stream=...)): every trial reads the file a block at a time
+    if is_streamed(data):  # streamed batches (load_task(stream=...)): every trial reads the file a block at a time
         data['train'].configure(batch_size)
         tuner.search(data['train'], validation_data=data['val'], epochs=epochs, callbacks=[stop], verbose=0)
     else:
-        tuner.search(data['train'].flux, data['train'].y, validation_data=(data['val'].flux, data['val'].y), epochs=epochs,
-                     batch_size=batch_size, callbacks=[stop], verbose=0)
+        tuner.search(
+            data['train'].flux,
+            data['train'].y,
+            validation_data=(data['val'].flux, data['val'].y),
+            epochs=epochs,
+            batch_size=batch_size,
+            callbacks=[stop],
+            verbose=0,
+        )
     rows = []
     for t in tuner.oracle.get_best_trials(num_trials=trials):
         hp = dict(t.hyperparameters.values)
-        try: n_params = tuner.hypermodel.build(t.hyperparameters).count_params()
-        except Exception: n_params = None
+        try:
+            n_params = tuner.hypermodel.build(t.hyperparameters).count_params()
+        except Exception:
+            n_params = None
         rows.append(dict(trial=t.trial_id, val_accuracy=t.score, status=str(t.status), n_params=n_params, **hp))
     table = pd.DataFrame(rows).sort_values('val_accuracy', ascending=False, na_position='last').reset_index(drop=True)
-    if table['val_accuracy'].isna().all(): raise RuntimeError(f"Every keras-tuner trial failed; see the logs under {directory}.")
+    if table['val_accuracy'].isna().all():
+        raise RuntimeError(f"Every keras-tuner trial failed; see the logs under {directory}.")
     return tuner, table
 
 # %% ../nbs/05_cnn.ipynb #6ade5dd5
 def inference_speed(model, x, batch: int = 1024, repeats: int = 2) -> float:
     "Spectra per second of a model called in a tf.function on `x` (best of `repeats`)."
     import tensorflow as tf
+
     f = tf.function(lambda a: model(a, training=False), reduce_retracing=True)
-    xb = tf.constant(x[:batch]); f(xb)
+    xb = tf.constant(x[:batch])
+    f(xb)
     best = 0.0
     for _ in range(repeats):
-        t = time.perf_counter(); n = 0
-        for a in range(0, len(x), batch): f(tf.constant(x[a:a + batch])).numpy(); n += len(x[a:a + batch])
+        t = time.perf_counter()
+        n = 0
+        for a in range(0, len(x), batch):
+            f(tf.constant(x[a : a + batch])).numpy()
+            n += len(x[a : a + batch])
         best = max(best, n / (time.perf_counter() - t))
     return best
+
 
 def _speed_sample(data: dict, n: int = 1024) -> np.ndarray:
     "Up to `n` standardised test inputs of a task (from its first file block when streamed) to time inference on."
     te = data['test']
     return te._block(0)[0][:n] if is_streamed(data) else te.flux
 
+
 def _run_extra(data: dict, hist: dict, **kw) -> dict:
     "What a bundle's meta records about its training run."
     return dict(n_train=data['train'].n, epochs_trained=len(hist['loss']), augment=hist.get('augment'), **kw)
 
-def train_compact_cnn(h5_path, out_dir, epochs: int = 12, seed: int = SEED, augment: bool | Augment = True, norm: str = 'median',
-                      sigma: float = 0.0, batch_size: int = 64, name: str = 'cnn_compact', source: str = 'mock',
-                      max_rows: int | None = None, data: dict | None = None, figures: bool = True, trunk: str = DEFAULT_TRUNK,
-                      stream: bool | None = None) -> tuple:
+
+def train_compact_cnn(
+    h5_path,
+    out_dir,
+    epochs: int = 12,
+    seed: int = SEED,
+    augment: bool | Augment = True,
+    norm: str = 'median',
+    sigma: float = 0.0,
+    batch_size: int = 64,
+    name: str = 'cnn_compact',
+    source: str = 'mock',
+    max_rows: int | None = None,
+    data: dict | None = None,
+    figures: bool = True,
+    trunk: str = DEFAULT_TRUNK,
+    stream: bool | None = None,
+) -> tuple:
     "Train, report and save the compact flux-only CNN (no tuner) on the main classes; returns (bundle path, test metrics). `stream`: see `load_task` (None: when the data would not fit in memory)."
     seed_everything(seed)
-    data = data or load_task(h5_path, 'main', sigma=sigma, max_rows=max_rows, seed=seed, norm=norm, feature_columns=(), stream=stream, kind='cnn')
+    data = data or load_task(
+        h5_path,
+        'main',
+        sigma=sigma,
+        max_rows=max_rows,
+        seed=seed,
+        norm=norm,
+        feature_columns=(),
+        stream=stream,
+        kind='cnn',
+    )
     with staged_run(out_dir) as stage:
         seed_everything(seed)
         model = build_compact_cnn(len(CLASSES), len(data['scaler'].flux_mean), trunk=trunk)
         hist = fit_model(model, data, 'cnn', epochs, batch_size=batch_size, augment=augment, seed=seed, name=name)
-        m = report_classifier(name, model, data, 'cnn', hist, stage, h5_path, 'cnn_main', source,
-                              extra=dict(n_params=model.count_params(), streamed=is_streamed(data),
-                                         predict_spectra_per_s=inference_speed(model, _speed_sample(data))), figures=figures)
-        save_bundle(stage / 'models' / name, model, 'cnn', 'main', CLASSES, data['scaler'], data['spec'],
-                    _run_extra(data, hist, seed=seed, source=source, test_accuracy=m['accuracy'], n_test=m['n_test']), data['dataset'])
+        m = report_classifier(
+            name,
+            model,
+            data,
+            'cnn',
+            hist,
+            stage,
+            h5_path,
+            'cnn_main',
+            source,
+            extra=dict(
+                n_params=model.count_params(),
+                streamed=is_streamed(data),
+                predict_spectra_per_s=inference_speed(model, _speed_sample(data)),
+            ),
+            figures=figures,
+        )
+        save_bundle(
+            stage / 'models' / name,
+            model,
+            'cnn',
+            'main',
+            CLASSES,
+            data['scaler'],
+            data['spec'],
+            _run_extra(data, hist, seed=seed, source=source, test_accuracy=m['accuracy'], n_test=m['n_test']),
+            data['dataset'],
+        )
     return Path(out_dir) / 'models' / name, m
 
-def run_cnn(h5_path, out_dir, profile: str = 'smoke', seed: int = SEED, source: str = 'mock', augment: bool | Augment = True,
-            norm: str = 'median', stream: bool | None = None) -> dict:
+
+def run_cnn(
+    h5_path,
+    out_dir,
+    profile: str = 'smoke',
+    seed: int = SEED,
+    source: str = 'mock',
+    augment: bool | Augment = True,
+    norm: str = 'median',
+    stream: bool | None = None,
+) -> dict:
     "The CNN experiment of the thesis (and the compact CNN) on the main classes; returns their metrics. `stream`: see `load_task` (None: when the data would not fit in memory)."
     prof = get_profile(profile)
     seed_everything(seed)
@@ -162,19 +291,55 @@ def run_cnn(h5_path, out_dir, profile: str = 'smoke', seed: int = SEED, source: 
     results = {}
     with staged_run(out_dir) as stage:
         t = time.perf_counter()
-        tuner, table = tune_cnn(data, space, prof['tuner_trials'], prof['tuner_epochs'], stage / 'tuner', seed, batch_size=32)
+        tuner, table = tune_cnn(
+            data, space, prof['tuner_trials'], prof['tuner_epochs'], stage / 'tuner', seed, batch_size=32
+        )
         tune_s = time.perf_counter() - t
         table.to_csv(stage / 'cnn_tuner_trials.csv', index=False)
         seed_everything(seed)
         best = tuner.hypermodel.build(tuner.get_best_hyperparameters(1)[0])
-        hist = fit_model(best, data, 'cnn', prof['epochs'], batch_size=prof['batch_size'], augment=augment, seed=seed, name='cnn')
-        results['cnn'] = report_classifier('cnn', best, data, 'cnn', hist, stage, h5_path, 'cnn_main', source,
-                                           extra=dict(space='reduced' if prof['compact'] else 'thesis', tuner_trials=len(table),
-                                                      tuner_seconds=tune_s, n_params=best.count_params(), streamed=is_streamed(data),
-                                                      predict_spectra_per_s=inference_speed(best, _speed_sample(data))))
-        save_bundle(stage / 'models' / 'cnn', best, 'cnn', 'main', CLASSES, data['scaler'], data['spec'],
-                    _run_extra(data, hist, seed=seed, source=source, profile=profile, test_accuracy=results['cnn']['accuracy'],
-                               n_test=results['cnn']['n_test']), data['dataset'])
-        _, results['cnn_compact'] = train_compact_cnn(h5_path, stage, prof['epochs'], seed, augment, batch_size=prof['batch_size'],
-                                                      source=source, data=data)
+        hist = fit_model(
+            best, data, 'cnn', prof['epochs'], batch_size=prof['batch_size'], augment=augment, seed=seed, name='cnn'
+        )
+        results['cnn'] = report_classifier(
+            'cnn',
+            best,
+            data,
+            'cnn',
+            hist,
+            stage,
+            h5_path,
+            'cnn_main',
+            source,
+            extra=dict(
+                space='reduced' if prof['compact'] else 'thesis',
+                tuner_trials=len(table),
+                tuner_seconds=tune_s,
+                n_params=best.count_params(),
+                streamed=is_streamed(data),
+                predict_spectra_per_s=inference_speed(best, _speed_sample(data)),
+            ),
+        )
+        save_bundle(
+            stage / 'models' / 'cnn',
+            best,
+            'cnn',
+            'main',
+            CLASSES,
+            data['scaler'],
+            data['spec'],
+            _run_extra(
+                data,
+                hist,
+                seed=seed,
+                source=source,
+                profile=profile,
+                test_accuracy=results['cnn']['accuracy'],
+                n_test=results['cnn']['n_test'],
+            ),
+            data['dataset'],
+        )
+        _, results['cnn_compact'] = train_compact_cnn(
+            h5_path, stage, prof['epochs'], seed, augment, batch_size=prof['batch_size'], source=source, data=data
+        )
     return results

@@ -16,24 +16,28 @@ __all__ = ['LOGLAM0', 'DLOGLAM', 'NPIX', 'C_KMS', 'WIDE_OFFSET', 'WIDE_NPIX', 'C
            'wide_loglam', 'star_group', 'normalise_mix', 'star_subclass_mix', 'ew_column', 'get_profile', 'get_logger']
 
 # %% ../nbs/00_config.ipynb #e83e0176
-LOGLAM0 = 3.5855          # log10(Angstrom) of the first kept pixel
-DLOGLAM = 1e-4            # SDSS pixel step in log10(Angstrom)
-NPIX = 3736               # pixels of the common grid (3,850.34 - 9,099.13 A)
-C_KMS = 299792.458        # speed of light, km/s
+LOGLAM0 = 3.5855  # log10(Angstrom) of the first kept pixel
+DLOGLAM = 1e-4  # SDSS pixel step in log10(Angstrom)
+NPIX = 3736  # pixels of the common grid (3,850.34 - 9,099.13 A)
+C_KMS = 299792.458  # speed of light, km/s
 
-def sdss_loglam(n: int = NPIX,   # number of pixels
-                start: float = LOGLAM0, # log10 wavelength of the first pixel
-               ) -> np.ndarray:
+
+def sdss_loglam(
+    n: int = NPIX,  # number of pixels
+    start: float = LOGLAM0,  # log10 wavelength of the first pixel
+) -> np.ndarray:
     "The common log10-wavelength grid (float64), computed by index so it is exact and reproducible."
     return start + DLOGLAM * np.arange(n, dtype=np.float64)
+
 
 def sdss_wavelength() -> np.ndarray:
     "The common grid in Angstrom (vacuum)."
     return 10.0 ** sdss_loglam()
 
 # %% ../nbs/00_config.ipynb #8da77c2f
-WIDE_OFFSET = 1180        # pixels of the wide grid blueward of the common grid
+WIDE_OFFSET = 1180  # pixels of the wide grid blueward of the common grid
 WIDE_NPIX = WIDE_OFFSET + NPIX + 1000  # wide grid: 2,935 - 11,455 A
+
 
 def wide_loglam() -> np.ndarray:
     "The wide observed-frame grid used to build model spectra; `wide_loglam()[WIDE_OFFSET:WIDE_OFFSET+NPIX]` is the common grid."
@@ -41,43 +45,142 @@ def wide_loglam() -> np.ndarray:
 
 # %% ../nbs/00_config.ipynb #6dddc256
 CLASSES = ('GALAXY', 'QSO', 'STAR')
-GALAXY_SUBCLASSES = ('NULL', 'AGN', 'AGN BROADLINE', 'BROADLINE', 'STARBURST', 'STARBURST BROADLINE',
-                     'STARFORMING', 'STARFORMING BROADLINE')
-STAR_SUBCLASSES = ('A0', 'A0p', 'B6', 'B9', 'CV', 'Carbon', 'CarbonWD', 'Carbon_lines', 'F2', 'F5', 'F9',
-                   'G0', 'G2', 'K1', 'K3', 'K5', 'K7', 'L0', 'L1', 'L2', 'L3', 'L4', 'L5.5', 'L9', 'M0', 'M0V',
-                   'M1', 'M2', 'M2V', 'M3', 'M4', 'M5', 'M6', 'M7', 'M8', 'M9', 'O', 'OB', 'T2', 'WD', 'WDmagnetic')
-STAR_GROUPS = ('A', 'B', 'CV', 'Carbon', 'CarbonWD', 'Carbon_lines', 'F', 'G', 'K', 'L', 'M', 'O', 'T2', 'WD', 'WDmagnetic')
-_SPECIAL = ('CV', 'Carbon', 'CarbonWD', 'Carbon_lines', 'T2', 'WD', 'WDmagnetic')   # groups kept by exact name
+GALAXY_SUBCLASSES = (
+    'NULL',
+    'AGN',
+    'AGN BROADLINE',
+    'BROADLINE',
+    'STARBURST',
+    'STARBURST BROADLINE',
+    'STARFORMING',
+    'STARFORMING BROADLINE',
+)
+STAR_SUBCLASSES = (
+    'A0',
+    'A0p',
+    'B6',
+    'B9',
+    'CV',
+    'Carbon',
+    'CarbonWD',
+    'Carbon_lines',
+    'F2',
+    'F5',
+    'F9',
+    'G0',
+    'G2',
+    'K1',
+    'K3',
+    'K5',
+    'K7',
+    'L0',
+    'L1',
+    'L2',
+    'L3',
+    'L4',
+    'L5.5',
+    'L9',
+    'M0',
+    'M0V',
+    'M1',
+    'M2',
+    'M2V',
+    'M3',
+    'M4',
+    'M5',
+    'M6',
+    'M7',
+    'M8',
+    'M9',
+    'O',
+    'OB',
+    'T2',
+    'WD',
+    'WDmagnetic',
+)
+STAR_GROUPS = (
+    'A',
+    'B',
+    'CV',
+    'Carbon',
+    'CarbonWD',
+    'Carbon_lines',
+    'F',
+    'G',
+    'K',
+    'L',
+    'M',
+    'O',
+    'T2',
+    'WD',
+    'WDmagnetic',
+)
+_SPECIAL = ('CV', 'Carbon', 'CarbonWD', 'Carbon_lines', 'T2', 'WD', 'WDmagnetic')  # groups kept by exact name
 _RAISE = object()
 
-def star_group(subclass: str,   # an SDSS star subclass: one of the 41 or any spectral type ('G5', 'M0.5', 'K0III', 'F5V (HD 1)', 'WDcooler')
-               default=_RAISE,  # returned for a subclass no group fits (default: raise ValueError)
-              ) -> str:
+
+def star_group(
+    subclass: str,  # an SDSS star subclass: one of the 41 or any spectral type ('G5', 'M0.5', 'K0III', 'F5V (HD 1)', 'WDcooler')
+    default=_RAISE,  # returned for a subclass no group fits (default: raise ValueError)
+) -> str:
     "The thesis's 15-way group of an SDSS star subclass, from its letter(s): 'K5' -> 'K', 'OB' -> 'O', 'M0.5' -> 'M', 'WDcooler' -> 'WD'."
     import re
+
     s = str(subclass).split('(')[0].strip().split(' ')[0] if subclass is not None else ''
-    if s in _SPECIAL: return s
-    if s == 'OB': return 'O'
-    if s.startswith('Carbon'): return 'Carbon'                        # other carbon-star variants
-    if 'WD' in s or s.startswith('DA'): return 'WD'                  # WDcooler, WDhotter, CalciumWD, DA white dwarfs
+    if s in _SPECIAL:
+        return s
+    if s == 'OB':
+        return 'O'
+    if s.startswith('Carbon'):
+        return 'Carbon'  # other carbon-star variants
+    if 'WD' in s or s.startswith('DA'):
+        return 'WD'  # WDcooler, WDhotter, CalciumWD, DA white dwarfs
     m = re.fullmatch(r'(?:e?sd|usd)?([OBAFGKML])(?:\d+(?:\.\d+)?)?(?:I{1,3}|IV|V|p|e|n|[ab]|/)*[^a-z]*', s)
-    if m: return m[1]                                                 # letter, optional number, luminosity class
-    if re.fullmatch(r'T\d+(?:\.\d+)?', s): return 'T2'                 # T dwarfs: the thesis's only T group
+    if m:
+        return m[1]  # letter, optional number, luminosity class
+    if re.fullmatch(r'T\d+(?:\.\d+)?', s):
+        return 'T2'  # T dwarfs: the thesis's only T group
     if default is _RAISE:
-        raise ValueError(f"Unknown star subclass {subclass!r}: no star group fits it; expected a spectral type such as "
-                         f"'K5', 'M0.5', 'G2V' or one of {', '.join(_SPECIAL)}.")
+        raise ValueError(
+            f"Unknown star subclass {subclass!r}: no star group fits it; expected a spectral type such as "
+            f"'K5', 'M0.5', 'G2V' or one of {', '.join(_SPECIAL)}."
+        )
     return default
+
 
 STAR_SUBCLASS_GROUP = {s: star_group(s) for s in STAR_SUBCLASSES}
 
 # %% ../nbs/00_config.ipynb #9c2bf7d8
 CLASS_MIX_STATED = {'GALAXY': 0.560, 'QSO': 0.338, 'STAR': 0.102}
 CLASS_MIX_THESIS_TEST = {'GALAXY': 0.78, 'QSO': 0.135, 'STAR': 0.085}
-GALAXY_SUBCLASS_MIX = {'NULL': 0.633, 'STARFORMING': 0.256, 'STARBURST': 0.076, 'AGN': 0.018, 'BROADLINE': 0.012,
-                       'AGN BROADLINE': 0.0025, 'STARFORMING BROADLINE': 0.002, 'STARBURST BROADLINE': 0.0005}
-STAR_GROUP_MIX = {'F': 0.246, 'A': 0.222, 'M': 0.213, 'K': 0.146, 'G': 0.078, 'WD': 0.069, 'B': 0.010, 'CV': 0.005,
-                  'O': 0.003, 'Carbon_lines': 0.002, 'L': 0.002, 'Carbon': 0.0015, 'WDmagnetic': 0.0015,
-                  'CarbonWD': 0.0005, 'T2': 0.0005}
+GALAXY_SUBCLASS_MIX = {
+    'NULL': 0.633,
+    'STARFORMING': 0.256,
+    'STARBURST': 0.076,
+    'AGN': 0.018,
+    'BROADLINE': 0.012,
+    'AGN BROADLINE': 0.0025,
+    'STARFORMING BROADLINE': 0.002,
+    'STARBURST BROADLINE': 0.0005,
+}
+STAR_GROUP_MIX = {
+    'F': 0.246,
+    'A': 0.222,
+    'M': 0.213,
+    'K': 0.146,
+    'G': 0.078,
+    'WD': 0.069,
+    'B': 0.010,
+    'CV': 0.005,
+    'O': 0.003,
+    'Carbon_lines': 0.002,
+    'L': 0.002,
+    'Carbon': 0.0015,
+    'WDmagnetic': 0.0015,
+    'CarbonWD': 0.0005,
+    'T2': 0.0005,
+}
+
 
 def normalise_mix(mix: dict, allowed, name: str = 'mix', tol: float = 1e-3) -> dict:
     "Check a {label: fraction} mix against the allowed labels and that it sums to 1 (within `tol`); return it renormalised."
@@ -90,8 +193,11 @@ def normalise_mix(mix: dict, allowed, name: str = 'mix', tol: float = 1e-3) -> d
     if not np.all(np.isfinite(vals)) or np.any(vals < 0):
         raise ValueError(f"{name}: fractions must be finite and >= 0, got {mix}.")
     if abs(vals.sum() - 1) > tol:
-        raise ValueError(f"{name}: fractions sum to {vals.sum():.4f}, not 1; fix the values (e.g. {dict(zip(mix, np.round(vals / vals.sum(), 4)))}).")
+        raise ValueError(
+            f"{name}: fractions sum to {vals.sum():.4f}, not 1; fix the values (e.g. {dict(zip(mix, np.round(vals / vals.sum(), 4)))})."
+        )
     return {k: float(v) / vals.sum() for k, v in mix.items()}
+
 
 def star_subclass_mix(group_mix: dict = STAR_GROUP_MIX) -> dict:
     "Expand a star-group mix to the 41 subclasses, sharing each group's weight equally among its members."
@@ -101,15 +207,56 @@ def star_subclass_mix(group_mix: dict = STAR_GROUP_MIX) -> dict:
 
 # %% ../nbs/00_config.ipynb #1a219b14
 LINES = {  # name: vacuum rest wavelength (A)
-    'Lya': 1215.67, 'NV': 1240.14, 'SiIV': 1397.61, 'CIV': 1549.06, 'CIII]': 1908.73, 'MgII': 2799.12,
-    '[OII]3727': 3728.48, '[NeIII]': 3870.16, 'H8': 3890.17, 'CaK': 3934.78, 'CaH': 3969.59, 'Heps': 3971.20,
-    'Hd': 4102.89, 'Gband': 4305.0, 'Hg': 4341.68, 'HeII4686': 4687.02, 'Hb': 4862.68, '[OIII]4959': 4960.30,
-    '[OIII]5007': 5008.24, 'Mgb': 5176.7, 'HeI5876': 5877.25, 'NaD': 5894.6, '[OI]6300': 6302.05,
-    '[NII]6548': 6549.86, 'Ha': 6564.61, '[NII]6584': 6585.27, '[SII]6717': 6718.29, '[SII]6731': 6732.67,
-    'KI': 7682.0, 'NaI8190': 8190.0, 'CaT8498': 8500.36, 'CaT8542': 8544.44, 'CaT8662': 8664.52,
+    'Lya': 1215.67,
+    'NV': 1240.14,
+    'SiIV': 1397.61,
+    'CIV': 1549.06,
+    'CIII]': 1908.73,
+    'MgII': 2799.12,
+    '[OII]3727': 3728.48,
+    '[NeIII]': 3870.16,
+    'H8': 3890.17,
+    'CaK': 3934.78,
+    'CaH': 3969.59,
+    'Heps': 3971.20,
+    'Hd': 4102.89,
+    'Gband': 4305.0,
+    'Hg': 4341.68,
+    'HeII4686': 4687.02,
+    'Hb': 4862.68,
+    '[OIII]4959': 4960.30,
+    '[OIII]5007': 5008.24,
+    'Mgb': 5176.7,
+    'HeI5876': 5877.25,
+    'NaD': 5894.6,
+    '[OI]6300': 6302.05,
+    '[NII]6548': 6549.86,
+    'Ha': 6564.61,
+    '[NII]6584': 6585.27,
+    '[SII]6717': 6718.29,
+    '[SII]6731': 6732.67,
+    'KI': 7682.0,
+    'NaI8190': 8190.0,
+    'CaT8498': 8500.36,
+    'CaT8542': 8544.44,
+    'CaT8662': 8664.52,
 }
-EW_LINES = ('Ha', 'Hb', 'Hg', 'Hd', '[OII]3727', '[OIII]4959', '[OIII]5007', '[NII]6548', '[NII]6584',
-            '[SII]6717', '[SII]6731', 'CaK', 'CaH', 'NaD')
+EW_LINES = (
+    'Ha',
+    'Hb',
+    'Hg',
+    'Hd',
+    '[OII]3727',
+    '[OIII]4959',
+    '[OIII]5007',
+    '[NII]6548',
+    '[NII]6584',
+    '[SII]6717',
+    '[SII]6731',
+    'CaK',
+    'CaH',
+    'NaD',
+)
 KEY_LINES = {  # lines marked on plots of each class
     'GALAXY': ('[OII]3727', 'CaK', 'CaH', 'Hb', '[OIII]5007', 'Mgb', 'NaD', 'Ha', '[NII]6584', '[SII]6717'),
     'QSO': ('Lya', 'CIV', 'CIII]', 'MgII', 'Hg', 'Hb', '[OIII]5007', 'Ha'),
@@ -119,16 +266,33 @@ KEY_LINES = {  # lines marked on plots of each class
 # %% ../nbs/00_config.ipynb #16791a2b
 def ew_column(line: str) -> str:
     "Column name of a line's equivalent width in tables: 'EW_' + the name without brackets ('[OIII]5007' -> 'EW_OIII5007')."
-    if line not in LINES: raise ValueError(f"Unknown line {line!r}: expected one of {', '.join(LINES)}.")
+    if line not in LINES:
+        raise ValueError(f"Unknown line {line!r}: expected one of {', '.join(LINES)}.")
     return 'EW_' + ''.join(ch for ch in line if ch.isalnum())
+
 
 EW_COLUMNS = tuple(ew_column(l) for l in EW_LINES)
 
 # %% ../nbs/00_config.ipynb #d7bb5190
-MASK_BITS = {'NOPLUG': 0, 'BADTRACE': 1, 'BADFLAT': 2, 'BADARC': 3, 'FULLREJECT': 18, 'PARTIALREJECT': 19,
-             'NOSKY': 22, 'BRIGHTSKY': 23, 'NODATA': 24, 'COMBINEREJ': 25, 'BADFLUXFACTOR': 26, 'BADSKYCHI': 27}
+MASK_BITS = {
+    'NOPLUG': 0,
+    'BADTRACE': 1,
+    'BADFLAT': 2,
+    'BADARC': 3,
+    'FULLREJECT': 18,
+    'PARTIALREJECT': 19,
+    'NOSKY': 22,
+    'BRIGHTSKY': 23,
+    'NODATA': 24,
+    'COMBINEREJ': 25,
+    'BADFLUXFACTOR': 26,
+    'BADSKYCHI': 27,
+}
 BAD_PIXEL_MASK = sum(1 << MASK_BITS[b] for b in ('NOPLUG', 'BADTRACE', 'BADFLAT', 'BADARC', 'FULLREJECT', 'NODATA'))
-Z_RANGE = (-0.01, 8.0)    # plausible redshifts [low, high]: stars reach -0.002 (blueshifts of a few 100 km/s), quasars z ~ 7
+Z_RANGE = (
+    -0.01,
+    8.0,
+)  # plausible redshifts [low, high]: stars reach -0.002 (blueshifts of a few 100 km/s), quasars z ~ 7
 
 # %% ../nbs/00_config.ipynb #834cd038
 SEED = 42
@@ -137,15 +301,51 @@ DATA_DIR = PROJECT_ROOT / 'data'
 REPORTS_DIR = PROJECT_ROOT / 'reports'
 
 PROFILES = {
-    'smoke': dict(n_spectra=600, tuner_trials=2, tuner_epochs=1, epochs=2, ae_epochs=2, z_epochs=2, batch_size=64,
-                  size_grid=[300], compact=True, shift_n_train=300, shift_n_heldout=150, shift_epochs=1),
-    'quick': dict(n_spectra=3000, tuner_trials=3, tuner_epochs=2, epochs=10, ae_epochs=6, z_epochs=10, batch_size=64,
-                  size_grid=[500, 1500], compact=True, shift_n_train=3000, shift_n_heldout=1500, shift_epochs=12),
-    'full': dict(n_spectra=96115, tuner_trials=40, tuner_epochs=12, epochs=60, ae_epochs=50, z_epochs=60, batch_size=32,
-                 size_grid=[1000, 2000, 4000, 8000, 16000, 32000, 64000, 96115], compact=False,
-                 shift_n_train=40000, shift_n_heldout=20000, shift_epochs=60),
+    'smoke': dict(
+        n_spectra=600,
+        tuner_trials=2,
+        tuner_epochs=1,
+        epochs=2,
+        ae_epochs=2,
+        z_epochs=2,
+        batch_size=64,
+        size_grid=[300],
+        compact=True,
+        shift_n_train=300,
+        shift_n_heldout=150,
+        shift_epochs=1,
+    ),
+    'quick': dict(
+        n_spectra=3000,
+        tuner_trials=3,
+        tuner_epochs=2,
+        epochs=10,
+        ae_epochs=6,
+        z_epochs=10,
+        batch_size=64,
+        size_grid=[500, 1500],
+        compact=True,
+        shift_n_train=3000,
+        shift_n_heldout=1500,
+        shift_epochs=12,
+    ),
+    'full': dict(
+        n_spectra=96115,
+        tuner_trials=40,
+        tuner_epochs=12,
+        epochs=60,
+        ae_epochs=50,
+        z_epochs=60,
+        batch_size=32,
+        size_grid=[1000, 2000, 4000, 8000, 16000, 32000, 64000, 96115],
+        compact=False,
+        shift_n_train=40000,
+        shift_n_heldout=20000,
+        shift_epochs=60,
+    ),
 }
 # shift_*: the domain-shift stage's own mocks (training sources, held-out sources) and its training epochs; z_epochs: the redshift network's
+
 
 def get_profile(name: str) -> dict:
     "The parameters of a run profile ('smoke', 'quick' or 'full'), as a fresh dict."
@@ -159,9 +359,11 @@ THESIS = {
     'mixed_main': dict(train_acc=0.998, test_acc=0.993, n_train=51200, n_test=12800),
     'mixed_galaxy': dict(train_acc=0.966, test_acc=0.863, n_train=39992, n_test=9998),
     'mixed_star': dict(train_acc=0.828, test_acc=0.783, n_train=7842, n_test=1960),
-    'size_table': {'sizes': [1000, 2000, 4000, 8000, 16000, 32000, 64000, 94114],
-                   'sigma0': [0.970, 0.947, 0.975, 0.979, 0.982, 0.986, 0.991, 0.986],
-                   'sigma4': [0.960, 0.980, 0.989, 0.983, 0.985, 0.986, 0.989, 0.984]},
+    'size_table': {
+        'sizes': [1000, 2000, 4000, 8000, 16000, 32000, 64000, 94114],
+        'sigma0': [0.970, 0.947, 0.975, 0.979, 0.982, 0.986, 0.991, 0.986],
+        'sigma4': [0.960, 0.980, 0.989, 0.983, 0.985, 0.986, 0.989, 0.984],
+    },
 }
 
 # %% ../nbs/00_config.ipynb #5455ebc4

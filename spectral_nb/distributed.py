@@ -14,7 +14,14 @@ import numpy as np, pandas as pd
 from tqdm.auto import tqdm
 from .config import SEED, get_logger
 from .records import iter_records, _check_parquet
-from .preprocess import PreprocessSummary, iter_fits_records, process_chunk, write_dataset, _check_options, _check_inputs
+from spectral_nb.preprocess import (
+    PreprocessSummary,
+    iter_fits_records,
+    process_chunk,
+    write_dataset,
+    _check_options,
+    _check_inputs,
+)
 from .training import Predictor, predictions_table, check_out_file
 
 log = get_logger(__name__)
@@ -25,108 +32,171 @@ __all__ = ['log', 'check_address', 'worker_env', 'check_workers', 'client_for', 
 
 # %% ../nbs/04d_distributed.ipynb #466056d1
 _ADDRESS = re.compile(r'^(?:(tcp|tls|ws|wss|ucx)://)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})/?$')
-_FIX = ("start one (`dask scheduler`, then `dask worker ADDRESS` on each machine that has spectral_nb installed), "
-        "or leave out --scheduler to run a local cluster of --workers processes")
+_FIX = (
+    "start one (`dask scheduler`, then `dask worker ADDRESS` on each machine that has spectral_nb installed), "
+    "or leave out --scheduler to run a local cluster of --workers processes"
+)
+
 
 def check_address(address: str) -> str:
     "A Dask scheduler address as `scheme://host:port` (tcp when no scheme is given); a malformed one is a ValueError showing the expected form."
     m = _ADDRESS.match(str(address).strip())
     if not m or not 0 < int(m[3]) < 65536:
-        raise ValueError(f"--scheduler {address!r} is not a Dask scheduler address: give the one `dask scheduler` prints, such as "
-                         f"tcp://10.0.0.5:8786, or a scheduler file (*.json); or leave out --scheduler to run a local cluster.")
+        raise ValueError(
+            f"--scheduler {address!r} is not a Dask scheduler address: give the one `dask scheduler` prints, such as "
+            f"tcp://10.0.0.5:8786, or a scheduler file (*.json); or leave out --scheduler to run a local cluster."
+        )
     return f"{m[1] or 'tcp'}://{m[2]}:{m[3]}"
+
 
 def worker_env(threads: int = 1) -> dict:
     "Environment of local worker processes: TensorFlow uses `threads` threads (Dask already pins BLAS/OpenMP to 1), so workers share the cores instead of fighting over them."
     return {'TF_NUM_INTRAOP_THREADS': str(threads), 'TF_NUM_INTEROP_THREADS': '1', 'TF_CPP_MIN_LOG_LEVEL': '3'}
 
+
 def _worker_version() -> str:
     import spectral_nb
+
     return spectral_nb.__version__
+
 
 def check_workers(client, where: str = 'the cluster') -> dict:
     "{worker: spectral_nb version} of a client's workers; a clear error when a worker cannot import spectral_nb or runs another version than this process."
     import spectral_nb
-    try: versions = client.run(_worker_version)
+
+    try:
+        versions = client.run(_worker_version)
     except Exception as e:
-        raise ValueError(f"The workers of {where} cannot run spectral_nb ({type(e).__name__}: {e}); install spectral_nb=={spectral_nb.__version__} "
-                         f"in the workers' environment.") from None
+        raise ValueError(
+            f"The workers of {where} cannot run spectral_nb ({type(e).__name__}: {e}); install spectral_nb=={spectral_nb.__version__} "
+            f"in the workers' environment."
+        ) from None
     other = {w: v for w, v in versions.items() if v != spectral_nb.__version__}
-    if other: raise ValueError(f"Workers of {where} run spectral_nb {sorted(set(other.values()))}, this process {spectral_nb.__version__}: "
-                               f"install one version everywhere, so that both ends process spectra alike.")
+    if other:
+        raise ValueError(
+            f"Workers of {where} run spectral_nb {sorted(set(other.values()))}, this process {spectral_nb.__version__}: "
+            f"install one version everywhere, so that both ends process spectra alike."
+        )
     return versions
 
-def client_for(scheduler: str | None = None, n_workers: int = 2, timeout: float | None = None, threads_per_worker: int = 1):
+
+def client_for(
+    scheduler: str | None = None, n_workers: int = 2, timeout: float | None = None, threads_per_worker: int = 1
+):
     "A `distributed.Client`: to the scheduler at `scheduler` (address or scheduler file; checked, with its workers; `timeout` s, default Dask's connect timeout), or to a new `LocalCluster` of `n_workers` processes, closed with the client."
     import dask
     from dask.utils import parse_timedelta
     from distributed import Client
+
     if scheduler is None:
         if isinstance(n_workers, bool) or not isinstance(n_workers, (int, np.integer)) or n_workers < 1:
             raise ValueError(f"n_workers (--workers) must be a positive integer, got {n_workers!r}.")
-        return Client(n_workers=int(n_workers), threads_per_worker=threads_per_worker, processes=True, dashboard_address=':0',
-                      env=worker_env(threads_per_worker))
+        return Client(
+            n_workers=int(n_workers),
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            dashboard_address=':0',
+            env=worker_env(threads_per_worker),
+        )
     if str(scheduler).endswith('.json'):
-        if not Path(scheduler).is_file(): raise FileNotFoundError(f"No Dask scheduler file at {scheduler}: {_FIX}.")
+        if not Path(scheduler).is_file():
+            raise FileNotFoundError(f"No Dask scheduler file at {scheduler}: {_FIX}.")
         kw = dict(scheduler_file=str(scheduler))
-    else: kw = dict(address=check_address(scheduler))
-    timeout = parse_timedelta(dask.config.get('distributed.comm.timeouts.connect'), 's') if timeout is None else float(timeout)
-    try: client = Client(timeout=timeout, **kw)
-    except (OSError, TimeoutError) as e:
-        raise ConnectionError(f"No Dask scheduler answers at {scheduler} (waited {timeout:g} s; {type(e).__name__}): {_FIX}.") from None
+    else:
+        kw = dict(address=check_address(scheduler))
+    timeout = (
+        parse_timedelta(dask.config.get('distributed.comm.timeouts.connect'), 's')
+        if timeout is None
+        else float(timeout)
+    )
     try:
-        try: client.wait_for_workers(1, timeout=timeout)
+        client = Client(timeout=timeout, **kw)
+    except (OSError, TimeoutError) as e:
+        raise ConnectionError(
+            f"No Dask scheduler answers at {scheduler} (waited {timeout:g} s; {type(e).__name__}): {_FIX}."
+        ) from None
+    try:
+        try:
+            client.wait_for_workers(1, timeout=timeout)
         except TimeoutError:
-            raise ConnectionError(f"The Dask scheduler at {scheduler} has no workers (waited {timeout:g} s): start some with "
-                                  f"`dask worker {kw.get('address', '--scheduler-file ' + str(scheduler))}` where spectral_nb is installed.") from None
+            raise ConnectionError(
+                f"The Dask scheduler at {scheduler} has no workers (waited {timeout:g} s): start some with "
+                f"`dask worker {kw.get('address', '--scheduler-file ' + str(scheduler))}` where spectral_nb is installed."
+            ) from None
         check_workers(client, f'the Dask scheduler at {scheduler}')
     except BaseException:
-        client.close(); raise
+        client.close()
+        raise
     return client
+
 
 @contextmanager
 def dask_client(client=None, scheduler: str | None = None, n_workers: int = 2):
     "`client` itself (left open), or a new client from `client_for` that is closed on exit (with its local cluster)."
     if client is not None:
-        yield client; return
+        yield client
+        return
     c = client_for(scheduler, n_workers)
-    try: yield c
-    finally: c.close()
+    try:
+        yield c
+    finally:
+        c.close()
 
 # %% ../nbs/04d_distributed.ipynb #292ade29
 @dataclass(frozen=True)
 class Task:
     "One unit of work: row groups [start, stop) of a raw-record file ('raw'), rows [start, stop) of a dataset ('h5'), or SDSS spec files ('fits')."
+
     kind: str
     path: str = ''
     start: int = 0
     stop: int = 0
     files: tuple = ()
-    n: int = 0            # spectra (records, rows or files) it holds
+    n: int = 0  # spectra (records, rows or files) it holds
+
 
 def input_parts(parts) -> list:
     "Input parts as ('raw' | 'h5', absolute path) and ('fits', [absolute paths]) items, in the given order; a folder stands for its `*.fits` files (sorted), consecutive spec files make one item."
     out = []
-    for p in ([parts] if isinstance(parts, (str, os.PathLike)) else list(parts)):
-        if isinstance(p, (list, tuple)): files = [str(Path(f).resolve()) for f in p]
+    for p in [parts] if isinstance(parts, (str, os.PathLike)) else list(parts):
+        if isinstance(p, (list, tuple)):
+            files = [str(Path(f).resolve()) for f in p]
         elif Path(p).is_dir():
             files = [str(f.resolve()) for f in sorted(Path(p).glob('**/*.fits'))]
-            if not files: raise FileNotFoundError(f"{p} is a folder without *.fits files: give raw-record .parquet files, SDSS spec files or folders of them.")
-        elif str(p).lower().endswith(('.fits', '.fits.gz')): files = [str(Path(p).resolve())]
-        elif Path(p).suffix.lower() == '.parquet': out.append(('raw', str(Path(p).resolve()))); continue
-        elif Path(p).suffix.lower() in ('.h5', '.hdf5'): out.append(('h5', str(Path(p).resolve()))); continue
-        else: raise ValueError(f"{p}: give raw-record .parquet files, SDSS spec .fits files or folders of them (or, to predict, dataset .h5 files).")
-        if out and out[-1][0] == 'fits': out[-1] = ('fits', out[-1][1] + files)
-        else: out.append(('fits', files))
+            if not files:
+                raise FileNotFoundError(
+                    f"{p} is a folder without *.fits files: give raw-record .parquet files, SDSS spec files or folders of them."
+                )
+        elif str(p).lower().endswith(('.fits', '.fits.gz')):
+            files = [str(Path(p).resolve())]
+        elif Path(p).suffix.lower() == '.parquet':
+            out.append(('raw', str(Path(p).resolve())))
+            continue
+        elif Path(p).suffix.lower() in ('.h5', '.hdf5'):
+            out.append(('h5', str(Path(p).resolve())))
+            continue
+        else:
+            raise ValueError(
+                f"{p}: give raw-record .parquet files, SDSS spec .fits files or folders of them (or, to predict, dataset .h5 files)."
+            )
+        if out and out[-1][0] == 'fits':
+            out[-1] = ('fits', out[-1][1] + files)
+        else:
+            out.append(('fits', files))
     return out
+
 
 def _h5_rows(path) -> int:
     import tables
-    with tables.open_file(str(path), 'r') as h: return int(h.root.source_info.table.nrows)
+
+    with tables.open_file(str(path), 'r') as h:
+        return int(h.root.source_info.table.nrows)
+
 
 def plan_tasks(parts, rows_per_task: int = 8192, files_per_task: int = 256) -> list:
     "`Task`s in input order: whole Parquet row groups adding up to at least `rows_per_task` records, `rows_per_task` dataset rows, `files_per_task` spec files."
-    if rows_per_task < 1 or files_per_task < 1: raise ValueError(f"rows_per_task and files_per_task must be >= 1, got {rows_per_task}, {files_per_task}.")
+    if rows_per_task < 1 or files_per_task < 1:
+        raise ValueError(f"rows_per_task and files_per_task must be >= 1, got {rows_per_task}, {files_per_task}.")
     tasks = []
     for kind, x in input_parts(parts):
         if kind == 'raw':
@@ -134,34 +204,51 @@ def plan_tasks(parts, rows_per_task: int = 8192, files_per_task: int = 256) -> l
             a, n = 0, 0
             for i in range(md.num_row_groups):
                 n += md.row_group(i).num_rows
-                if n >= rows_per_task or i == md.num_row_groups - 1: tasks.append(Task('raw', x, a, i + 1, n=n)); a, n = i + 1, 0
+                if n >= rows_per_task or i == md.num_row_groups - 1:
+                    tasks.append(Task('raw', x, a, i + 1, n=n))
+                    a, n = i + 1, 0
         elif kind == 'h5':
             n = _h5_rows(x)
-            tasks += [Task('h5', x, a, min(a + rows_per_task, n), n=min(a + rows_per_task, n) - a) for a in range(0, n, rows_per_task)]
+            tasks += [
+                Task('h5', x, a, min(a + rows_per_task, n), n=min(a + rows_per_task, n) - a)
+                for a in range(0, n, rows_per_task)
+            ]
         else:
-            tasks += [Task('fits', files=tuple(x[a:a + files_per_task]), n=len(x[a:a + files_per_task])) for a in range(0, len(x), files_per_task)]
+            tasks += [
+                Task('fits', files=tuple(x[a : a + files_per_task]), n=len(x[a : a + files_per_task]))
+                for a in range(0, len(x), files_per_task)
+            ]
     return tasks
+
 
 def split_records(raw, out_dir, n_parts: int, row_group_size: int = 1000) -> list:
     "Write the records of one raw-record file, in order, as `n_parts` files `part-000.parquet`, ... of consecutive rows (row groups of `row_group_size`) under `out_dir`; returns their paths."
     import pyarrow.parquet as pq
-    pf = _check_parquet(raw); n = pf.metadata.num_rows
-    if not (isinstance(n_parts, (int, np.integer)) and 1 <= n_parts <= n): raise ValueError(f"n_parts must be between 1 and the {n} records of {raw}, got {n_parts!r}.")
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+
+    pf = _check_parquet(raw)
+    n = pf.metadata.num_rows
+    if not (isinstance(n_parts, (int, np.integer)) and 1 <= n_parts <= n):
+        raise ValueError(f"n_parts must be between 1 and the {n} records of {raw}, got {n_parts!r}.")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     edges = np.linspace(0, n, n_parts + 1).round().astype(int)
     paths = [out_dir / f'part-{i:03d}.parquet' for i in range(n_parts)]
     i, pos = 0, 0
     w = pq.ParquetWriter(paths[0], pf.schema_arrow, compression='zstd')
     try:
-        for g in range(pf.num_row_groups):           # one row group in memory at a time
+        for g in range(pf.num_row_groups):  # one row group in memory at a time
             t = pf.read_row_group(g)
             while len(t):
                 take = min(len(t), int(edges[i + 1]) - pos)
                 w.write_table(t.slice(0, take), row_group_size=row_group_size)
-                pos += take; t = t.slice(take)
+                pos += take
+                t = t.slice(take)
                 if pos == edges[i + 1] and i + 1 < n_parts:
-                    w.close(); i += 1; w = pq.ParquetWriter(paths[i], pf.schema_arrow, compression='zstd')
-    finally: w.close()
+                    w.close()
+                    i += 1
+                    w = pq.ParquetWriter(paths[i], pf.schema_arrow, compression='zstd')
+    finally:
+        w.close()
     return paths
 
 # %% ../nbs/04d_distributed.ipynb #d97b3164
@@ -169,83 +256,149 @@ def map_ordered(client, fn, tasks: Iterable, *args, window: int | None = None) -
     "`fn(task, *args)` of each task, run on the cluster, yielded in task order; at most `window` tasks (default: twice the worker threads) are queued or held at once, so memory stays bounded; closing the iterator cancels the rest."
     window = window or 2 * max(1, sum(client.nthreads().values()))
     todo, running = iter(tasks), deque()
+
     def submit():
         t = next(todo, None)
-        if t is not None: running.append(client.submit(fn, t, *args, pure=False))
+        if t is not None:
+            running.append(client.submit(fn, t, *args, pure=False))
+
     try:
-        for _ in range(window): submit()
+        for _ in range(window):
+            submit()
         while running:
             f = running.popleft()
-            submit()                     # keep the window full while waiting for the oldest task
-            r = f.result()               # re-raises a worker's exception here, with its message
+            submit()  # keep the window full while waiting for the oldest task
+            r = f.result()  # re-raises a worker's exception here, with its message
             f.release()
             yield r
     finally:
-        for f in running: f.cancel()
+        for f in running:
+            f.cancel()
 
 # %% ../nbs/04d_distributed.ipynb #0395ddef
 def _preprocess_task(task: Task, sigma: float, max_missing: float, batch_size: int) -> tuple:
     "On a worker: ([(n_in, info, fluxes, dropped) per chunk], {unreadable inputs}) of one task, by the one-process code (`process_chunk`)."
     errors = {}
-    if task.kind == 'raw': src = iter_records(task.path, batch_size=batch_size, row_groups=range(task.start, task.stop))
-    elif task.kind == 'fits': src = iter_fits_records(task.files, errors=errors)
-    else: raise ValueError(f"{task.path} is a dataset (.h5), not raw records: preprocess takes raw-record .parquet files or SDSS spec files.")
+    if task.kind == 'raw':
+        src = iter_records(task.path, batch_size=batch_size, row_groups=range(task.start, task.stop))
+    elif task.kind == 'fits':
+        src = iter_fits_records(task.files, errors=errors)
+    else:
+        raise ValueError(
+            f"{task.path} is a dataset (.h5), not raw records: preprocess takes raw-record .parquet files or SDSS spec files."
+        )
     return [(len(cat), *process_chunk(cat, pix, sigma, max_missing)) for cat, pix in src], errors
 
-def preprocess_parts(parts, out='data/dataset.h5', scheduler: str | None = None, n_workers: int = 2, client=None, sigma: float = 0.0,
-                     max_missing: float = 0.05, seed: int = SEED, batch_size: int = 2048, on_bad: str = 'skip',
-                     rows_per_task: int = 8192, files_per_task: int = 256, progress: bool = True) -> PreprocessSummary:
+
+def preprocess_parts(
+    parts,
+    out='data/dataset.h5',
+    scheduler: str | None = None,
+    n_workers: int = 2,
+    client=None,
+    sigma: float = 0.0,
+    max_missing: float = 0.05,
+    seed: int = SEED,
+    batch_size: int = 2048,
+    on_bad: str = 'skip',
+    rows_per_task: int = 8192,
+    files_per_task: int = 256,
+    progress: bool = True,
+) -> PreprocessSummary:
     "`preprocess` of raw-record files and SDSS spec files (or folders of them) on a Dask cluster: the workers process the chunks, this process writes the same `out` as `preprocess` of the concatenated input."
     _check_options(sigma, max_missing, on_bad)
     items = input_parts(parts)
-    if not items: raise ValueError("Nothing to preprocess: give raw-record .parquet files (--raw) or SDSS spec files (--fits).")
+    if not items:
+        raise ValueError("Nothing to preprocess: give raw-record .parquet files (--raw) or SDSS spec files (--fits).")
     for kind, x in items:
-        if kind == 'h5': raise ValueError(f"{x} is a dataset (.h5) already: preprocess takes raw-record .parquet files or SDSS spec files.")
+        if kind == 'h5':
+            raise ValueError(
+                f"{x} is a dataset (.h5) already: preprocess takes raw-record .parquet files or SDSS spec files."
+            )
         out = _check_inputs(x if kind == 'raw' else None, x if kind == 'fits' else None, out)
     tasks = plan_tasks(parts, rows_per_task, files_per_task)
     errors = {}
     with dask_client(client, scheduler, n_workers) as c:
+
         def chunks():
             results = map_ordered(c, _preprocess_task, tasks, float(sigma), float(max_missing), int(batch_size))
             try:
                 for res, err in results:
-                    for k, v in err.items(): errors[k] = errors.get(k, 0) + v
+                    for k, v in err.items():
+                        errors[k] = errors.get(k, 0) + v
                     yield from res
-            finally: results.close()
-        return write_dataset(chunks(), out, sum(t.n for t in tasks), sigma=sigma, max_missing=max_missing, seed=seed,
-                             on_bad=on_bad, progress=progress, errors=errors)
+            finally:
+                results.close()
+
+        return write_dataset(
+            chunks(),
+            out,
+            sum(t.n for t in tasks),
+            sigma=sigma,
+            max_missing=max_missing,
+            seed=seed,
+            on_bad=on_bad,
+            progress=progress,
+            errors=errors,
+        )
 
 # %% ../nbs/04d_distributed.ipynb #864defc9
-_PREDICTORS: dict = {}   # in each worker process: the Predictor last asked for, its model loaded once
+_PREDICTORS: dict = {}  # in each worker process: the Predictor last asked for, its model loaded once
+
 
 def _worker_predictor(model_path: str) -> Predictor:
     "This process's Predictor of `model_path`, made once (again only when the model file changes)."
     key = (model_path, (Path(model_path) / 'model.keras').stat().st_mtime_ns)
-    if key not in _PREDICTORS: _PREDICTORS.clear(); _PREDICTORS[key] = Predictor(model_path)
+    if key not in _PREDICTORS:
+        _PREDICTORS.clear()
+        _PREDICTORS[key] = Predictor(model_path)
     return _PREDICTORS[key]
+
 
 def _predict_task(task: Task, model_path: str, batch_size: int) -> tuple:
     "On a worker: ([prediction tables], {reason: spectra dropped}) of one task, by the one-process code (`Predictor.apply`)."
     return _worker_predictor(model_path).apply(task.path, task.kind, batch_size, range(task.start, task.stop))
 
-def predict_parts(model_path, parts, out_csv=None, scheduler: str | None = None, n_workers: int = 2, client=None,
-                  batch_size: int = 1024, rows_per_task: int = 8192, progress: bool = True) -> pd.DataFrame:
+
+def predict_parts(
+    model_path,
+    parts,
+    out_csv=None,
+    scheduler: str | None = None,
+    n_workers: int = 2,
+    client=None,
+    batch_size: int = 1024,
+    rows_per_task: int = 8192,
+    progress: bool = True,
+) -> pd.DataFrame:
     "`predict` over dataset .h5 and raw .parquet files on a Dask cluster, each worker loading the model once: the table `predict` gives for each file, concatenated in input order."
     out_csv = check_out_file(out_csv) if out_csv else None
-    pr = Predictor(model_path)                     # bundle and calibration checked here; the model itself is loaded by the workers
+    pr = Predictor(model_path)  # bundle and calibration checked here; the model itself is loaded by the workers
     items = input_parts(parts)
-    if not items: raise ValueError("Nothing to predict: give dataset .h5 or raw-record .parquet files (--data).")
+    if not items:
+        raise ValueError("Nothing to predict: give dataset .h5 or raw-record .parquet files (--data).")
     for kind, x in items:
-        if kind == 'fits': raise ValueError(f"{x[0]}: predict takes dataset .h5 or raw-record .parquet files; preprocess SDSS spec files first (`spectral-nb preprocess --fits`).")
-        pr.check_data(x)                            # every file checked before any work
-    tasks = plan_tasks(parts, rows_per_task=max(1, rows_per_task // batch_size) * batch_size)   # whole batches, as one process runs them
+        if kind == 'fits':
+            raise ValueError(
+                f"{x[0]}: predict takes dataset .h5 or raw-record .parquet files; preprocess SDSS spec files first (`spectral-nb preprocess --fits`)."
+            )
+        pr.check_data(x)  # every file checked before any work
+    tasks = plan_tasks(
+        parts, rows_per_task=max(1, rows_per_task // batch_size) * batch_size
+    )  # whole batches, as one process runs them
     total, outs, dropped = sum(t.n for t in tasks), [], {}
-    with dask_client(client, scheduler, n_workers) as c, tqdm(total=total, desc='predict', unit='spec', disable=not progress) as bar:
+    with (
+        dask_client(client, scheduler, n_workers) as c,
+        tqdm(total=total, desc='predict', unit='spec', disable=not progress) as bar,
+    ):
         results = map_ordered(c, _predict_task, tasks, str(pr.path.resolve()), int(batch_size))
         try:
             for t, (o, d) in zip(tasks, results):
-                outs += o; bar.update(t.n)
-                for k, v in d.items(): dropped[k] = dropped.get(k, 0) + v
-        finally: results.close()
+                outs += o
+                bar.update(t.n)
+                for k, v in d.items():
+                    dropped[k] = dropped.get(k, 0) + v
+        finally:
+            results.close()
     where = items[0][1] if len(items) == 1 else f"{len(items)} files ({items[0][1]}, ...)"
     return predictions_table(outs, dropped, total, where, out_csv)

@@ -20,62 +20,99 @@ __all__ = ['log', 'read_spplate', 'flux_only_predict', 'real_spectra', 'build_mo
 def read_spplate(path, fibers=None) -> tuple:
     "Raw records (catalogue DataFrame, pixel dict) of the fibres of an SDSS spPlate file; catalogue values a plate does not hold are NaN / ''."
     from astropy.io import fits
+
     with fits.open(path, memmap=False) as h:
-        hdr = h[0].header; flux = np.asarray(h[0].data, np.float32)
+        hdr = h[0].header
+        flux = np.asarray(h[0].data, np.float32)
         # a full spPlate has ivar (HDU 1), and_mask (HDU 2) and the plug map (HDU 5); trimmed copies (pydl's test file) keep only the flux
-        ivar = np.asarray(h[1].data, np.float32) if len(h) > 1 else np.where(np.isfinite(flux) & (flux != 0), 1.0, 0.0).astype(np.float32)
+        ivar = (
+            np.asarray(h[1].data, np.float32)
+            if len(h) > 1
+            else np.where(np.isfinite(flux) & (flux != 0), 1.0, 0.0).astype(np.float32)
+        )
         mask = np.asarray(h[2].data, np.int32) if len(h) > 2 else np.zeros(flux.shape, np.int32)
         plug = h[5].data if len(h) > 5 else None
     n, npix = flux.shape
-    if hdr.get('COEFF1') is None: raise ValueError(f"{path}: no COEFF0/COEFF1 wavelength keywords; not an SDSS spPlate file.")
+    if hdr.get('COEFF1') is None:
+        raise ValueError(f"{path}: no COEFF0/COEFF1 wavelength keywords; not an SDSS spPlate file.")
     loglam = np.broadcast_to(hdr['COEFF0'] + hdr['COEFF1'] * np.arange(npix), (n, npix))
     idx = np.arange(n) if fibers is None else np.asarray(fibers)
     obj = [str(x).strip() for x in plug['OBJTYPE']][:n] if plug is not None and 'OBJTYPE' in plug.names else [''] * n
-    cat = pd.DataFrame(dict(specObjID=np.arange(n, dtype=np.uint64) + 1, plate=int(hdr.get('PLATEID', 0)), mjd=int(hdr.get('MJD', 0)),
-                            fiberID=np.arange(1, n + 1), objtype=obj, **{'class': '', 'subClass': ''}, z=np.nan, source='sdss')).iloc[idx].reset_index(drop=True)
+    cat = (
+        pd.DataFrame(
+            dict(
+                specObjID=np.arange(n, dtype=np.uint64) + 1,
+                plate=int(hdr.get('PLATEID', 0)),
+                mjd=int(hdr.get('MJD', 0)),
+                fiberID=np.arange(1, n + 1),
+                objtype=obj,
+                **{'class': '', 'subClass': ''},
+                z=np.nan,
+                source='sdss',
+            )
+        )
+        .iloc[idx]
+        .reset_index(drop=True)
+    )
     pix = dict(loglam=np.asarray(loglam[idx], np.float64), flux=flux[idx], ivar=ivar[idx], and_mask=mask[idx])
     return cat, pix
+
 
 def flux_only_predict(model_path, pix: dict) -> pd.DataFrame:
     "Class probabilities of a flux-only classifier for raw pixel records without catalogue values; columns prob_<class>, predicted, probability, missing_frac."
     model, meta, sc = load_bundle(model_path)
     spec = bundle_spec(meta)
-    if spec.feature_columns: raise ValueError(f"{model_path} needs catalogue features {list(spec.feature_columns)[:3]}...; use a flux-only model here.")
+    if spec.feature_columns:
+        raise ValueError(
+            f"{model_path} needs catalogue features {list(spec.feature_columns)[:3]}...; use a flux-only model here."
+        )
     flux, ivar, mask, _ = grid_chunk(pix)
     bad = bad_pixels(flux, ivar, mask)
     X, F = model_input(fill_bad(flux, bad), pd.DataFrame(index=range(len(flux))), spec, sc)
     p = np.asarray(model(model_feed(X, F, meta['kind'], spec), training=False))
     out = pd.DataFrame({f'prob_{c}': p[:, j] for j, c in enumerate(meta['classes'])})
-    out['predicted'] = np.asarray(meta['classes'])[p.argmax(1)]; out['probability'] = p.max(1); out['missing_frac'] = bad.mean(1)
+    out['predicted'] = np.asarray(meta['classes'])[p.argmax(1)]
+    out['probability'] = p.max(1)
+    out['missing_frac'] = bad.mean(1)
     return out
+
 
 def real_spectra(max_fibers: int | None = None) -> dict:
     "The real SDSS spectra the project can reach offline: {'dr18': (cat, pix) of the ppxf spec files, 'spplate': (cat, pix) of pydl's BOSS plate}."
     from importlib import resources
+
     out = {}
     try:
         files = sorted(Path(resources.files('ppxf') / 'spectra').glob('*_SDSS_DR18.fits'))
         cats, pixs = zip(*iter_fits_records(files, batch_size=len(files))) if files else ((), ())
-        if files: out['dr18'] = (cats[0], {k: v for k, v in pixs[0].items()})
-    except ModuleNotFoundError: log.warning("ppxf is not installed: no DR18 spec files")
+        if files:
+            out['dr18'] = (cats[0], {k: v for k, v in pixs[0].items()})
+    except ModuleNotFoundError:
+        log.warning("ppxf is not installed: no DR18 spec files")
     try:
         p = Path(resources.files('pydl') / 'pydlspec2d' / 'tests' / 't' / 'spPlate-4055-55359-0020.fits')
         out['spplate'] = read_spplate(p, None if max_fibers is None else range(max_fibers))
-    except ModuleNotFoundError: log.warning("pydl is not installed: no spPlate fibres")
+    except ModuleNotFoundError:
+        log.warning("pydl is not installed: no spPlate fibres")
     return out
 
 # %% ../nbs/08a_domain_shift.ipynb #4aeb6c93
-def build_mocks(run, n_train: int, n_heldout: int, seed: int, train_libs: dict, heldout_libs: dict, progress: bool = False) -> dict:
+def build_mocks(
+    run, n_train: int, n_heldout: int, seed: int, train_libs: dict, heldout_libs: dict, progress: bool = False
+) -> dict:
     "Write the training and held-out-source mocks and their datasets under `run`; returns their paths and the held-out rows' origins."
     from spectral_nb.mock import MockConfig, write_mock
     from spectral_nb.preprocess import preprocess
     from spectral_nb.records import read_records
-    run = Path(run); out = {}
+
+    run = Path(run)
+    out = {}
     for name, n, s, libs in (('train', n_train, seed, train_libs), ('heldout', n_heldout, seed + 1000, heldout_libs)):
         cfg = MockConfig(star_libraries=tuple(libs['star']), galaxy_libraries=tuple(libs['galaxy']))
         raw = write_mock(run / f'mock_{name}', n, seed=s, cfg=cfg, progress=progress)
         h5 = run / f'mock_{name}' / 'dataset.h5'
-        if h5.exists(): h5.unlink()
+        if h5.exists():
+            h5.unlink()
         preprocess(raw, h5, seed=s, progress=progress)
         cat, _ = read_records(raw, columns=['specObjID', 'class', 'true_library'], pixels=False)
         out[name] = dict(raw=raw, h5=h5, origin=cat.set_index('specObjID')['true_library'])
@@ -85,20 +122,41 @@ def build_mocks(run, n_train: int, n_heldout: int, seed: int, train_libs: dict, 
 def shift_metrics(model_path, heldout: dict, heldout_libraries) -> dict:
     "Metrics of a model on the held-out-source dataset: all rows, and only rows whose spectra came from `heldout_libraries`."
     from spectral_nb.training import predict, encode_labels, classification_metrics, check_task
+
     model, meta, _ = load_bundle(model_path)
     col, classes, only = check_task(meta['task'])
     df = predict(model_path, heldout['h5'], progress=False)
     df['true_library'] = heldout['origin'].reindex(df['specObjID'].to_numpy()).to_numpy()
     nov_th = (meta.get('flag') or {}).get('novelty_threshold')
     res = {}
-    for name, sel in (('all', np.ones(len(df), bool)), ('heldout_sources', df['true_library'].isin(list(heldout_libraries)).to_numpy() | (df[col] == 'QSO').to_numpy())):
+    for name, sel in (
+        ('all', np.ones(len(df), bool)),
+        (
+            'heldout_sources',
+            df['true_library'].isin(list(heldout_libraries)).to_numpy() | (df[col] == 'QSO').to_numpy(),
+        ),
+    ):
         d = df[sel]
-        m = classification_metrics(encode_labels(d[col], classes), encode_labels(d['predicted'], classes), classes, d['sn_median'].to_numpy() if 'sn_median' in d else None)
-        res[name] = dict(accuracy=m['accuracy'], accuracy_ci95=m['accuracy_ci95'], n=m['n'], recall={c: v['recall'] for c, v in m['per_class'].items()},
-                         support={c: v['support'] for c, v in m['per_class'].items()}, accuracy_by_sn=m.get('accuracy_by_sn'), confusion=m['confusion'])
+        m = classification_metrics(
+            encode_labels(d[col], classes),
+            encode_labels(d['predicted'], classes),
+            classes,
+            d['sn_median'].to_numpy() if 'sn_median' in d else None,
+        )
+        res[name] = dict(
+            accuracy=m['accuracy'],
+            accuracy_ci95=m['accuracy_ci95'],
+            n=m['n'],
+            recall={c: v['recall'] for c, v in m['per_class'].items()},
+            support={c: v['support'] for c, v in m['per_class'].items()},
+            accuracy_by_sn=m.get('accuracy_by_sn'),
+            confusion=m['confusion'],
+        )
         flagged, wrong = d['flag'].to_numpy() == 1, (d['predicted'] != d[col]).to_numpy()
-        res[name]['flag'] = dict(fraction_flagged=float(flagged.mean()) if len(d) else None,
-                                 fraction_novel=float((d['novelty'] > nov_th).mean()) if nov_th is not None and len(d) else None,
-                                 accuracy_unflagged=float((~wrong[~flagged]).mean()) if (~flagged).any() else None,
-                                 errors_removed=float((flagged & wrong).sum() / wrong.sum()) if wrong.any() else None)
+        res[name]['flag'] = dict(
+            fraction_flagged=float(flagged.mean()) if len(d) else None,
+            fraction_novel=float((d['novelty'] > nov_th).mean()) if nov_th is not None and len(d) else None,
+            accuracy_unflagged=float((~wrong[~flagged]).mean()) if (~flagged).any() else None,
+            errors_removed=float((flagged & wrong).sum() / wrong.sum()) if wrong.any() else None,
+        )
     return res

@@ -22,86 +22,132 @@ __all__ = ['log', 'MAX_RETRY_AFTER', 'RETRY_STATUS', 'fits_ok', 'file_ok', 'fetc
 # %% ../nbs/02_download.ipynb #e10f6bde
 def fits_ok(body: bytes) -> str:
     "'' if `body` is a usable SDSS spec file, else the reason ('html', 'not_fits', 'truncated', 'no_coadd')."
-    if body[:200].lstrip().lower().startswith((b'<!doctype', b'<html', b'<')): return 'html'
-    if not body.startswith(b'SIMPLE  ='): return 'not_fits'
-    if len(body) % 2880: return 'truncated'
+    if body[:200].lstrip().lower().startswith((b'<!doctype', b'<html', b'<')):
+        return 'html'
+    if not body.startswith(b'SIMPLE  ='):
+        return 'not_fits'
+    if len(body) % 2880:
+        return 'truncated'
     from astropy.io import fits
     import io, warnings
-    try:   # (no warnings filter here: catch_warnings is not thread-safe, and downloads run in threads)
+
+    try:  # (no warnings filter here: catch_warnings is not thread-safe, and downloads run in threads)
         with fits.open(io.BytesIO(body)) as h:
             h.readall()
             # astropy only warns about a file cut at a block boundary: compare where the last HDU's data end with the length
-            if max(h.fileinfo(i)['datLoc'] + h.fileinfo(i)['datSpan'] for i in range(len(h))) > len(body): return 'truncated'
+            if max(h.fileinfo(i)['datLoc'] + h.fileinfo(i)['datSpan'] for i in range(len(h))) > len(body):
+                return 'truncated'
             names = [x.name for x in h]
-            if 'COADD' not in names or 'SPECOBJ' not in names: return 'no_coadd'
+            if 'COADD' not in names or 'SPECOBJ' not in names:
+                return 'no_coadd'
             h['COADD'].data['flux'][:1]
-    except Exception: return 'truncated'
+    except Exception:
+        return 'truncated'
     return ''
+
 
 def file_ok(path: Path) -> bool:
     "Quick check of a file already on disk (written atomically by us): FITS signature and block-aligned size."
     try:
-        with open(path, 'rb') as f: head = f.read(9)
+        with open(path, 'rb') as f:
+            head = f.read(9)
         return head == b'SIMPLE  =' and path.stat().st_size % 2880 == 0 and path.stat().st_size > 0
-    except OSError: return False
+    except OSError:
+        return False
 
 # %% ../nbs/02_download.ipynb #e6584e5b
-MAX_RETRY_AFTER = 120.0   # seconds: a longer Retry-After is capped (a server asking for hours is treated as failing)
+MAX_RETRY_AFTER = 120.0  # seconds: a longer Retry-After is capped (a server asking for hours is treated as failing)
 RETRY_STATUS = (429, 500, 502, 503, 504)
+
 
 def _retry_policy(retries: int, backoff: float):
     "urllib3's Retry for HTTP status retries (429, 5xx): exponential backoff, honouring Retry-After (capped at MAX_RETRY_AFTER)."
     from urllib3.util.retry import Retry
+
     class CappedRetry(Retry):
         def get_retry_after(self, response):
             v = super().get_retry_after(response)
             return None if v is None else min(v, MAX_RETRY_AFTER)
-    return CappedRetry(total=None, connect=0, read=False, redirect=5, other=0, status=retries, backoff_factor=backoff, backoff_max=30.0,
-                       status_forcelist=RETRY_STATUS, allowed_methods=frozenset({'GET'}), respect_retry_after_header=True,
-                       raise_on_status=False)
+
+    return CappedRetry(
+        total=None,
+        connect=0,
+        read=False,
+        redirect=5,
+        other=0,
+        status=retries,
+        backoff_factor=backoff,
+        backoff_max=30.0,
+        status_forcelist=RETRY_STATUS,
+        allowed_methods=frozenset({'GET'}),
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+
 
 class _Sessions(threading.local):
     "One requests.Session per thread and retry policy (Sessions are not thread-safe; connections are reused)."
+
     def get(self, retries: int, backoff: float):
         d = self.__dict__.setdefault('by_policy', {})
         if (retries, backoff) not in d:
             import requests
             from requests.adapters import HTTPAdapter
-            s = requests.Session(); a = HTTPAdapter(max_retries=_retry_policy(retries, backoff))
-            s.mount('http://', a); s.mount('https://', a)
+
+            s = requests.Session()
+            a = HTTPAdapter(max_retries=_retry_policy(retries, backoff))
+            s.mount('http://', a)
+            s.mount('https://', a)
             d[retries, backoff] = s
         return d[retries, backoff]
+
+
 _SESSIONS = _Sessions()
+
 
 def _check_retry_args(timeout, retries, backoff):
     if isinstance(retries, bool) or not isinstance(retries, (int, np.integer)) or retries < 0:
         raise ValueError(f"retries must be an integer >= 0, got {retries!r}.")
-    if not (isinstance(timeout, (int, float)) and np.isfinite(timeout) and timeout > 0): raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}.")
-    if not (isinstance(backoff, (int, float)) and np.isfinite(backoff) and backoff >= 0): raise ValueError(f"backoff must be a number of seconds >= 0, got {backoff!r}.")
+    if not (isinstance(timeout, (int, float)) and np.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}.")
+    if not (isinstance(backoff, (int, float)) and np.isfinite(backoff) and backoff >= 0):
+        raise ValueError(f"backoff must be a number of seconds >= 0, got {backoff!r}.")
+
 
 def fetch(url: str, timeout: float = 30, retries: int = 5, backoff: float = 0.5, sleep=time.sleep) -> tuple:
     "(body or None, reason, attempts) for one spec file URL."
     import requests
+
     _check_retry_args(timeout, retries, backoff)
     reason, attempts = '', 0
     for attempt in range(retries + 1):
-        if attempt: sleep(min(30.0, backoff * 2 ** (attempt - 1)) * (1 + random.random()))
+        if attempt:
+            sleep(min(30.0, backoff * 2 ** (attempt - 1)) * (1 + random.random()))
         attempts += 1
         try:
             r = _SESSIONS.get(retries, backoff).get(url, timeout=timeout)
             hist = getattr(getattr(r.raw, 'retries', None), 'history', ()) or ()
-            attempts += len(hist)                       # status retries urllib3 made (429/5xx, after Retry-After)
-            if r.status_code == 404: return None, 'not_found', attempts
-            if r.status_code in RETRY_STATUS: return None, f'http_{r.status_code}', attempts   # urllib3 already retried it
-            if r.status_code >= 400: return None, f'http_{r.status_code}', attempts
+            attempts += len(hist)  # status retries urllib3 made (429/5xx, after Retry-After)
+            if r.status_code == 404:
+                return None, 'not_found', attempts
+            if r.status_code in RETRY_STATUS:
+                return None, f'http_{r.status_code}', attempts  # urllib3 already retried it
+            if r.status_code >= 400:
+                return None, f'http_{r.status_code}', attempts
             body = r.content
             cl = r.headers.get('Content-Length')
-            if cl is not None and int(cl) != len(body): reason = 'truncated'; continue
+            if cl is not None and int(cl) != len(body):
+                reason = 'truncated'
+                continue
             reason = fits_ok(body)
-            if not reason: return body, '', attempts
-        except requests.exceptions.Timeout: reason = 'timeout'
-        except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError): reason = 'connection'
+            if not reason:
+                return body, '', attempts
+        except requests.exceptions.Timeout:
+            reason = 'timeout'
+        except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError):
+            reason = 'connection'
     return None, reason, attempts
+
 
 @dataclass
 class DownloadSummary:
@@ -114,41 +160,64 @@ class DownloadSummary:
     seconds: float = 0.0
     spectra_per_s: float = 0.0
 
+
 def sas_path(plate: int, mjd: int, fiber: int, run2d: str, data_release: int = 17, lite: bool = True) -> str:
     "Relative SAS path of a spec file (DR17 layout): legacy SDSS reductions (run2d 26, 103, 104) under sdss/, BOSS/eBOSS under eboss/."
     run2d = str(run2d).strip()
-    if not re.fullmatch(r'[0-9A-Za-z_.]{1,16}', run2d): raise ValueError(f"Invalid run2d {run2d!r} in the catalogue; it must come from `spectral-nb query`.")
+    if not re.fullmatch(r'[0-9A-Za-z_.]{1,16}', run2d):
+        raise ValueError(f"Invalid run2d {run2d!r} in the catalogue; it must come from `spectral-nb query`.")
     survey = 'sdss' if run2d in ('26', '103', '104') else 'eboss'
     kind = 'lite' if lite else 'full'
     return f"dr{int(data_release)}/{survey}/spectro/redux/{run2d}/spectra/{kind}/{int(plate):04d}/spec-{int(plate):04d}-{int(mjd):05d}-{int(fiber):04d}.fits"
+
 
 def spec_file(out_dir, row, data_release: int = 17, lite: bool = True) -> Path:
     "Where a catalogue row's spec file is kept locally (the SAS layout under out_dir/sas/)."
     return Path(out_dir) / 'sas' / sas_path(row['plate'], row['mjd'], row['fiberID'], row['run2d'], data_release, lite)
 
-def download(catalog, out_dir, workers: int = 8, sas_url: str = 'https://data.sdss.org/sas', data_release: int = 17,
-             lite: bool = True, timeout: float = 30, retries: int = 5, backoff: float = 0.5, progress: bool = True) -> DownloadSummary:
+
+def download(
+    catalog,
+    out_dir,
+    workers: int = 8,
+    sas_url: str = 'https://data.sdss.org/sas',
+    data_release: int = 17,
+    lite: bool = True,
+    timeout: float = 30,
+    retries: int = 5,
+    backoff: float = 0.5,
+    progress: bool = True,
+) -> DownloadSummary:
     "Download the spec files of a catalogue (DataFrame or catalog.parquet) into out_dir; resumable and de-duplicated."
     cat = pd.read_parquet(catalog) if not isinstance(catalog, pd.DataFrame) else catalog
-    if len(cat) == 0: raise ValueError("The catalogue is empty: nothing to download (run `spectral-nb query` first).")
+    if len(cat) == 0:
+        raise ValueError("The catalogue is empty: nothing to download (run `spectral-nb query` first).")
     for c in ('specObjID', 'plate', 'mjd', 'fiberID', 'run2d'):
-        if c not in cat: raise ValueError(f"The catalogue lacks column {c!r}; it must come from `spectral-nb query`.")
-    if not (isinstance(workers, int) and 1 <= workers <= 256): raise ValueError(f"workers must be an integer in [1, 256], got {workers!r}.")
-    _check_retry_args(timeout, retries, backoff)   # before any work: a bad value must not produce a (false) summary
-    out = Path(out_dir); check_writable(out / 'sas' / 'x')
-    for p in (out / 'sas').rglob('*.part'): p.unlink()          # leftovers of a killed run
+        if c not in cat:
+            raise ValueError(f"The catalogue lacks column {c!r}; it must come from `spectral-nb query`.")
+    if not (isinstance(workers, int) and 1 <= workers <= 256):
+        raise ValueError(f"workers must be an integer in [1, 256], got {workers!r}.")
+    _check_retry_args(timeout, retries, backoff)  # before any work: a bad value must not produce a (false) summary
+    out = Path(out_dir)
+    check_writable(out / 'sas' / 'x')
+    for p in (out / 'sas').rglob('*.part'):
+        p.unlink()  # leftovers of a killed run
     s = DownloadSummary(requested=len(cat))
     cat = cat.drop_duplicates('specObjID')
     todo, seen = [], set()
     for _, row in cat.iterrows():
         dest = spec_file(out, row, data_release, lite)
-        if dest in seen: continue
+        if dest in seen:
+            continue
         seen.add(dest)
-        if dest.exists() and file_ok(dest): s.already_present += 1
-        else: todo.append((dest, row))
+        if dest.exists() and file_ok(dest):
+            s.already_present += 1
+        else:
+            todo.append((dest, row))
     s.unique = len(cat)
     fails = []
     t0 = time.perf_counter()
+
     def job(item):
         dest, row = item
         rel = dest.relative_to(out / 'sas').as_posix()
@@ -156,45 +225,87 @@ def download(catalog, out_dir, workers: int = 8, sas_url: str = 'https://data.sd
         if body is not None:
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(f'.{dest.name}.{uuid.uuid4().hex}.part')
-            tmp.write_bytes(body); os.replace(tmp, dest)
+            tmp.write_bytes(body)
+            os.replace(tmp, dest)
         return row, reason, attempts
-    with ThreadPoolExecutor(max_workers=workers) as ex, tqdm(total=len(todo), desc='download', unit='spec', disable=not progress) as bar:
+
+    with (
+        ThreadPoolExecutor(max_workers=workers) as ex,
+        tqdm(total=len(todo), desc='download', unit='spec', disable=not progress) as bar,
+    ):
         for fut in as_completed([ex.submit(job, it) for it in todo]):
             row, reason, attempts = fut.result()
             s.retries += attempts - 1
-            if reason: s.failed[reason] = s.failed.get(reason, 0) + 1; fails.append(dict(specObjID=row['specObjID'], plate=row['plate'], mjd=row['mjd'], fiberID=row['fiberID'], reason=reason))
-            else: s.downloaded += 1
+            if reason:
+                s.failed[reason] = s.failed.get(reason, 0) + 1
+                fails.append(
+                    dict(
+                        specObjID=row['specObjID'],
+                        plate=row['plate'],
+                        mjd=row['mjd'],
+                        fiberID=row['fiberID'],
+                        reason=reason,
+                    )
+                )
+            else:
+                s.downloaded += 1
             bar.update(1)
     s.seconds = round(time.perf_counter() - t0, 3)
     s.spectra_per_s = round(len(todo) / max(s.seconds, 1e-9), 2)
     import json
+
     (out / 'download_summary.json').write_text(json.dumps(asdict(s), indent=1))
-    pd.DataFrame(fails, columns=['specObjID', 'plate', 'mjd', 'fiberID', 'reason']).to_csv(out / 'download_failures.csv', index=False)
-    log.info("download: %d new, %d already present, failed %s, %d retries, %.2f spectra/s", s.downloaded, s.already_present, s.failed, s.retries, s.spectra_per_s)
+    pd.DataFrame(fails, columns=['specObjID', 'plate', 'mjd', 'fiberID', 'reason']).to_csv(
+        out / 'download_failures.csv', index=False
+    )
+    log.info(
+        "download: %d new, %d already present, failed %s, %d retries, %.2f spectra/s",
+        s.downloaded,
+        s.already_present,
+        s.failed,
+        s.retries,
+        s.spectra_per_s,
+    )
     return s
 
 # %% ../nbs/02_download.ipynb #a7d93fb3
 def to_records(catalog, out_dir, raw_path=None, data_release: int = 17, lite: bool = True, batch: int = 256) -> Path:
     "Downloaded spec files of a catalogue -> raw.parquet (returns its path)."
     from spectral_nb.preprocess import read_sdss_spec, BadSpectrumError
+
     cat = (pd.read_parquet(catalog) if not isinstance(catalog, pd.DataFrame) else catalog).drop_duplicates('specObjID')
     raw_path = check_writable(raw_path or Path(out_dir) / 'raw.parquet')
     n_bad = 0
     with RecordWriter(raw_path) as w:
         rows, pix = [], {k: [] for k in ('loglam', 'flux', 'ivar', 'and_mask')}
+
         def flush():
-            if rows: w.write(pd.DataFrame(rows), pix)
+            if rows:
+                w.write(pd.DataFrame(rows), pix)
+
         for _, r in cat.iterrows():
             f = spec_file(out_dir, r, data_release, lite)
-            if not f.exists(): continue
-            try: c, x = read_sdss_spec(f)
-            except BadSpectrumError as e: log.warning("skipped: %s", e); n_bad += 1; continue
+            if not f.exists():
+                continue
+            try:
+                c, x = read_sdss_spec(f)
+            except BadSpectrumError as e:
+                log.warning("skipped: %s", e)
+                n_bad += 1
+                continue
             for k in ('petroMag', 'petroMagErr'):
                 for b in 'ugriz':
-                    if f'{k}_{b}' in r: c[f'{k}_{b}'] = float(r[f'{k}_{b}'])
-            rows.append({k: c[k] for k in CATALOG_COLUMNS}); [pix[k].append(x[k]) for k in pix]
-            if len(rows) == batch: flush(); rows, pix = [], {k: [] for k in pix}
+                    if f'{k}_{b}' in r:
+                        c[f'{k}_{b}'] = float(r[f'{k}_{b}'])
+            rows.append({k: c[k] for k in CATALOG_COLUMNS})
+            [pix[k].append(x[k]) for k in pix]
+            if len(rows) == batch:
+                flush()
+                rows, pix = [], {k: [] for k in pix}
         flush()
-        if w.n == 0: raise ValueError(f"No downloaded spec file of the catalogue was found under {out_dir}; run `spectral-nb download` first.")
+        if w.n == 0:
+            raise ValueError(
+                f"No downloaded spec file of the catalogue was found under {out_dir}; run `spectral-nb download` first."
+            )
     log.info("to_records: %d spectra -> %s (%d unreadable)", w.n, raw_path, n_bad)
     return raw_path

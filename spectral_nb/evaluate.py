@@ -11,8 +11,15 @@ import matplotlib.pyplot as plt
 from .config import *
 from .plots import spectra_grid, data_banner
 from .preprocess import read_fluxes, read_flux_rows
-from .training import (classification_metrics, TaskData, apply_temperature, attach_calibration, embedding_model,
-                                  fit_novelty, novelty_score)
+from spectral_nb.training import (
+    classification_metrics,
+    TaskData,
+    apply_temperature,
+    attach_calibration,
+    embedding_model,
+    fit_novelty,
+    novelty_score,
+)
 
 log = get_logger(__name__)
 
@@ -24,43 +31,73 @@ __all__ = ['log', 'ECE_BINS', 'FLAG_VAL_FRACTION', 'FLAG_RULE', 'NOVELTY_VAL_FRA
            'report_classifier']
 
 # %% ../nbs/04b_evaluate.ipynb #93dcfb58
-def wilson_ci(k: int,                   # successes (e.g. correct predictions)
-              n: int,                   # trials (e.g. test spectra)
-              confidence: float = 0.95, # confidence level of the interval
-             ) -> tuple:
+def wilson_ci(
+    k: int,  # successes (e.g. correct predictions)
+    n: int,  # trials (e.g. test spectra)
+    confidence: float = 0.95,  # confidence level of the interval
+) -> tuple:
     "Wilson score interval (lo, hi) of the proportion k/n, from scipy; (nan, nan) when n = 0."
     from scipy.stats import binomtest
+
     k, n = int(k), int(n)
-    if n < 0 or not 0 <= k <= max(n, 0): raise ValueError(f"wilson_ci needs 0 <= k <= n, got k={k}, n={n}.")
-    if not 0 < confidence < 1: raise ValueError(f"confidence must be in (0, 1), got {confidence!r}.")
-    if n == 0: return (float('nan'), float('nan'))
+    if n < 0 or not 0 <= k <= max(n, 0):
+        raise ValueError(f"wilson_ci needs 0 <= k <= n, got k={k}, n={n}.")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}.")
+    if n == 0:
+        return (float('nan'), float('nan'))
     ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method='wilson')
     return (float(ci.low), float(ci.high))
 
 # %% ../nbs/04b_evaluate.ipynb #2a633bec
 def plot_history(hist: dict, title: str = ''):
     "Training and validation accuracy and loss per epoch."
-    keys = [k for k in ('accuracy', 'loss') if k in hist or f'val_{k}' in hist] or ['loss']   # (an autoencoder has no accuracy)
+    keys = [k for k in ('accuracy', 'loss') if k in hist or f'val_{k}' in hist] or [
+        'loss'
+    ]  # (an autoencoder has no accuracy)
     fig, axs = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.3), squeeze=False)
     for ax, k in zip(axs[0], keys):
-        if k in hist: ax.plot(np.arange(1, len(hist[k]) + 1), hist[k], 'o-', ms=3, label='train')
-        if f'val_{k}' in hist: ax.plot(np.arange(1, len(hist[f'val_{k}']) + 1), hist[f'val_{k}'], 's-', ms=3, label='validation')
-        ax.set_xlabel('epoch'); ax.set_ylabel(k); ax.legend()
-    fig.suptitle(title); fig.tight_layout()
+        if k in hist:
+            ax.plot(np.arange(1, len(hist[k]) + 1), hist[k], 'o-', ms=3, label='train')
+        if f'val_{k}' in hist:
+            ax.plot(np.arange(1, len(hist[f'val_{k}']) + 1), hist[f'val_{k}'], 's-', ms=3, label='validation')
+        ax.set_xlabel('epoch')
+        ax.set_ylabel(k)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
     return fig
+
 
 def plot_confusion(cm, classes, title: str = '', ours: float | None = None, thesis: float | None = None):
     "Confusion matrix of counts; rows are the true classes, columns the predicted ones (stated on the figure)."
     import seaborn as sns
-    cm = np.asarray(cm); k = len(classes)
+
+    cm = np.asarray(cm)
+    k = len(classes)
     fig, ax = plt.subplots(figsize=(max(4.5, 0.55 * k + 2.5), max(3.8, 0.5 * k + 2)))
-    sns.heatmap(cm, annot=True, fmt='d', cmap='Blues', xticklabels=classes, yticklabels=classes, cbar=False, ax=ax,
-                annot_kws={'fontsize': 7 if k > 6 else 9})
-    ax.set_xlabel('predicted class'); ax.set_ylabel('true class (rows)')
-    sub = [f'test accuracy {ours:.4f}' if ours is not None else '', f'thesis {thesis:.4f}' if thesis is not None else '']
+    sns.heatmap(
+        cm,
+        annot=True,
+        fmt='d',
+        cmap='Blues',
+        xticklabels=classes,
+        yticklabels=classes,
+        cbar=False,
+        ax=ax,
+        annot_kws={'fontsize': 7 if k > 6 else 9},
+    )
+    ax.set_xlabel('predicted class')
+    ax.set_ylabel('true class (rows)')
+    sub = [
+        f'test accuracy {ours:.4f}' if ours is not None else '',
+        f'thesis {thesis:.4f}' if thesis is not None else '',
+    ]
     ax.set_title(f"{title}\n{' | '.join(s for s in sub if s)}", fontsize=9)
-    ax.tick_params(labelsize=7); fig.tight_layout()
+    ax.tick_params(labelsize=7)
+    fig.tight_layout()
     return fig
+
 
 def plot_acc_by_sn(m: dict, title: str = ''):
     "Accuracy per S/N bin (SN_MEDIAN_ALL), with the number of spectra per bin."
@@ -68,8 +105,12 @@ def plot_acc_by_sn(m: dict, title: str = ''):
     fig, ax = plt.subplots(figsize=(5, 3))
     labels = [f"{b['lo']:g}-{b['hi']:g}" if np.isfinite(b['hi']) else f">{b['lo']:g}" for b in bins]
     ax.bar(labels, [b['accuracy'] for b in bins], color='tab:blue')
-    for i, b in enumerate(bins): ax.text(i, b['accuracy'], f"n={b['n']}", ha='center', va='bottom', fontsize=7)
-    ax.set_ylim(0, 1.08); ax.set_xlabel('median S/N per pixel'); ax.set_ylabel('accuracy'); ax.set_title(title, fontsize=9)
+    for i, b in enumerate(bins):
+        ax.text(i, b['accuracy'], f"n={b['n']}", ha='center', va='bottom', fontsize=7)
+    ax.set_ylim(0, 1.08)
+    ax.set_xlabel('median S/N per pixel')
+    ax.set_ylabel('accuracy')
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -81,125 +122,207 @@ def pick_examples(y, pred, prob, n: int = 3) -> tuple:
     good, bad = [], []
     for c in np.unique(y):
         ok = np.flatnonzero((y == c) & (pred == c))
-        if len(ok): good += list(ok[np.argsort(np.abs(conf[ok] - np.median(conf[ok])))[:n]])
+        if len(ok):
+            good += list(ok[np.argsort(np.abs(conf[ok] - np.median(conf[ok])))[:n]])
         wr = np.flatnonzero((y == c) & (pred != c))
-        if len(wr): bad += list(wr[np.argsort(-conf[wr])[:n]])
+        if len(wr):
+            bad += list(wr[np.argsort(-conf[wr])[:n]])
     return good, bad
+
 
 def plot_examples(h5_path, data: TaskData, pred, prob, rows, title: str, main_labels=None):
     "A grid of spectra for positions `rows` of a split, titled with true and predicted labels, confidence, z and S/N."
     if not rows:
-        fig, ax = plt.subplots(figsize=(6, 1)); ax.axis('off'); ax.text(0.5, 0.5, f'{title}: none', ha='center'); return fig
+        fig, ax = plt.subplots(figsize=(6, 1))
+        ax.axis('off')
+        ax.text(0.5, 0.5, f'{title}: none', ha='center')
+        return fig
     flux = read_flux_rows(h5_path, data.info['row'].to_numpy()[rows])
-    cl = np.asarray(data.classes); inf = data.info.iloc[rows]
-    titles = [f"true {cl[data.y[i]]} | pred {cl[pred[i]]} ({prob[i, pred[i]]:.2f}) z={inf.z.iloc[k]:.3f} S/N={inf.sn_median.iloc[k]:.1f}"
-              for k, i in enumerate(rows)]
+    cl = np.asarray(data.classes)
+    inf = data.info.iloc[rows]
+    titles = [
+        f"true {cl[data.y[i]]} | pred {cl[pred[i]]} ({prob[i, pred[i]]:.2f}) z={inf.z.iloc[k]:.3f} S/N={inf.sn_median.iloc[k]:.1f}"
+        for k, i in enumerate(rows)
+    ]
     lines = [KEY_LINES.get(m, KEY_LINES['GALAXY']) for m in inf['label_main']]
     return spectra_grid(sdss_wavelength(), flux, titles, inf.z.to_numpy(), lines, ncols=3, suptitle=title, smooth=3)
 
 # %% ../nbs/04b_evaluate.ipynb #ca1b0002
-ECE_BINS = 15              # equal-width confidence bins of the ECE and the reliability diagram
-FLAG_VAL_FRACTION = 0.05   # the quality flag may flag at most this fraction of the validation split
+ECE_BINS = 15  # equal-width confidence bins of the ECE and the reliability diagram
+FLAG_VAL_FRACTION = 0.05  # the quality flag may flag at most this fraction of the validation split
+
 
 def reliability(prob, y, bins: int = ECE_BINS) -> pd.DataFrame:
     "Per equal-width bin of top probability: lo, hi, n, mean confidence, accuracy (empty bins: n = 0, NaN)."
     prob, y = np.asarray(prob, np.float64), np.asarray(y)
     conf, ok = prob.max(1), (prob.argmax(1) == y)
-    b = np.minimum((conf * bins).astype(int), bins - 1)   # bin i holds [i/bins, (i+1)/bins); a confidence of 1 goes in the last
+    b = np.minimum(
+        (conf * bins).astype(int), bins - 1
+    )  # bin i holds [i/bins, (i+1)/bins); a confidence of 1 goes in the last
     n = np.bincount(b, minlength=bins)
     with np.errstate(invalid='ignore', divide='ignore'):
-        return pd.DataFrame(dict(lo=np.arange(bins) / bins, hi=np.arange(1, bins + 1) / bins, n=n,
-                                 confidence=np.bincount(b, conf, bins) / n, accuracy=np.bincount(b, ok, bins) / n))
+        return pd.DataFrame(
+            dict(
+                lo=np.arange(bins) / bins,
+                hi=np.arange(1, bins + 1) / bins,
+                n=n,
+                confidence=np.bincount(b, conf, bins) / n,
+                accuracy=np.bincount(b, ok, bins) / n,
+            )
+        )
+
 
 def expected_calibration_error(prob, y, bins: int = ECE_BINS) -> float:
     "ECE: the bins' |accuracy - mean confidence|, weighted by their share of the spectra."
-    r = reliability(prob, y, bins); r = r[r.n > 0]
-    if not len(r): raise ValueError("expected_calibration_error needs at least one spectrum.")
+    r = reliability(prob, y, bins)
+    r = r[r.n > 0]
+    if not len(r):
+        raise ValueError("expected_calibration_error needs at least one spectrum.")
     return float((r.n * (r.accuracy - r.confidence).abs()).sum() / r.n.sum())
+
 
 def _nll(prob, y, t: float) -> float:
     p = apply_temperature(np.asarray(prob, np.float64), t)
     return float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-300, None)).mean())
 
-def fit_temperature(prob,                       # softmax probabilities (n, classes) of the validation split
-                    y,                          # its true class indices
-                    bounds: tuple = (0.05, 20.0) # search interval of T
-                   ) -> float:
+
+def fit_temperature(
+    prob,  # softmax probabilities (n, classes) of the validation split
+    y,  # its true class indices
+    bounds: tuple = (0.05, 20.0),  # search interval of T
+) -> float:
     "The temperature T minimising the negative log-likelihood of softmax(log p / T) on (validation) labels `y`."
     from scipy.optimize import minimize_scalar
+
     prob, y = np.asarray(prob, np.float64), np.asarray(y, int)
-    if len(y) == 0: raise ValueError("fit_temperature needs validation spectra; the validation split is empty.")
-    r = minimize_scalar(lambda lt: _nll(prob, y, math.exp(lt)), bounds=(math.log(bounds[0]), math.log(bounds[1])),
-                        method='bounded', options=dict(xatol=1e-4))
+    if len(y) == 0:
+        raise ValueError("fit_temperature needs validation spectra; the validation split is empty.")
+    r = minimize_scalar(
+        lambda lt: _nll(prob, y, math.exp(lt)),
+        bounds=(math.log(bounds[0]), math.log(bounds[1])),
+        method='bounded',
+        options=dict(xatol=1e-4),
+    )
     t = math.exp(r.x)
-    return 1.0 if _nll(prob, y, 1.0) <= _nll(prob, y, t) else t   # never worse than no scaling
+    return 1.0 if _nll(prob, y, 1.0) <= _nll(prob, y, t) else t  # never worse than no scaling
 
 # %% ../nbs/04b_evaluate.ipynb #ca1b0005
-FLAG_RULE = ('calibrated top probability < threshold, or novelty > novelty_threshold; novelty_threshold flags the {1:.0%} of the '
-             'validation split farthest from the training classes, threshold is the largest that flags at most {0:.0%} of it in all')
-NOVELTY_VAL_FRACTION = 0.01   # the novelty term flags this fraction of the validation split (within the flag's budget)
+FLAG_RULE = (
+    'calibrated top probability < threshold, or novelty > novelty_threshold; novelty_threshold flags the {1:.0%} of the '
+    'validation split farthest from the training classes, threshold is the largest that flags at most {0:.0%} of it in all'
+)
+NOVELTY_VAL_FRACTION = 0.01  # the novelty term flags this fraction of the validation split (within the flag's budget)
+
 
 def flag_threshold(prob, max_fraction: float = FLAG_VAL_FRACTION, already=None) -> float:
     "The largest threshold t such that flagging top probability < t (besides the rows `already` flagged) flags at most `max_fraction` of these (validation) spectra."
     prob = np.asarray(prob)
-    if not len(prob): raise ValueError("flag_threshold needs validation spectra; the validation split is empty.")
+    if not len(prob):
+        raise ValueError("flag_threshold needs validation spectra; the validation split is empty.")
     already = np.zeros(len(prob), bool) if already is None else np.asarray(already, bool)
-    k = int(math.floor(max_fraction * len(prob) + 1e-9)) - int(already.sum())   # at most k more may be flagged
+    k = int(math.floor(max_fraction * len(prob) + 1e-9)) - int(already.sum())  # at most k more may be flagged
     conf = np.sort(prob.max(1)[~already])
-    if k <= 0 or not len(conf): return float(conf[0]) if len(conf) else 0.0   # conf < min(conf) flags none of them
-    return float(conf[k]) if k < len(conf) else 1.0 + 1e-9   # conf < conf[k] holds for at most k of them
+    if k <= 0 or not len(conf):
+        return float(conf[0]) if len(conf) else 0.0  # conf < min(conf) flags none of them
+    return float(conf[k]) if k < len(conf) else 1.0 + 1e-9  # conf < conf[k] holds for at most k of them
+
 
 def flag_summary(prob, y, flagged) -> dict:
     "Fraction `flagged` (a boolean per row), accuracy of the unflagged and fraction of the errors the flag removes (None where undefined)."
     prob, y, flagged = np.asarray(prob), np.asarray(y), np.asarray(flagged, bool)
     wrong = prob.argmax(1) != y
     keep = ~flagged
-    return dict(fraction_flagged=float(flagged.mean()) if len(y) else None,
-                accuracy_unflagged=float((~wrong[keep]).mean()) if keep.any() else None,
-                errors_removed=float((flagged & wrong).sum() / wrong.sum()) if wrong.any() else None)
+    return dict(
+        fraction_flagged=float(flagged.mean()) if len(y) else None,
+        accuracy_unflagged=float((~wrong[keep]).mean()) if keep.any() else None,
+        errors_removed=float((flagged & wrong).sum() / wrong.sum()) if wrong.any() else None,
+    )
 
-def calibrate(p_val, y_val, p_test, y_test, max_fraction: float = FLAG_VAL_FRACTION, nov_val=None, nov_test=None,
-              novelty_fraction: float = NOVELTY_VAL_FRACTION) -> tuple:
+
+def calibrate(
+    p_val,
+    y_val,
+    p_test,
+    y_test,
+    max_fraction: float = FLAG_VAL_FRACTION,
+    nov_val=None,
+    nov_test=None,
+    novelty_fraction: float = NOVELTY_VAL_FRACTION,
+) -> tuple:
     "(calibration, flag) dicts of a classifier: temperature and flag thresholds fitted on validation (novelty scores optional), their effect measured on test."
     t = fit_temperature(p_val, y_val)
     pv, pt = apply_temperature(np.asarray(p_val, np.float64), t), apply_temperature(np.asarray(p_test, np.float64), t)
-    cal = dict(temperature=t, ece_before=expected_calibration_error(p_test, y_test), ece_after=expected_calibration_error(pt, y_test),
-               n_val=int(len(y_val)), n_test=int(len(y_test)))
+    cal = dict(
+        temperature=t,
+        ece_before=expected_calibration_error(p_test, y_test),
+        ece_after=expected_calibration_error(pt, y_test),
+        n_val=int(len(y_val)),
+        n_test=int(len(y_test)),
+    )
     nth, nv, nt = None, np.zeros(len(pv), bool), np.zeros(len(pt), bool)
     if nov_val is not None and nov_test is not None and len(nov_val):
-        nth = float(np.quantile(np.asarray(nov_val, np.float64), 1 - novelty_fraction, method='higher'))   # > nth: at most that fraction
+        nth = float(
+            np.quantile(np.asarray(nov_val, np.float64), 1 - novelty_fraction, method='higher')
+        )  # > nth: at most that fraction
         nv, nt = np.asarray(nov_val) > nth, np.asarray(nov_test) > nth
     th = flag_threshold(pv, max_fraction, nv)
     ft = (pt.max(1) < th) | nt
-    flag = dict(threshold=th, novelty_threshold=nth, **flag_summary(pt, y_test, ft), fraction_flagged_val=float(((pv.max(1) < th) | nv).mean()),
-                fraction_novel=float(nt.mean()) if len(nt) else None,
-                errors_removed_by_novelty=float((nt & (pt.argmax(1) != y_test)).sum() / max((pt.argmax(1) != y_test).sum(), 1)),
-                rule=FLAG_RULE.format(max_fraction, novelty_fraction if nth is not None else 0))
+    flag = dict(
+        threshold=th,
+        novelty_threshold=nth,
+        **flag_summary(pt, y_test, ft),
+        fraction_flagged_val=float(((pv.max(1) < th) | nv).mean()),
+        fraction_novel=float(nt.mean()) if len(nt) else None,
+        errors_removed_by_novelty=float((nt & (pt.argmax(1) != y_test)).sum() / max((pt.argmax(1) != y_test).sum(), 1)),
+        rule=FLAG_RULE.format(max_fraction, novelty_fraction if nth is not None else 0),
+    )
     return cal, flag
 
 # %% ../nbs/04b_evaluate.ipynb #ca1b0008
 def plot_reliability(y, prob, prob_cal, cal: dict, title: str = '', bins: int = ECE_BINS):
     "Reliability diagrams of the test split before and after temperature scaling (per confidence bin: accuracy, mean confidence, count)."
     fig, axs = plt.subplots(1, 2, figsize=(8.5, 3.8), sharey=True)
-    for ax, p, lab, e in ((axs[0], prob, 'before scaling (T = 1)', cal['ece_before']),
-                          (axs[1], prob_cal, f"after scaling (T = {cal['temperature']:.2f})", cal['ece_after'])):
-        r = reliability(p, y, bins); r = r[r.n > 0]
-        ax.bar(r.lo, r.accuracy, width=1 / bins, align='edge', color='tab:blue', edgecolor='k', lw=0.5, label='accuracy')
-        ax.bar(r.lo, r.confidence, width=1 / bins, align='edge', fill=False, edgecolor='tab:red', lw=1.2, label='mean confidence')
+    for ax, p, lab, e in (
+        (axs[0], prob, 'before scaling (T = 1)', cal['ece_before']),
+        (axs[1], prob_cal, f"after scaling (T = {cal['temperature']:.2f})", cal['ece_after']),
+    ):
+        r = reliability(p, y, bins)
+        r = r[r.n > 0]
+        ax.bar(
+            r.lo, r.accuracy, width=1 / bins, align='edge', color='tab:blue', edgecolor='k', lw=0.5, label='accuracy'
+        )
+        ax.bar(
+            r.lo,
+            r.confidence,
+            width=1 / bins,
+            align='edge',
+            fill=False,
+            edgecolor='tab:red',
+            lw=1.2,
+            label='mean confidence',
+        )
         ax.plot([0, 1], [0, 1], 'k--', lw=1, label='calibrated')
-        for _, b in r.iterrows(): ax.text(b.lo + 0.5 / bins, 0.02, str(int(b.n)), ha='center', fontsize=5, rotation=90, color='w')
-        ax.set_xlim(0, 1); ax.set_ylim(0, 1.02); ax.set_xlabel('top probability (confidence)')
+        for _, b in r.iterrows():
+            ax.text(b.lo + 0.5 / bins, 0.02, str(int(b.n)), ha='center', fontsize=5, rotation=90, color='w')
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel('top probability (confidence)')
         ax.set_title(f'{lab}\nECE = {e:.4f}', fontsize=9)
-    axs[0].set_ylabel('accuracy'); axs[0].legend(fontsize=7, loc='upper left')
-    fig.suptitle(title, fontsize=9); fig.tight_layout()
+    axs[0].set_ylabel('accuracy')
+    axs[0].legend(fontsize=7, loc='upper left')
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
     return fig
+
 
 def coverage_curve(prob, y) -> pd.DataFrame:
     "Accuracy of the k most confident spectra against coverage k/n, k = 1..n."
     prob, y = np.asarray(prob), np.asarray(y)
-    o = np.argsort(-prob.max(1), kind='stable'); ok = (prob.argmax(1) == y)[o]
+    o = np.argsort(-prob.max(1), kind='stable')
+    ok = (prob.argmax(1) == y)[o]
     k = np.arange(1, len(y) + 1)
     return pd.DataFrame(dict(coverage=k / len(y), accuracy=np.cumsum(ok) / k, confidence=prob.max(1)[o]))
+
 
 def plot_coverage(y, prob_cal, flag: dict, title: str = ''):
     "Accuracy against coverage on the test split (calibrated confidence), with the quality flag's operating point."
@@ -208,10 +331,19 @@ def plot_coverage(y, prob_cal, flag: dict, title: str = ''):
     ax.plot(c.coverage, c.accuracy, '-', color='tab:blue', label='most confident fraction kept')
     ax.axhline(c.accuracy.iloc[-1], color='0.5', ls=':', lw=1, label=f'all spectra ({c.accuracy.iloc[-1]:.4f})')
     if flag.get('accuracy_unflagged') is not None:
-        ax.plot(1 - flag['fraction_flagged'], flag['accuracy_unflagged'], 'o', color='tab:red',
-                label=f"flag (p < {flag['threshold']:.3f}{' or novel' if flag.get('novelty_threshold') is not None else ''}): {flag['fraction_flagged']:.1%} flagged, accuracy {flag['accuracy_unflagged']:.4f}")
-    ax.set_xlim(0, 1.01); ax.set_xlabel('coverage (fraction of test spectra kept)'); ax.set_ylabel('accuracy of those kept')
-    ax.legend(fontsize=7, loc='lower left'); ax.set_title(title, fontsize=9); fig.tight_layout()
+        ax.plot(
+            1 - flag['fraction_flagged'],
+            flag['accuracy_unflagged'],
+            'o',
+            color='tab:red',
+            label=f"flag (p < {flag['threshold']:.3f}{' or novel' if flag.get('novelty_threshold') is not None else ''}): {flag['fraction_flagged']:.1%} flagged, accuracy {flag['accuracy_unflagged']:.4f}",
+        )
+    ax.set_xlim(0, 1.01)
+    ax.set_xlabel('coverage (fraction of test spectra kept)')
+    ax.set_ylabel('accuracy of those kept')
+    ax.legend(fontsize=7, loc='lower left')
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
     return fig
 
 # %% ../nbs/04b_evaluate.ipynb #e4904c5a
@@ -219,51 +351,111 @@ def predict_proba(model, data: TaskData, kind: str, batch_size: int = 512) -> np
     "Class probabilities for a split (arrays from `load_task`, or streamed batches from `stream_task`, read a block at a time)."
     if hasattr(data, 'batch_positions'):
         from .streaming import predict_streaming
+
         return predict_streaming(model, data)
     return model.predict(data.inputs(kind), batch_size=batch_size, verbose=0)
 
+
 def predict_embedded(emb_model, model, data: TaskData, kind: str, batch_size: int = 512) -> tuple:
     "(class probabilities, penultimate features or None) for a split; `emb_model` from `training.embedding_model` (None: probabilities only)."
-    if emb_model is None: return predict_proba(model, data, kind, batch_size), None
-    p, e = predict_proba(emb_model, data, kind, batch_size)   # a model of two outputs: both come back
+    if emb_model is None:
+        return predict_proba(model, data, kind, batch_size), None
+    p, e = predict_proba(emb_model, data, kind, batch_size)  # a model of two outputs: both come back
     return p, e
 
-def report_classifier(name: str, model, data: dict, kind: str, hist: dict, out_dir, h5_path, thesis_key: str | None = None,
-                      source: str = 'mock', extra: dict | None = None, figures: bool = True) -> dict:
+
+def report_classifier(
+    name: str,
+    model,
+    data: dict,
+    kind: str,
+    hist: dict,
+    out_dir,
+    h5_path,
+    thesis_key: str | None = None,
+    source: str = 'mock',
+    extra: dict | None = None,
+    figures: bool = True,
+) -> dict:
     "Evaluate on train and test, save every figure (unless `figures` is False) and table of the experiment, return the metrics."
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     te, tr, va = data['test'], data['train'], data['val']
     emb_model = embedding_model(model)
-    p_te, e_te = predict_embedded(emb_model, model, te, kind); pred = p_te.argmax(1)
+    p_te, e_te = predict_embedded(emb_model, model, te, kind)
+    pred = p_te.argmax(1)
     m = classification_metrics(te.y, pred, te.classes, te.info['sn_median'].to_numpy())
     p_tr, e_tr = predict_embedded(emb_model, model, tr, kind)
     m['train_accuracy'] = float((p_tr.argmax(1) == tr.y).mean())
     m.update(name=name, kind=kind, source=source, n_train=tr.n, n_val=data['val'].n, n_test=te.n, **(extra or {}))
     p_va, e_va = predict_embedded(emb_model, model, va, kind)
     nov = fit_novelty(e_tr, tr.y, len(te.classes)) if e_tr is not None and tr.n > len(te.classes) else None
-    m['calibration'], m['flag'] = calibrate(p_va, va.y, p_te, te.y, nov_val=None if nov is None else novelty_score(e_va, nov),
-                                            nov_test=None if nov is None else novelty_score(e_te, nov))
-    attach_calibration(model, m['calibration'], m['flag'], nov)   # save_bundle writes them into the bundle's meta.json
+    m['calibration'], m['flag'] = calibrate(
+        p_va,
+        va.y,
+        p_te,
+        te.y,
+        nov_val=None if nov is None else novelty_score(e_va, nov),
+        nov_test=None if nov is None else novelty_score(e_te, nov),
+    )
+    attach_calibration(model, m['calibration'], m['flag'], nov)  # save_bundle writes them into the bundle's meta.json
     p_cal = apply_temperature(np.asarray(p_te, np.float64), m['calibration']['temperature'])
     th = THESIS.get(thesis_key, {}) if thesis_key else {}
     m['thesis'] = th
     banner = f"{name}, test n={te.n}"
-    figs = {} if not figures else {f'confusion_{name}': plot_confusion(m['confusion'], te.classes, f'{name}: confusion matrix (test)', m['accuracy'], th.get('test_acc')),
-            f'curves_{name}': plot_history(hist, f"{name}: training (thesis: train {th.get('train_acc', '-')}, test {th.get('test_acc', '-')})"),
+    figs = (
+        {}
+        if not figures
+        else {
+            f'confusion_{name}': plot_confusion(
+                m['confusion'], te.classes, f'{name}: confusion matrix (test)', m['accuracy'], th.get('test_acc')
+            ),
+            f'curves_{name}': plot_history(
+                hist, f"{name}: training (thesis: train {th.get('train_acc', '-')}, test {th.get('test_acc', '-')})"
+            ),
             f'acc_by_sn_{name}': plot_acc_by_sn(m, f'{name}: test accuracy by S/N'),
-            f'reliability_{name}': plot_reliability(te.y, p_te, p_cal, m['calibration'], f'{name}: reliability (test; T fitted on validation, n={va.n})'),
-            f'coverage_{name}': plot_coverage(te.y, p_cal, m['flag'], f'{name}: accuracy vs coverage (test; flag threshold from validation)')}
+            f'reliability_{name}': plot_reliability(
+                te.y, p_te, p_cal, m['calibration'], f'{name}: reliability (test; T fitted on validation, n={va.n})'
+            ),
+            f'coverage_{name}': plot_coverage(
+                te.y, p_cal, m['flag'], f'{name}: accuracy vs coverage (test; flag threshold from validation)'
+            ),
+        }
+    )
     good, bad = pick_examples(te.y, pred, p_te)
-    if figures: figs[f'examples_{name}_correct'] = plot_examples(h5_path, te, pred, p_te, good, f'{name}: typical correct predictions (3 per class)')
-    if figures: figs[f'examples_{name}_incorrect'] = plot_examples(h5_path, te, pred, p_te, bad, f'{name}: most confident incorrect predictions (3 per class)')
+    if figures:
+        figs[f'examples_{name}_correct'] = plot_examples(
+            h5_path, te, pred, p_te, good, f'{name}: typical correct predictions (3 per class)'
+        )
+    if figures:
+        figs[f'examples_{name}_incorrect'] = plot_examples(
+            h5_path, te, pred, p_te, bad, f'{name}: most confident incorrect predictions (3 per class)'
+        )
     for k, f in figs.items():
-        data_banner(f, source, banner).savefig(out / f'{k}.png', dpi=100); plt.close(f)
-    pd.DataFrame(m['confusion'], index=[f'true {c}' for c in te.classes], columns=[f'pred {c}' for c in te.classes]).to_csv(out / f'confusion_{name}.csv')
+        data_banner(f, source, banner).savefig(out / f'{k}.png', dpi=100)
+        plt.close(f)
+    pd.DataFrame(
+        m['confusion'], index=[f'true {c}' for c in te.classes], columns=[f'pred {c}' for c in te.classes]
+    ).to_csv(out / f'confusion_{name}.csv')
     pd.DataFrame(m['per_class']).T.to_csv(out / f'per_class_{name}.csv')
     m['history'] = {k: v for k, v in hist.items()}
     m['figures'] = sorted(f'{k}.png' for k in figs)
     (out / f'metrics_{name}.json').write_text(json.dumps(m, indent=1, default=float))
-    log.info("%s: test accuracy %.4f [%.4f, %.4f] (thesis %s), n_test=%d", name, m['accuracy'], *m['accuracy_ci95'], th.get('test_acc'), te.n)
-    log.info("%s: temperature %.3f, test ECE %.4f -> %.4f; flag threshold %.4f flags %.1f%% of test", name, m['calibration']['temperature'],
-             m['calibration']['ece_before'], m['calibration']['ece_after'], m['flag']['threshold'], 100 * m['flag']['fraction_flagged'])
+    log.info(
+        "%s: test accuracy %.4f [%.4f, %.4f] (thesis %s), n_test=%d",
+        name,
+        m['accuracy'],
+        *m['accuracy_ci95'],
+        th.get('test_acc'),
+        te.n,
+    )
+    log.info(
+        "%s: temperature %.3f, test ECE %.4f -> %.4f; flag threshold %.4f flags %.1f%% of test",
+        name,
+        m['calibration']['temperature'],
+        m['calibration']['ece_before'],
+        m['calibration']['ece_after'],
+        m['flag']['threshold'],
+        100 * m['flag']['fraction_flagged'],
+    )
     return m

@@ -18,8 +18,10 @@ __all__ = ['RUN_FILES', 'MAX_LATENT', 'LABELLED_LINES', 'Explorer', 'run_classif
 # %% ../nbs/10_explorer.ipynb #c467da42
 class Explorer:
     "An ipywidgets browser over a dataset.h5 (and optionally a predictions table); `.widget` is what to display."
+
     def __init__(self, h5_path, predictions=None):
         import ipywidgets as W
+
         self.h5 = Path(h5_path)
         self.info = pd.read_hdf(self.h5, 'source_info').reset_index(drop=True)
         self.info['row'] = np.arange(len(self.info))
@@ -32,41 +34,73 @@ class Explorer:
         self.wrong = W.Checkbox(description='only mistakes', value=False, disabled=self.pred is None)
         self.smooth = W.IntSlider(description='smooth (px)', min=0, max=8, value=0)
         self.idx = W.IntSlider(description='spectrum', min=0, max=max(0, len(self.info) - 1))
-        self.out = W.Output(layout=W.Layout(width='70%')); self.panel = W.HTML(layout=W.Layout(width='30%'))
-        for w in (self.cls, self.split, self.wrong): w.observe(lambda _: self._filter(), names='value')
-        for w in (self.idx, self.smooth): w.observe(lambda _: self.show(), names='value')
-        self.widget = W.VBox([W.HBox([self.cls, self.split, self.wrong]), W.HBox([self.idx, self.smooth]), W.HBox([self.out, self.panel])])
+        self.out = W.Output(layout=W.Layout(width='70%'))
+        self.panel = W.HTML(layout=W.Layout(width='30%'))
+        for w in (self.cls, self.split, self.wrong):
+            w.observe(lambda _: self._filter(), names='value')
+        for w in (self.idx, self.smooth):
+            w.observe(lambda _: self.show(), names='value')
+        self.widget = W.VBox(
+            [
+                W.HBox([self.cls, self.split, self.wrong]),
+                W.HBox([self.idx, self.smooth]),
+                W.HBox([self.out, self.panel]),
+            ]
+        )
         self._filter()
+
     def _filter(self):
         m = np.ones(len(self.info), bool)
-        if self.cls.value != 'all': m &= (self.info['label_main'] == self.cls.value).to_numpy()
-        if self.split.value != 'all': m &= (self.info['split'] == self.split.value).to_numpy()
+        if self.cls.value != 'all':
+            m &= (self.info['label_main'] == self.cls.value).to_numpy()
+        if self.split.value != 'all':
+            m &= (self.info['split'] == self.split.value).to_numpy()
         if self.wrong.value and self.pred is not None:
             p = self.pred.reindex(self.info['specObjID'])
-            m &= (p['predicted'].to_numpy() != self.info['label_main'].to_numpy())
+            m &= p['predicted'].to_numpy() != self.info['label_main'].to_numpy()
         self.rows = np.flatnonzero(m)
-        self.idx.max = max(0, len(self.rows) - 1); self.idx.value = 0
+        self.idx.max = max(0, len(self.rows) - 1)
+        self.idx.value = 0
         self.show()
+
     def current(self) -> pd.Series | None:
         "The catalogue row on screen."
         return self.info.iloc[self.rows[self.idx.value]] if len(self.rows) else None
+
     def show(self):
         r = self.current()
         self.out.clear_output(wait=True)
-        if r is None: self.panel.value = '<b>no spectrum matches</b>'; return
+        if r is None:
+            self.panel.value = '<b>no spectrum matches</b>'
+            return
         flux = read_fluxes(self.h5, int(r['row']), int(r['row']) + 1)
-        if self.smooth.value: flux = gaussian_smooth(flux, float(self.smooth.value))
+        if self.smooth.value:
+            flux = gaussian_smooth(flux, float(self.smooth.value))
         with self.out:
             fig, ax = plt.subplots(figsize=(8, 3))
-            plot_spectrum(sdss_wavelength(), flux[0], r['z'], KEY_LINES[r['label_main']], ax=ax,
-                          title=f"{r['label_main']} {r['label_galaxy'] or r['label_star']} z={r['z']:.4f} S/N={r['sn_median']:.1f}")
+            plot_spectrum(
+                sdss_wavelength(),
+                flux[0],
+                r['z'],
+                KEY_LINES[r['label_main']],
+                ax=ax,
+                title=f"{r['label_main']} {r['label_galaxy'] or r['label_star']} z={r['z']:.4f} S/N={r['sn_median']:.1f}",
+            )
             plt.show()
-        rows = [('specObjID', r['specObjID']), ('source', r['source']), ('class / subclass', f"{r['class']} / {r['subClass']}"),
-                ('z', f"{r['z']:.5f} +- {r['zErr']:.1e}"), ('r mag', f"{r['petroMag_r']:.2f}"), ('split', r['split'])]
+        rows = [
+            ('specObjID', r['specObjID']),
+            ('source', r['source']),
+            ('class / subclass', f"{r['class']} / {r['subClass']}"),
+            ('z', f"{r['z']:.5f} +- {r['zErr']:.1e}"),
+            ('r mag', f"{r['petroMag_r']:.2f}"),
+            ('split', r['split']),
+        ]
         rows += [(c, f"{r[c]:.2f}") for c in EW_COLUMNS if np.isfinite(r[c])]
         if self.pred is not None and r['specObjID'] in self.pred.index:
             p = self.pred.loc[r['specObjID']]
-            rows += [('<b>predicted</b>', f"<b>{p['predicted']}</b>")] + [(c, f'{p[c]:.3f}') for c in p.index if str(c).startswith('prob_')]
+            rows += [('<b>predicted</b>', f"<b>{p['predicted']}</b>")] + [
+                (c, f'{p[c]:.3f}') for c in p.index if str(c).startswith('prob_')
+            ]
         self.panel.value = '<table>' + ''.join(f'<tr><td>{k}</td><td>{v}</td></tr>' for k, v in rows) + '</table>'
 
 # %% ../nbs/10_explorer.ipynb #e1a0a002
@@ -74,158 +108,324 @@ import json, os, sys, time
 from .preprocess import check_dataset
 
 # %% ../nbs/10_explorer.ipynb #e1a0a003
-RUN_FILES = dict(dataset='data/dataset.h5', raw='data/raw.parquet', models=('cnn/models', 'mixed/models'),
-                 autoencoder='autoencoder/models/autoencoder', redshift='redshift/models/cnn_compact_z')
-MAX_LATENT = 4000   # spectra encoded for the latent view (a seeded subsample; the fluxes of only these are read)
-LABELLED_LINES = ('Lya', 'CIV', 'CIII]', 'MgII', '[OII]3727', 'CaK', 'Hd', 'Gband', 'Hb', '[OIII]5007', 'Mgb', 'NaD', 'Ha', '[SII]6717', 'CaT8542')
+RUN_FILES = dict(
+    dataset='data/dataset.h5',
+    raw='data/raw.parquet',
+    models=('cnn/models', 'mixed/models'),
+    autoencoder='autoencoder/models/autoencoder',
+    redshift='redshift/models/cnn_compact_z',
+)
+MAX_LATENT = 4000  # spectra encoded for the latent view (a seeded subsample; the fluxes of only these are read)
+LABELLED_LINES = (
+    'Lya',
+    'CIV',
+    'CIII]',
+    'MgII',
+    '[OII]3727',
+    'CaK',
+    'Hd',
+    'Gband',
+    'Hb',
+    '[OIII]5007',
+    'Mgb',
+    'NaD',
+    'Ha',
+    '[SII]6717',
+    'CaT8542',
+)
+
 
 def _fresh(cache: Path, *sources) -> bool:
     "True if `cache` exists and is newer than every existing source file."
-    return cache.exists() and all(cache.stat().st_mtime >= Path(s).stat().st_mtime for s in sources if s and Path(s).exists())
+    return cache.exists() and all(
+        cache.stat().st_mtime >= Path(s).stat().st_mtime for s in sources if s and Path(s).exists()
+    )
+
 
 def run_classifiers(run) -> dict:
     "{name: bundle folder} of the classifiers saved in a run folder (cnn and mixed stages)."
-    run = Path(run); out = {}
+    run = Path(run)
+    out = {}
     for d in RUN_FILES['models']:
         for m in sorted((run / d).glob('*/meta.json')):
-            if json.loads(m.read_text()).get('kind') in ('cnn', 'mixed'): out[m.parent.name] = m.parent
+            if json.loads(m.read_text()).get('kind') in ('cnn', 'mixed'):
+                out[m.parent.name] = m.parent
     return out
+
 
 def explorer_predictions(run, model: str = 'cnn_compact', progress: bool = False) -> pd.DataFrame:
     "Predictions of `model` (and the run's redshift network, if any) for every spectrum of the run's dataset, cached in run/explorer/."
     from spectral_nb.training import predict
-    run = Path(run); h5 = run / RUN_FILES['dataset']
+
+    run = Path(run)
+    h5 = run / RUN_FILES['dataset']
     models = run_classifiers(run)
     if model not in models:
-        raise ValueError(f"No classifier {model!r} in {run}; it has {sorted(models) or 'none'} (train one with `spectral-nb reproduce`).")
+        raise ValueError(
+            f"No classifier {model!r} in {run}; it has {sorted(models) or 'none'} (train one with `spectral-nb reproduce`)."
+        )
     zdir = run / RUN_FILES['redshift']
     cache = run / 'explorer' / f'predictions_{model}.csv'
-    if _fresh(cache, h5, models[model] / 'model.keras', zdir / 'model.keras'): return pd.read_csv(cache)
+    if _fresh(cache, h5, models[model] / 'model.keras', zdir / 'model.keras'):
+        return pd.read_csv(cache)
     df = predict(models[model], h5, progress=progress)
     if (zdir / 'meta.json').exists():
         from spectral_nb.redshift import predict_redshift
-        df = df.merge(predict_redshift(zdir, h5), on='specObjID', how='left')   # as `spectral-nb predict --redshift-model` does
+
+        df = df.merge(
+            predict_redshift(zdir, h5), on='specObjID', how='left'
+        )  # as `spectral-nb predict --redshift-model` does
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix('.tmp'); df.to_csv(tmp, index=False); os.replace(tmp, cache)
+    tmp = cache.with_suffix('.tmp')
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, cache)
     return df
+
 
 def explorer_latent(run, n: int = MAX_LATENT, seed: int = SEED) -> pd.DataFrame | None:
     "Autoencoder latent vectors (14) of a seeded subsample of the run's spectra, with a 2-D PCA projection; None if the run has no autoencoder."
     import keras
     from spectral_nb.autoencoder import ae_pixel_index, ae_scale
-    run = Path(run); h5 = run / RUN_FILES['dataset']; enc = run / RUN_FILES['autoencoder'] / 'encoder.keras'
-    if not enc.exists(): return None
+
+    run = Path(run)
+    h5 = run / RUN_FILES['dataset']
+    enc = run / RUN_FILES['autoencoder'] / 'encoder.keras'
+    if not enc.exists():
+        return None
     cache = run / 'explorer' / 'latent.csv'
-    if _fresh(cache, h5, enc): return pd.read_csv(cache)
+    if _fresh(cache, h5, enc):
+        return pd.read_csv(cache)
     info = pd.read_hdf(h5, 'source_info')
     rows = np.sort(np.random.default_rng(seed).permutation(len(info))[:n])
     flux = read_rows(h5, rows)
-    lat = keras.models.load_model(enc).predict(ae_scale(flux[:, ae_pixel_index()])[..., None], verbose=0, batch_size=256)
-    c = lat - lat.mean(0); _, _, vt = np.linalg.svd(c, full_matrices=False)
+    lat = keras.models.load_model(enc).predict(
+        ae_scale(flux[:, ae_pixel_index()])[..., None], verbose=0, batch_size=256
+    )
+    c = lat - lat.mean(0)
+    _, _, vt = np.linalg.svd(c, full_matrices=False)
     df = pd.DataFrame(lat, columns=[f'latent_{i}' for i in range(lat.shape[1])])
-    df.insert(0, 'row', rows); df['pc1'], df['pc2'] = c @ vt[0], c @ vt[1]
-    cache.parent.mkdir(parents=True, exist_ok=True); df.to_csv(cache, index=False)
+    df.insert(0, 'row', rows)
+    df['pc1'], df['pc2'] = c @ vt[0], c @ vt[1]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(cache, index=False)
     return df
+
 
 def read_rows(h5, rows) -> np.ndarray:
     "Flux rows `rows` of a dataset, only those (`read_flux_rows`: the file opened once, nearby rows read together)."
     return read_flux_rows(h5, rows)
 
+
 class RawIvar:
     "Inverse variances of single spectra from the run's raw.parquet, read one row group at a time (for the noise band)."
+
     def __init__(self, path):
         import pyarrow.parquet as pq
-        self.path = Path(path); self.ok = self.path.exists()
+
+        self.path = Path(path)
+        self.ok = self.path.exists()
         if self.ok:
             self.pf = pq.ParquetFile(self.path)
-            ids = [self.pf.read_row_group(g, columns=['specObjID'])['specObjID'].to_numpy() for g in range(self.pf.num_row_groups)]
+            ids = [
+                self.pf.read_row_group(g, columns=['specObjID'])['specObjID'].to_numpy()
+                for g in range(self.pf.num_row_groups)
+            ]
             self.where = {int(s): (g, i) for g, a in enumerate(ids) for i, s in enumerate(a)}
+
     def __call__(self, spec_id) -> np.ndarray | None:
         "Ivar of a spectrum on the common grid, or None if the raw file or the spectrum is not there."
         from spectral_nb.preprocess import grid_chunk
-        if not self.ok or int(spec_id) not in self.where: return None
+
+        if not self.ok or int(spec_id) not in self.where:
+            return None
         g, i = self.where[int(spec_id)]
-        if getattr(self, '_g', None) != g:   # neighbours in the list usually share a row group: keep the last one read
+        if getattr(self, '_g', None) != g:  # neighbours in the list usually share a row group: keep the last one read
             self._g, self._t = g, self.pf.read_row_group(g, columns=['loglam', 'flux', 'ivar', 'and_mask'])
         t = self._t.slice(i, 1)
-        pix = {k: np.asarray(t[k][0].as_py(), np.float32 if k != 'and_mask' else np.int32)[None] for k in t.column_names}
+        pix = {
+            k: np.asarray(t[k][0].as_py(), np.float32 if k != 'and_mask' else np.int32)[None] for k in t.column_names
+        }
         return grid_chunk(pix)[1][0]
+
 
 class ExplorerApp:
     "The explorer of a run folder: confusion matrix, filters, spectrum with noise band, line markers, reconstruction, probabilities, latent view; `.widget`."
+
     def __init__(self, run, model: str = 'cnn_compact', split: str = 'test', max_latent: int = MAX_LATENT):
         import ipywidgets as W, bqplot as bq
-        self.run = Path(run); self.h5 = check_dataset(self.run / RUN_FILES['dataset'])
+
+        self.run = Path(run)
+        self.h5 = check_dataset(self.run / RUN_FILES['dataset'])
         self.info = pd.read_hdf(self.h5, 'source_info').reset_index(drop=True)
         self.info['row'] = np.arange(len(self.info))
         p = explorer_predictions(self.run, model)
         self.model, self.classes = model, [c[5:] for c in p.columns if c.startswith('prob_')]
-        self.df = self.info.merge(p[[c for c in p.columns if c.startswith('prob_') or c in ('specObjID', 'predicted', 'flag', 'novelty', 'z_pred', 'z_err')]],
-                                  on='specObjID', how='left')
+        self.df = self.info.merge(
+            p[
+                [
+                    c
+                    for c in p.columns
+                    if c.startswith('prob_') or c in ('specObjID', 'predicted', 'flag', 'novelty', 'z_pred', 'z_err')
+                ]
+            ],
+            on='specObjID',
+            how='left',
+        )
         self.truth = 'label_main'
         self.ivar = RawIvar(self.run / RUN_FILES['raw'])
         aed = self.run / RUN_FILES['autoencoder'] / 'autoencoder.keras'
         self._ae = aed if aed.exists() else None
         self.wave = sdss_wavelength()
         # -- controls
-        self.split = W.Dropdown(options=['all', 'train', 'val', 'test'], value=split, description='split', layout=W.Layout(width='170px'))
+        self.split = W.Dropdown(
+            options=['all', 'train', 'val', 'test'], value=split, description='split', layout=W.Layout(width='170px')
+        )
         self.cls = W.Dropdown(options=['all', *self.classes], description='true class', layout=W.Layout(width='190px'))
-        self.outcome = W.Dropdown(options=['all', 'correct', 'incorrect'], description='outcome', layout=W.Layout(width='180px'))
-        self.flagged = W.Dropdown(options=['all', 'flagged', 'unflagged'], description='flag', layout=W.Layout(width='170px'))
-        self.sn = W.FloatSlider(description='S/N >=', min=0, max=float(np.nanpercentile(self.df['sn_median'], 99)), step=0.5, value=0,
-                                layout=W.Layout(width='260px'))
+        self.outcome = W.Dropdown(
+            options=['all', 'correct', 'incorrect'], description='outcome', layout=W.Layout(width='180px')
+        )
+        self.flagged = W.Dropdown(
+            options=['all', 'flagged', 'unflagged'], description='flag', layout=W.Layout(width='170px')
+        )
+        self.sn = W.FloatSlider(
+            description='S/N >=',
+            min=0,
+            max=float(np.nanpercentile(self.df['sn_median'], 99)),
+            step=0.5,
+            value=0,
+            layout=W.Layout(width='260px'),
+        )
         self.listing = W.Select(rows=12, layout=W.Layout(width='330px'))
         self.listing.add_class('snb-list')
         self.prev, self.next = W.Button(description='< previous'), W.Button(description='next >')
-        self.prev.add_class('snb-prev'); self.next.add_class('snb-next')
+        self.prev.add_class('snb-prev')
+        self.next.add_class('snb-next')
         self.smooth = W.IntSlider(description='smooth (px)', min=0, max=10, value=0)
-        self.zslide = W.FloatSlider(description='marker z', min=-0.01, max=6.0, step=0.0005, readout_format='.4f', layout=W.Layout(width='420px'))
-        self.recon = W.Checkbox(description='autoencoder reconstruction', value=self._ae is not None, disabled=self._ae is None)
+        self.zslide = W.FloatSlider(
+            description='marker z',
+            min=-0.01,
+            max=6.0,
+            step=0.0005,
+            readout_format='.4f',
+            layout=W.Layout(width='420px'),
+        )
+        self.recon = W.Checkbox(
+            description='autoencoder reconstruction', value=self._ae is not None, disabled=self._ae is None
+        )
         self.title, self.panel, self.status = W.HTML(), W.HTML(layout=W.Layout(width='330px')), W.HTML()
-        self.title.add_class('snb-title'); self.status.add_class('snb-status')
+        self.title.add_class('snb-title')
+        self.status.add_class('snb-status')
         # -- confusion matrix of buttons
-        self.cm_box = W.VBox(); self.cm_sel = None
+        self.cm_box = W.VBox()
+        self.cm_sel = None
         # -- spectrum figure
         xs, ys = bq.LinearScale(), bq.LinearScale()
-        self.band = bq.Lines(x=[], y=[], scales=dict(x=xs, y=ys), fill='between', colors=['#bbbbbb'], fill_colors=['#cccccc'], fill_opacities=[0.6], stroke_width=0)
+        self.band = bq.Lines(
+            x=[],
+            y=[],
+            scales=dict(x=xs, y=ys),
+            fill='between',
+            colors=['#bbbbbb'],
+            fill_colors=['#cccccc'],
+            fill_opacities=[0.6],
+            stroke_width=0,
+        )
         self.line = bq.Lines(x=[], y=[], scales=dict(x=xs, y=ys), colors=['black'], stroke_width=1)
-        self.rline = bq.Lines(x=[], y=[], scales=dict(x=xs, y=ys), colors=['#1f77b4'], stroke_width=1.2, opacities=[0.9])
-        self.mpred = bq.Lines(x=[], y=[], scales=dict(x=xs, y=ys), colors=['#d62728'], line_style='dashed', stroke_width=1)
-        self.mcat = bq.Lines(x=[], y=[], scales=dict(x=xs, y=ys), colors=['#2ca02c'], line_style='dotted', stroke_width=1)
-        self.mlab = bq.Label(x=[], y=[], text=[], scales=dict(x=xs, y=ys), colors=['#d62728'], font_size=11, rotate_angle=-90, align='end')
-        self.fig = bq.Figure(marks=[self.band, self.line, self.rline, self.mcat, self.mpred, self.mlab],
-                             axes=[bq.Axis(scale=xs, label='observed wavelength (A)'), bq.Axis(scale=ys, orientation='vertical', label='flux (1e-17 erg/s/cm2/A)')],
-                             interaction=bq.interacts.PanZoom(scales={'x': [xs], 'y': [ys]}), layout=W.Layout(width='100%', height='360px'),
-                             fig_margin=dict(top=20, bottom=45, left=60, right=10))
+        self.rline = bq.Lines(
+            x=[], y=[], scales=dict(x=xs, y=ys), colors=['#1f77b4'], stroke_width=1.2, opacities=[0.9]
+        )
+        self.mpred = bq.Lines(
+            x=[], y=[], scales=dict(x=xs, y=ys), colors=['#d62728'], line_style='dashed', stroke_width=1
+        )
+        self.mcat = bq.Lines(
+            x=[], y=[], scales=dict(x=xs, y=ys), colors=['#2ca02c'], line_style='dotted', stroke_width=1
+        )
+        self.mlab = bq.Label(
+            x=[],
+            y=[],
+            text=[],
+            scales=dict(x=xs, y=ys),
+            colors=['#d62728'],
+            font_size=11,
+            rotate_angle=-90,
+            align='end',
+        )
+        self.fig = bq.Figure(
+            marks=[self.band, self.line, self.rline, self.mcat, self.mpred, self.mlab],
+            axes=[
+                bq.Axis(scale=xs, label='observed wavelength (A)'),
+                bq.Axis(scale=ys, orientation='vertical', label='flux (1e-17 erg/s/cm2/A)'),
+            ],
+            interaction=bq.interacts.PanZoom(scales={'x': [xs], 'y': [ys]}),
+            layout=W.Layout(width='100%', height='360px'),
+            fig_margin=dict(top=20, bottom=45, left=60, right=10),
+        )
         self.fig.add_class('snb-spectrum')
         self._xs, self._ys = xs, ys
         # -- latent view
         self.lat = explorer_latent(self.run, max_latent)
         self.latent_fig = None
         if self.lat is not None:
-            lx, ly, col = bq.LinearScale(), bq.LinearScale(), bq.OrdinalColorScale(domain=list(CLASSES), colors=['#1f77b4', '#ff7f0e', '#2ca02c'])
+            lx, ly, col = (
+                bq.LinearScale(),
+                bq.LinearScale(),
+                bq.OrdinalColorScale(domain=list(CLASSES), colors=['#1f77b4', '#ff7f0e', '#2ca02c']),
+            )
             lab = self.info['label_main'].to_numpy()[self.lat['row'].to_numpy()]
-            self.lat_sc = bq.Scatter(x=self.lat['pc1'].to_numpy(), y=self.lat['pc2'].to_numpy(), color=lab, scales=dict(x=lx, y=ly, color=col),
-                                     default_size=8, opacities=[0.6], selected_style={'opacity': 1.0, 'stroke': 'black'}, unselected_style={'opacity': 0.15})
+            self.lat_sc = bq.Scatter(
+                x=self.lat['pc1'].to_numpy(),
+                y=self.lat['pc2'].to_numpy(),
+                color=lab,
+                scales=dict(x=lx, y=ly, color=col),
+                default_size=8,
+                opacities=[0.6],
+                selected_style={'opacity': 1.0, 'stroke': 'black'},
+                unselected_style={'opacity': 0.15},
+            )
             brush = bq.interacts.BrushSelector(x_scale=lx, y_scale=ly, marks=[self.lat_sc])
             self.lat_sc.observe(self._on_latent, names='selected')
-            self.latent_fig = bq.Figure(marks=[self.lat_sc], interaction=brush, title='autoencoder latent space (PCA): drag a box',
-                                        axes=[bq.Axis(scale=lx, label='PC 1'), bq.Axis(scale=ly, orientation='vertical', label='PC 2'),
-                                              bq.Axis(scale=col, orientation='vertical', side='right', visible=False)],
-                                        layout=W.Layout(width='440px', height='380px'))
+            self.latent_fig = bq.Figure(
+                marks=[self.lat_sc],
+                interaction=brush,
+                title='autoencoder latent space (PCA): drag a box',
+                axes=[
+                    bq.Axis(scale=lx, label='PC 1'),
+                    bq.Axis(scale=ly, orientation='vertical', label='PC 2'),
+                    bq.Axis(scale=col, orientation='vertical', side='right', visible=False),
+                ],
+                layout=W.Layout(width='440px', height='380px'),
+            )
             self.latent_fig.add_class('snb-latent')
-        for w in (self.split, self.cls, self.outcome, self.flagged, self.sn): w.observe(lambda _: self._filter(), names='value')
+        for w in (self.split, self.cls, self.outcome, self.flagged, self.sn):
+            w.observe(lambda _: self._filter(), names='value')
         self.listing.observe(lambda ch: self.show(), names='value')
-        self.smooth.observe(lambda _: self.show(), names='value'); self.recon.observe(lambda _: self.show(), names='value')
+        self.smooth.observe(lambda _: self.show(), names='value')
+        self.recon.observe(lambda _: self.show(), names='value')
         self.zslide.observe(lambda ch: self._markers(), names='value')
-        self.prev.on_click(lambda _: self.step(-1)); self.next.on_click(lambda _: self.step(1))
+        self.prev.on_click(lambda _: self.step(-1))
+        self.next.on_click(lambda _: self.step(1))
         filters = W.HBox([self.split, self.cls, self.outcome, self.flagged, self.sn])
-        left = W.VBox([W.HTML(f'<b>{model}</b>: confusion matrix of the split (rows true, columns predicted); click a cell'), self.cm_box,
-                       self.listing, W.HBox([self.prev, self.next]), self.panel])
-        right = W.VBox([self.title, self.fig, W.HBox([self.smooth, self.recon]), self.zslide, self.status] +
-                       ([self.latent_fig] if self.latent_fig is not None else [W.HTML('<i>no autoencoder in this run: no latent view</i>')]))
+        left = W.VBox(
+            [
+                W.HTML(f'<b>{model}</b>: confusion matrix of the split (rows true, columns predicted); click a cell'),
+                self.cm_box,
+                self.listing,
+                W.HBox([self.prev, self.next]),
+                self.panel,
+            ]
+        )
+        right = W.VBox(
+            [self.title, self.fig, W.HBox([self.smooth, self.recon]), self.zslide, self.status]
+            + (
+                [self.latent_fig]
+                if self.latent_fig is not None
+                else [W.HTML('<i>no autoencoder in this run: no latent view</i>')]
+            )
+        )
         src = self.info['source'].iloc[0] if 'source' in self.info and len(self.info) else '?'
-        banner = W.HTML(f"<b>spectral_nb explorer</b> - run <code>{self.run}</code>, {len(self.info):,} spectra, data source: <b>{src}</b>")
+        banner = W.HTML(
+            f"<b>spectral_nb explorer</b> - run <code>{self.run}</code>, {len(self.info):,} spectra, data source: <b>{src}</b>"
+        )
         self.widget = W.VBox([banner, filters, W.HBox([left, right])])
         self._filter()
 
@@ -234,49 +434,72 @@ class ExplorerApp:
         "Rows passing the filters (and the clicked confusion-matrix cell, if any)."
         d = self.df
         m = np.ones(len(d), bool)
-        if self.split.value != 'all': m &= (d['split'] == self.split.value).to_numpy()
-        if self.cls.value != 'all': m &= (d[self.truth] == self.cls.value).to_numpy()
+        if self.split.value != 'all':
+            m &= (d['split'] == self.split.value).to_numpy()
+        if self.cls.value != 'all':
+            m &= (d[self.truth] == self.cls.value).to_numpy()
         ok = (d['predicted'] == d[self.truth]).to_numpy()
-        if self.outcome.value != 'all': m &= ok if self.outcome.value == 'correct' else ~ok
-        if self.flagged.value != 'all': m &= (d['flag'] == 1).to_numpy() if self.flagged.value == 'flagged' else (d['flag'] != 1).to_numpy()
-        if self.sn.value > 0: m &= (d['sn_median'] >= self.sn.value).to_numpy()
+        if self.outcome.value != 'all':
+            m &= ok if self.outcome.value == 'correct' else ~ok
+        if self.flagged.value != 'all':
+            m &= (d['flag'] == 1).to_numpy() if self.flagged.value == 'flagged' else (d['flag'] != 1).to_numpy()
+        if self.sn.value > 0:
+            m &= (d['sn_median'] >= self.sn.value).to_numpy()
         self._base = m.copy()
         if self.cm_sel is not None:
-            t, p = self.cm_sel; m &= ((d[self.truth] == t) & (d['predicted'] == p)).to_numpy()
+            t, p = self.cm_sel
+            m &= ((d[self.truth] == t) & (d['predicted'] == p)).to_numpy()
         return d[m]
 
     def _filter(self, keep_cell: bool = False):
-        if not keep_cell: self.cm_sel = None
+        if not keep_cell:
+            self.cm_sel = None
         self._set_listing(self.selection())
         self._draw_cm()
 
     def _set_listing(self, sel: pd.DataFrame, limit: int = 2000):
-        opts = [(f"{r.specObjID}  {r[self.truth]} -> {r.predicted}  p={r[f'prob_{r.predicted}']:.2f}{'  FLAG' if r.flag == 1 else ''}", int(r.row))
-                for _, r in sel.head(limit).iterrows()]
+        opts = [
+            (
+                f"{r.specObjID}  {r[self.truth]} -> {r.predicted}  p={r[f'prob_{r.predicted}']:.2f}{'  FLAG' if r.flag == 1 else ''}",
+                int(r.row),
+            )
+            for _, r in sel.head(limit).iterrows()
+        ]
         self.listing.options = opts
         self.status.value = f"{len(sel):,} spectra selected{' (first 2,000 listed)' if len(sel) > limit else ''}"
         self.listing.value = opts[0][1] if opts else None
-        if not opts: self.show()
+        if not opts:
+            self.show()
 
     def _build_cm(self):
         "The confusion-matrix grid: one button per (true, predicted) cell, made once; `_draw_cm` updates their counts and colours."
         import ipywidgets as W
+
         self._cm_buttons = {}
-        rows = [W.HBox([W.Label('true \\ pred', layout=W.Layout(width='80px'))] + [W.Label(c, layout=W.Layout(width='84px')) for c in self.classes])]
+        rows = [
+            W.HBox(
+                [W.Label('true \\ pred', layout=W.Layout(width='80px'))]
+                + [W.Label(c, layout=W.Layout(width='84px')) for c in self.classes]
+            )
+        ]
         for i, t in enumerate(self.classes):
             cells = [W.Label(t, layout=W.Layout(width='80px'))]
             for j, p in enumerate(self.classes):
                 b = W.Button(layout=W.Layout(width='84px'))
                 b.add_class(f'snb-cm-{i}-{j}')
                 b.on_click(lambda _, t=t, p=p: self.click_cell(t, p))
-                self._cm_buttons[t, p] = b; cells.append(b)
+                self._cm_buttons[t, p] = b
+                cells.append(b)
             rows.append(W.HBox(cells))
         self.cm_box.children = rows
 
     def _draw_cm(self):
-        if not hasattr(self, '_cm_buttons'): self._build_cm()
+        if not hasattr(self, '_cm_buttons'):
+            self._build_cm()
         d = self.df[self._base]
-        cm = pd.crosstab(pd.Categorical(d[self.truth], self.classes), pd.Categorical(d['predicted'], self.classes), dropna=False).to_numpy()
+        cm = pd.crosstab(
+            pd.Categorical(d[self.truth], self.classes), pd.Categorical(d['predicted'], self.classes), dropna=False
+        ).to_numpy()
         for i, t in enumerate(self.classes):
             n = max(cm[i].sum(), 1)
             for j, p in enumerate(self.classes):
@@ -288,11 +511,13 @@ class ExplorerApp:
     def click_cell(self, true: str, pred: str):
         "What a click on a confusion-matrix cell does: list the spectra of that cell and show the first."
         self.cm_sel = (true, pred)
-        self._set_listing(self.selection()); self._draw_cm()
+        self._set_listing(self.selection())
+        self._draw_cm()
 
     def _on_latent(self, ch):
         idx = ch['new']
-        if idx is None or not len(idx): return
+        if idx is None or not len(idx):
+            return
         rows = self.lat['row'].to_numpy()[np.asarray(idx)]
         self.cm_sel = None
         self._set_listing(self.df[self.df['row'].isin(rows)])
@@ -300,7 +525,8 @@ class ExplorerApp:
     def step(self, k: int):
         "Show the previous (k=-1) or next (k=1) spectrum of the list."
         vals = [v for _, v in self.listing.options]
-        if not vals: return
+        if not vals:
+            return
         i = vals.index(self.listing.value) if self.listing.value in vals else 0
         self.listing.value = vals[(i + k) % len(vals)]
 
@@ -314,7 +540,9 @@ class ExplorerApp:
         t0 = time.perf_counter()
         r = self.current()
         if r is None:
-            self.line.x = self.line.y = []; self.title.value = '<i>no spectrum selected</i>'; return
+            self.line.x = self.line.y = []
+            self.title.value = '<i>no spectrum selected</i>'
+            return
         f = read_fluxes(self.h5, int(r.row), int(r.row) + 1)[0].astype(np.float64)
         s = self.smooth.value
         fs = gaussian_smooth(f[None], s)[0] if s else f
@@ -322,13 +550,20 @@ class ExplorerApp:
         with self.fig.hold_sync():
             self.line.x, self.line.y = self.wave, fs
             if iv is not None:
-                sig = np.where(iv > 0, 1 / np.sqrt(np.maximum(iv, 1e-30)), 0.0)   # no band where the pixel has no data
-                self.band.x, self.band.y = self.wave, np.vstack([np.zeros_like(sig), sig])   # the 1-sigma noise, from zero
-            else: self.band.x = self.band.y = []
+                sig = np.where(iv > 0, 1 / np.sqrt(np.maximum(iv, 1e-30)), 0.0)  # no band where the pixel has no data
+                self.band.x, self.band.y = (
+                    self.wave,
+                    np.vstack([np.zeros_like(sig), sig]),
+                )  # the 1-sigma noise, from zero
+            else:
+                self.band.x = self.band.y = []
             if self.recon.value and self._ae is not None:
-                rx, ry = self._reconstruct(f); self.rline.x, self.rline.y = rx, ry
-            else: self.rline.x = self.rline.y = []
-            lo, hi = np.nanpercentile(fs, [0.5, 99.5]); pad = 0.08 * (hi - lo + 1e-9)
+                rx, ry = self._reconstruct(f)
+                self.rline.x, self.rline.y = rx, ry
+            else:
+                self.rline.x = self.rline.y = []
+            lo, hi = np.nanpercentile(fs, [0.5, 99.5])
+            pad = 0.08 * (hi - lo + 1e-9)
             self._xs.min, self._xs.max = float(self.wave[0]), float(self.wave[-1])
             self._ys.min, self._ys.max = float(lo - pad), float(hi + pad)
         zp = r.get('z_pred', np.nan)
@@ -337,80 +572,121 @@ class ExplorerApp:
         self._markers()
         probs = ' '.join(f"{c} <b>{r[f'prob_{c}']:.3f}</b>" for c in self.classes)
         ok = r.predicted == r[self.truth]
-        self.title.value = (f"<b>specObjID {r.specObjID}</b> (plate {r.plate}, MJD {r.mjd}, fibre {r.fiberID}) - true <b>{r[self.truth]}</b> "
-                            f"{r.subClass}, predicted <b style='color:{'green' if ok else 'red'}'>{r.predicted}</b>")
-        zline = (f"z_pred {zp:.4f} +- {r.z_err:.4f}" if np.isfinite(zp) else 'no redshift network in this run')
-        self.panel.value = (f"<b>{self.model}</b> (calibrated): {probs}<br>flag <b>{int(r.flag)}</b> (novelty {r.novelty:.2f})<br>"
-                            f"catalogue z {r.z:.4f} (zWarning {int(r.zWarning)}); {zline}<br>S/N {r.sn_median:.1f}, split {r.split}, "
-                            f"r = {r.petroMag_r:.2f}<br>grey: 1-sigma noise; <span style='color:#1f77b4'>blue: autoencoder reconstruction</span>; "
-                            f"<span style='color:#2ca02c'>dotted: lines at the catalogue z</span>, "
-                            f"<span style='color:#d62728'>dashed: at the marker z (slider)</span>"
-                            + ("" if iv is not None else "<br><i>no raw.parquet in the run: no noise band</i>"))
+        self.title.value = (
+            f"<b>specObjID {r.specObjID}</b> (plate {r.plate}, MJD {r.mjd}, fibre {r.fiberID}) - true <b>{r[self.truth]}</b> "
+            f"{r.subClass}, predicted <b style='color:{'green' if ok else 'red'}'>{r.predicted}</b>"
+        )
+        zline = f"z_pred {zp:.4f} +- {r.z_err:.4f}" if np.isfinite(zp) else 'no redshift network in this run'
+        self.panel.value = (
+            f"<b>{self.model}</b> (calibrated): {probs}<br>flag <b>{int(r.flag)}</b> (novelty {r.novelty:.2f})<br>"
+            f"catalogue z {r.z:.4f} (zWarning {int(r.zWarning)}); {zline}<br>S/N {r.sn_median:.1f}, split {r.split}, "
+            f"r = {r.petroMag_r:.2f}<br>grey: 1-sigma noise; <span style='color:#1f77b4'>blue: autoencoder reconstruction</span>; "
+            f"<span style='color:#2ca02c'>dotted: lines at the catalogue z</span>, "
+            f"<span style='color:#d62728'>dashed: at the marker z (slider)</span>"
+            + ("" if iv is not None else "<br><i>no raw.parquet in the run: no noise band</i>")
+        )
         self.last_draw_ms = 1e3 * (time.perf_counter() - t0)
         self.status.value = f"drawn in {self.last_draw_ms:.0f} ms (server side)"
 
     def _reconstruct(self, f):
         import keras
         from spectral_nb.autoencoder import ae_pixel_index
-        if not hasattr(self, '_ae_model'): self._ae_model = keras.models.load_model(self._ae)
-        idx = ae_pixel_index(); x = f[idx]
-        med = np.median(x); sc = max(np.abs(x - med).max(), 1e-6)
+
+        if not hasattr(self, '_ae_model'):
+            self._ae_model = keras.models.load_model(self._ae)
+        idx = ae_pixel_index()
+        x = f[idx]
+        med = np.median(x)
+        sc = max(np.abs(x - med).max(), 1e-6)
         y = self._ae_model((((x - med) / sc).astype(np.float32))[None, :, None], training=False).numpy()[0, :, 0]
         return self.wave[idx], y * sc + med
 
     def _markers(self):
         ymin, ymax = self._ys.min or 0, self._ys.max or 1
+
         def seg(z):
             names = [l for l in LINES if self.wave[0] <= LINES[l] * (1 + z) <= self.wave[-1]]
             return np.array([[LINES[l] * (1 + z)] * 2 for l in names]), np.array([[ymin, ymax]] * len(names)), names
+
         with self.fig.hold_sync():
             x, y, names = seg(self.zslide.value)
             self.mpred.x, self.mpred.y = (x, y) if len(x) else ([], [])
             lab = [k for k, n in enumerate(names) if n in LABELLED_LINES]
-            self.mlab.x, self.mlab.y, self.mlab.text = (x[lab, 0], [ymax - 0.03 * (ymax - ymin)] * len(lab), [names[k] for k in lab]) if lab else ([], [], [])
+            self.mlab.x, self.mlab.y, self.mlab.text = (
+                (x[lab, 0], [ymax - 0.03 * (ymax - ymin)] * len(lab), [names[k] for k in lab]) if lab else ([], [], [])
+            )
             xc, yc, _ = seg(getattr(self, '_zcat', 0.0))
             self.mcat.x, self.mcat.y = (xc, yc) if len(xc) else ([], [])
 
 # %% ../nbs/10_explorer.ipynb #e1a0a004
 def app_notebook(run, model: str = 'cnn_compact') -> dict:
     "A one-cell notebook (nbformat 4 JSON) that shows the explorer of `run`: what voila serves."
-    code = (f"from spectral_nb.explorer import ExplorerApp\n"
-            f"app = ExplorerApp({str(Path(run).resolve())!r}, {model!r})\napp.widget")
-    return dict(nbformat=4, nbformat_minor=5, metadata=dict(kernelspec=dict(name='python3', display_name='Python 3', language='python')),
-                cells=[dict(cell_type='code', id='explorer', metadata={}, execution_count=None, outputs=[], source=code)])
+    code = (
+        f"from spectral_nb.explorer import ExplorerApp\n"
+        f"app = ExplorerApp({str(Path(run).resolve())!r}, {model!r})\napp.widget"
+    )
+    return dict(
+        nbformat=4,
+        nbformat_minor=5,
+        metadata=dict(kernelspec=dict(name='python3', display_name='Python 3', language='python')),
+        cells=[dict(cell_type='code', id='explorer', metadata={}, execution_count=None, outputs=[], source=code)],
+    )
+
 
 def check_run(run, model: str = 'cnn_compact') -> Path:
     "`run` as a Path if it holds a dataset and the classifier `model`; else a clear error naming what is missing and the fix."
     run = Path(run)
-    if not run.is_dir(): raise FileNotFoundError(f"--run {run}: no such folder; give a run folder written by `spectral-nb reproduce` (e.g. reports/quick).")
+    if not run.is_dir():
+        raise FileNotFoundError(
+            f"--run {run}: no such folder; give a run folder written by `spectral-nb reproduce` (e.g. reports/quick)."
+        )
     check_dataset(run / RUN_FILES['dataset'])
     models = run_classifiers(run)
     if model not in models:
-        raise ValueError(f"--model {model!r}: no such classifier in {run}; it has {sorted(models) or 'none'} (run `spectral-nb reproduce --out {run}`).")
+        raise ValueError(
+            f"--model {model!r}: no such classifier in {run}; it has {sorted(models) or 'none'} (run `spectral-nb reproduce --out {run}`)."
+        )
     return run
+
 
 def serve_command(run, model: str = 'cnn_compact', port: int = 8866) -> list:
     "The voila command line that serves the explorer of `run` on 127.0.0.1:`port` (writes run/explorer/app.ipynb)."
     run = check_run(run, model)
-    nb = run / 'explorer' / 'app.ipynb'; nb.parent.mkdir(parents=True, exist_ok=True)
+    nb = run / 'explorer' / 'app.ipynb'
+    nb.parent.mkdir(parents=True, exist_ok=True)
     nb.write_text(json.dumps(app_notebook(run, model), indent=1))
-    return [sys.executable, '-m', 'voila', str(nb), f'--port={int(port)}', '--no-browser', '--Voila.ip=127.0.0.1', '--show_tracebacks=True',
-            '--theme=light']
+    return [
+        sys.executable,
+        '-m',
+        'voila',
+        str(nb),
+        f'--port={int(port)}',
+        '--no-browser',
+        '--Voila.ip=127.0.0.1',
+        '--show_tracebacks=True',
+        '--theme=light',
+    ]
 
 # %% ../nbs/10_explorer.ipynb #e1a0a005
-def make_demo_run(out, n: int = 300, seed: int = SEED, epochs: int = 2, autoencoder: bool = True, redshift: bool = True) -> Path:
+def make_demo_run(
+    out, n: int = 300, seed: int = SEED, epochs: int = 2, autoencoder: bool = True, redshift: bool = True
+) -> Path:
     "A small run folder to try the explorer on: a mock survey of `n` spectra, a compact CNN, and (optionally) the autoencoder and the redshift network."
     from spectral_nb.mock import write_mock
     from spectral_nb.preprocess import preprocess
     from spectral_nb.cnn import train_compact_cnn
-    out = Path(out); (out / 'data').mkdir(parents=True, exist_ok=True)
+
+    out = Path(out)
+    (out / 'data').mkdir(parents=True, exist_ok=True)
     raw = write_mock(out / 'data', n, seed, progress=False)
     preprocess(raw, out / RUN_FILES['dataset'], progress=False)
     train_compact_cnn(out / RUN_FILES['dataset'], out / 'cnn', epochs, seed, figures=False)
     if autoencoder:
         from spectral_nb.autoencoder import run_autoencoder
+
         run_autoencoder(out / RUN_FILES['dataset'], out / 'autoencoder', 'smoke', seed)
     if redshift:
         from spectral_nb.redshift import train_redshift_cnn
+
         train_redshift_cnn(out / RUN_FILES['dataset'], out / 'redshift', epochs, seed)
     return out

@@ -19,104 +19,194 @@ __all__ = ['log', 'LEGACY_RUN2D', 'write_spec_fits', 'sas_path', 'FakeSDSS']
 def write_spec_fits(cat: dict, pix: dict) -> bytes:
     "An SDSS-format spec file (bytes) for one raw record."
     from astropy.io import fits
-    coadd = fits.BinTableHDU.from_columns([
-        fits.Column('flux', 'E', array=np.asarray(pix['flux'], np.float32)), fits.Column('loglam', 'E', array=np.asarray(pix['loglam'], np.float32)),
-        fits.Column('ivar', 'E', array=np.asarray(pix['ivar'], np.float32)), fits.Column('and_mask', 'J', array=np.asarray(pix['and_mask'], np.int32))], name='COADD')
+
+    coadd = fits.BinTableHDU.from_columns(
+        [
+            fits.Column('flux', 'E', array=np.asarray(pix['flux'], np.float32)),
+            fits.Column('loglam', 'E', array=np.asarray(pix['loglam'], np.float32)),
+            fits.Column('ivar', 'E', array=np.asarray(pix['ivar'], np.float32)),
+            fits.Column('and_mask', 'J', array=np.asarray(pix['and_mask'], np.int32)),
+        ],
+        name='COADD',
+    )
     s = lambda k: np.array([str(cat[k])])
-    specobj = fits.BinTableHDU.from_columns([
-        fits.Column('SPECOBJID', '22A', array=np.array([str(int(cat['specObjID']))])), fits.Column('PLATE', 'J', array=[int(cat['plate'])]),
-        fits.Column('MJD', 'J', array=[int(cat['mjd'])]), fits.Column('FIBERID', 'J', array=[int(cat['fiberID'])]),
-        fits.Column('RUN2D', '16A', array=s('run2d')), fits.Column('PLUG_RA', 'D', array=[float(cat['ra'])]),
-        fits.Column('PLUG_DEC', 'D', array=[float(cat['dec'])]), fits.Column('CLASS', '6A', array=s('class')),
-        fits.Column('SUBCLASS', '21A', array=s('subClass')), fits.Column('Z', 'E', array=[float(cat['z'])]),
-        fits.Column('Z_ERR', 'E', array=[float(cat['zErr'])]), fits.Column('ZWARNING', 'J', array=[int(cat['zWarning'])])], name='SPECOBJ')
-    buf = io.BytesIO(); fits.HDUList([fits.PrimaryHDU(), coadd, specobj]).writeto(buf); return buf.getvalue()
+    specobj = fits.BinTableHDU.from_columns(
+        [
+            fits.Column('SPECOBJID', '22A', array=np.array([str(int(cat['specObjID']))])),
+            fits.Column('PLATE', 'J', array=[int(cat['plate'])]),
+            fits.Column('MJD', 'J', array=[int(cat['mjd'])]),
+            fits.Column('FIBERID', 'J', array=[int(cat['fiberID'])]),
+            fits.Column('RUN2D', '16A', array=s('run2d')),
+            fits.Column('PLUG_RA', 'D', array=[float(cat['ra'])]),
+            fits.Column('PLUG_DEC', 'D', array=[float(cat['dec'])]),
+            fits.Column('CLASS', '6A', array=s('class')),
+            fits.Column('SUBCLASS', '21A', array=s('subClass')),
+            fits.Column('Z', 'E', array=[float(cat['z'])]),
+            fits.Column('Z_ERR', 'E', array=[float(cat['zErr'])]),
+            fits.Column('ZWARNING', 'J', array=[int(cat['zWarning'])]),
+        ],
+        name='SPECOBJ',
+    )
+    buf = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), coadd, specobj]).writeto(buf)
+    return buf.getvalue()
 
 # %% ../nbs/02a_fakesdss.ipynb #ba8d134e
 LEGACY_RUN2D = ('26', '103', '104')
-_SURVEY_OF_RUN2D = {'26': 'sdss', '103': 'sdss', '104': 'sdss'}   # SDSS-I/II legacy reductions; BOSS/eBOSS ones are 'v5_*'
+_SURVEY_OF_RUN2D = {
+    '26': 'sdss',
+    '103': 'sdss',
+    '104': 'sdss',
+}  # SDSS-I/II legacy reductions; BOSS/eBOSS ones are 'v5_*'
+
 
 def sas_path(plate: int, mjd: int, fiber: int, run2d: str, data_release: int = 17, lite: bool = True) -> str:
     "Where the fake SAS keeps a spec file, written from the SDSS data model independently of the client's code (tests compare the two)."
     run2d = str(run2d).strip()
-    if not re.fullmatch(r'[0-9A-Za-z_.]{1,16}', run2d): raise ValueError(f"Invalid run2d {run2d!r}.")
-    parts = ['dr%d' % int(data_release), _SURVEY_OF_RUN2D.get(run2d, 'eboss'), 'spectro', 'redux', run2d, 'spectra',
-             'lite' if lite else 'full', '%04d' % int(plate), 'spec-%04d-%05d-%04d.fits' % (int(plate), int(mjd), int(fiber))]
+    if not re.fullmatch(r'[0-9A-Za-z_.]{1,16}', run2d):
+        raise ValueError(f"Invalid run2d {run2d!r}.")
+    parts = [
+        'dr%d' % int(data_release),
+        _SURVEY_OF_RUN2D.get(run2d, 'eboss'),
+        'spectro',
+        'redux',
+        run2d,
+        'spectra',
+        'lite' if lite else 'full',
+        '%04d' % int(plate),
+        'spec-%04d-%05d-%04d.fits' % (int(plate), int(mjd), int(fiber)),
+    ]
     return '/'.join(parts)
 
 # %% ../nbs/02a_fakesdss.ipynb #bd0cd206
 class FakeSDSS:
     "A threaded local HTTP server imitating SkyServer (SQL) and the SAS (files). Use as a context manager."
-    def __init__(self, catalog: pd.DataFrame | None = None, files: dict | None = None, faults: dict | None = None, port: int = 0):
+
+    def __init__(
+        self, catalog: pd.DataFrame | None = None, files: dict | None = None, faults: dict | None = None, port: int = 0
+    ):
         self.catalog = catalog if catalog is not None else pd.DataFrame()
         self.files = dict(files or {})
-        self.faults = {**dict(rate=0.0, kinds=('5xx', 'timeout', 'truncate', 'html'), latency=(0.0, 0.0), hang=5.0, seed=0,
-                              throttle=0, retry_after=1), **(faults or {})}
-        self.rng = np.random.default_rng(self.faults['seed']); self.lock = threading.Lock()
-        self.requests: dict = {}; self.faults_served: dict = {}
+        self.faults = {
+            **dict(
+                rate=0.0,
+                kinds=('5xx', 'timeout', 'truncate', 'html'),
+                latency=(0.0, 0.0),
+                hang=5.0,
+                seed=0,
+                throttle=0,
+                retry_after=1,
+            ),
+            **(faults or {}),
+        }
+        self.rng = np.random.default_rng(self.faults['seed'])
+        self.lock = threading.Lock()
+        self.requests: dict = {}
+        self.faults_served: dict = {}
         outer = self
+
         class H(BaseHTTPRequestHandler):
             protocol_version = 'HTTP/1.1'
-            def log_message(self, *a): pass
-            def do_GET(self): outer._handle(self)
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                outer._handle(self)
+
         self.httpd = ThreadingHTTPServer(('127.0.0.1', port), H)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.url = f'http://127.0.0.1:{self.port}'
         self.sas_url = f'{self.url}/sas'
+
     def __enter__(self):
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True); self.thread.start(); return self
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
     def __exit__(self, *a):
-        self.httpd.shutdown(); self.httpd.server_close()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
     def _draw(self):
         with self.lock:
             f = self.faults
             lat = self.rng.uniform(*f['latency']) if f['latency'][1] > 0 else 0.0
             kind = self.rng.choice(list(f['kinds'])) if f['rate'] > 0 and self.rng.random() < f['rate'] else None
         return lat, kind
-    def _send(self, h, code, body: bytes, ctype='application/octet-stream', truncate=False, headers: dict | None = None):
-        h.send_response(code); h.send_header('Content-Type', ctype); h.send_header('Content-Length', str(len(body)))
-        for k, v in (headers or {}).items(): h.send_header(k, str(v))
-        if truncate: h.send_header('Connection', 'close')
+
+    def _send(
+        self, h, code, body: bytes, ctype='application/octet-stream', truncate=False, headers: dict | None = None
+    ):
+        h.send_response(code)
+        h.send_header('Content-Type', ctype)
+        h.send_header('Content-Length', str(len(body)))
+        for k, v in (headers or {}).items():
+            h.send_header(k, str(v))
+        if truncate:
+            h.send_header('Connection', 'close')
         h.end_headers()
-        h.wfile.write(body[:len(body) // 2] if truncate else body)
-        if truncate: h.close_connection = True
+        h.wfile.write(body[: len(body) // 2] if truncate else body)
+        if truncate:
+            h.close_connection = True
+
     def _handle(self, h):
         url = urllib.parse.urlparse(h.path)
-        with self.lock: self.requests[url.path] = n = self.requests.get(url.path, 0) + 1
+        with self.lock:
+            self.requests[url.path] = n = self.requests.get(url.path, 0) + 1
         if url.path.startswith('/sas/') and n <= self.faults['throttle']:
-            with self.lock: self.faults_served['429'] = self.faults_served.get('429', 0) + 1
-            return self._send(h, 429, b'Too Many Requests', 'text/plain', headers={'Retry-After': self.faults['retry_after']})
+            with self.lock:
+                self.faults_served['429'] = self.faults_served.get('429', 0) + 1
+            return self._send(
+                h, 429, b'Too Many Requests', 'text/plain', headers={'Retry-After': self.faults['retry_after']}
+            )
         lat, kind = self._draw()
-        if lat: time.sleep(lat)
+        if lat:
+            time.sleep(lat)
         if kind:
-            with self.lock: self.faults_served[kind] = self.faults_served.get(kind, 0) + 1
-            if kind == '5xx': return self._send(h, 503, b'Service Unavailable', 'text/plain')
-            if kind == 'timeout': time.sleep(self.faults['hang']); return self._send(h, 503, b'late', 'text/plain')
-            if kind == 'html': return self._send(h, 200, b'<html><body><h1>The server is busy</h1></body></html>', 'text/html')
+            with self.lock:
+                self.faults_served[kind] = self.faults_served.get(kind, 0) + 1
+            if kind == '5xx':
+                return self._send(h, 503, b'Service Unavailable', 'text/plain')
+            if kind == 'timeout':
+                time.sleep(self.faults['hang'])
+                return self._send(h, 503, b'late', 'text/plain')
+            if kind == 'html':
+                return self._send(h, 200, b'<html><body><h1>The server is busy</h1></body></html>', 'text/html')
         if re.fullmatch(r'/dr\d+/en/tools/search/x_results\.aspx', url.path):
             q = urllib.parse.parse_qs(url.query)
-            return self._send(h, 200, self.sql(q.get('cmd', [''])[0]).encode(), 'text/plain', truncate=kind == 'truncate')
+            return self._send(
+                h, 200, self.sql(q.get('cmd', [''])[0]).encode(), 'text/plain', truncate=kind == 'truncate'
+            )
         if url.path.startswith('/sas/'):
-            body = self.files.get(url.path[len('/sas/'):])
-            if body is None: return self._send(h, 404, b'Not Found', 'text/plain')
+            body = self.files.get(url.path[len('/sas/') :])
+            if body is None:
+                return self._send(h, 404, b'Not Found', 'text/plain')
             return self._send(h, 200, body, 'application/fits', truncate=kind == 'truncate')
         return self._send(h, 404, b'Not Found', 'text/plain')
+
     def sql(self, cmd: str) -> str:
         "CSV answer to a SkyServer SQL command (the subset spectral_nb writes), or SkyServer's error text."
         m, k = re.search(r"SELECT TOP (\d+) (.*?) FROM ", cmd), re.search(r"s\.class = '(\w+)'", cmd)
-        if not (m and k): return 'error_message: the fake SkyServer cannot parse this query'
+        if not (m and k):
+            return 'error_message: the fake SkyServer cannot parse this query'
         top, cls = int(m[1]), k[1]
         cols = [(re.search(r' AS (\w+)$', c.strip()) or [None, c.strip().split('.')[-1]])[1] for c in m[2].split(', ')]
         c = self.catalog
         sel = c[c['class'] == cls] if len(c) else c
         ids = lambda d: d['specObjID'].astype('uint64')
         key = re.search(r"\(\(\(s\.specObjID % (\d+)\) \* (\d+) \+ (\d+)\) % (\d+)\)", cmd)
-        if key:   # the seeded random order: ((id % P) * A + B) % P, paged by (key, id) > (k0, after)
+        if key:  # the seeded random order: ((id % P) * A + B) % P, paged by (key, id) > (k0, after)
             P, A, B = int(key[1]), int(key[2]), int(key[3])
-            sel = sel.assign(sampleKey=[((int(x) % P) * A + B) % P for x in ids(sel)]) if len(sel) else sel.assign(sampleKey=[])
+            sel = (
+                sel.assign(sampleKey=[((int(x) % P) * A + B) % P for x in ids(sel)])
+                if len(sel)
+                else sel.assign(sampleKey=[])
+            )
             pg = re.search(r"\) > (-?\d+) OR \(.*?\) = (-?\d+) AND s\.specObjID > (\d+)\)\)", cmd)
-            if not pg: return 'error_message: the fake SkyServer cannot parse the paging clause'
+            if not pg:
+                return 'error_message: the fake SkyServer cannot parse the paging clause'
             k0, after = int(pg[1]), np.uint64(int(pg[3]))
             sel = sel[(sel['sampleKey'] > k0) | ((sel['sampleKey'] == k0) & (ids(sel) > after))]
             sel = sel.assign(_id=ids(sel)).sort_values(['sampleKey', '_id']).drop(columns='_id').head(top)
@@ -124,7 +214,9 @@ class FakeSDSS:
             a = re.search(r"s\.specObjID > (\d+)", cmd)
             after = np.uint64(int(a[1])) if a else np.uint64(0)
             sel = sel[ids(sel) > after].sort_values('specObjID').head(top) if len(sel) else sel
-        if sel.empty: return '#Table1\n' + ','.join(cols) + '\n'
+        if sel.empty:
+            return '#Table1\n' + ','.join(cols) + '\n'
         miss = [k for k in cols if k not in sel.columns]
-        if miss: return f'error_message: Invalid column name {miss[0]}'
+        if miss:
+            return f'error_message: Invalid column name {miss[0]}'
         return '#Table1\n' + sel[cols].to_csv(index=False)

@@ -19,8 +19,12 @@ __all__ = ['log', 'WHEEL', 'TEMPLATE_ROOT', 'CITATIONS', 'STAR_LIBRARIES', 'SSP_
            'sptype_teff', 'sdss_subclass', 'star_library', 'ssp_library']
 
 # %% ../nbs/03b_libraries.ipynb #93dc78e8
-WHEEL = dict(name='sdss-mangadap', version='4.5.0', file='sdss_mangadap-4.5.0-py3-none-any.whl',
-             sha256='b8478bb24c32fe736fa6a2881805458719281862313838f8b032f3c10527ff34')
+WHEEL = dict(
+    name='sdss-mangadap',
+    version='4.5.0',
+    file='sdss_mangadap-4.5.0-py3-none-any.whl',
+    sha256='b8478bb24c32fe736fa6a2881805458719281862313838f8b032f3c10527ff34',
+)
 TEMPLATE_ROOT = 'mangadap/data/spectral_templates/'
 CITATIONS = {
     'sdss-mangadap': 'Westfall et al. 2019, AJ 158, 231 (the MaNGA Data Analysis Pipeline; BSD-3), which packages the libraries below',
@@ -34,33 +38,54 @@ CITATIONS = {
 STAR_LIBRARIES = ('mastar', 'miles', 'stelib')
 SSP_LIBRARIES = ('mastar_ssp', 'm11', 'bc03')
 
+
 def cache_dir() -> Path:
     "Where downloaded data are cached: $SPECTRAL_NB_CACHE, else ~/.cache/spectral_nb."
     d = Path(os.environ.get('SPECTRAL_NB_CACHE', Path.home() / '.cache' / 'spectral_nb'))
     d.mkdir(parents=True, exist_ok=True)
     return d
 
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, 'rb') as f:
-        for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
+        for b in iter(lambda: f.read(1 << 20), b''):
+            h.update(b)
     return h.hexdigest()
+
 
 def fetch_wheel(cache: Path | None = None) -> Path:
     "The sdss-mangadap wheel (read as data, never installed), downloaded once with pip into the cache and checked against its sha256."
-    cache = Path(cache or cache_dir()); path = cache / WHEEL['file']
-    if path.exists() and _sha256(path) == WHEEL['sha256']: return path
+    cache = Path(cache or cache_dir())
+    path = cache / WHEEL['file']
+    if path.exists() and _sha256(path) == WHEEL['sha256']:
+        return path
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--only-binary', ':all:', '-q', '-d', tmp,
-               f"{WHEEL['name']}=={WHEEL['version']}"]
+        cmd = [
+            sys.executable,
+            '-m',
+            'pip',
+            'download',
+            '--no-deps',
+            '--only-binary',
+            ':all:',
+            '-q',
+            '-d',
+            tmp,
+            f"{WHEEL['name']}=={WHEEL['version']}",
+        ]
         log.info("downloading %s %s (120 MB, once) into %s", WHEEL['name'], WHEEL['version'], cache)
         r = subprocess.run(cmd, capture_output=True, text=True)
         got = Path(tmp) / WHEEL['file']
         if r.returncode != 0 or not got.exists():
-            raise RuntimeError(f"Could not download {WHEEL['name']}=={WHEEL['version']} with pip ({r.stderr.strip()[-300:]}); "
-                               f"check the connection to the package index, or put {WHEEL['file']} in {cache} by hand.")
+            raise RuntimeError(
+                f"Could not download {WHEEL['name']}=={WHEEL['version']} with pip ({r.stderr.strip()[-300:]}); "
+                f"check the connection to the package index, or put {WHEEL['file']} in {cache} by hand."
+            )
         if _sha256(got) != WHEEL['sha256']:
-            raise RuntimeError(f"{WHEEL['file']} from the package index has sha256 {_sha256(got)}, not {WHEEL['sha256']}: refusing it.")
+            raise RuntimeError(
+                f"{WHEEL['file']} from the package index has sha256 {_sha256(got)}, not {WHEEL['sha256']}: refusing it."
+            )
         os.replace(got, path)
     return path
 
@@ -70,20 +95,31 @@ def air_to_vacuum(wave: np.ndarray) -> np.ndarray:
     s2 = (1e4 / np.asarray(wave, np.float64)) ** 2
     return wave * (1 + 6.4328e-5 + 2.94981e-2 / (146 - s2) + 2.5540e-4 / (41 - s2))
 
+
 def _wave(h, n: int) -> np.ndarray:
     "Wavelengths of a 1-D FITS spectrum from its WCS keywords (linear, or log10 when CTYPE1 says WAVE-LOG)."
     x = h['CRVAL1'] + (np.arange(n) + 1 - h.get('CRPIX1', 1)) * h.get('CDELT1', h.get('CD1_1'))
-    return 10 ** x if str(h.get('CTYPE1', '')).startswith('WAVE-LOG') or h['CRVAL1'] < 10 else x
+    return 10**x if str(h.get('CTYPE1', '')).startswith('WAVE-LOG') or h['CRVAL1'] < 10 else x
 
-_LIB_GLOB = {'stelib': r'stelib/STELIB_.*\.fits$', 'miles': r'miles/MILES_.*\.fits$', 'mastar': r'mastarhc_v2/MaStarHC_.*\.fits\.gz$',
-             'bc03': r'bc03_mpajhu/BC03_.*\.fits$', 'mastar_ssp': r'mastar_ssp_v1\.0/MaStar-SSP-.*\.fits\.gz$',
-             'm11': r'm11_miles/M11_MILES_.*\.fits$', 'm11_marcs': r'm11_marcs/M11_MARCS_.*\.fits$'}
+
+_LIB_GLOB = {
+    'stelib': r'stelib/STELIB_.*\.fits$',
+    'miles': r'miles/MILES_.*\.fits$',
+    'mastar': r'mastarhc_v2/MaStarHC_.*\.fits\.gz$',
+    'bc03': r'bc03_mpajhu/BC03_.*\.fits$',
+    'mastar_ssp': r'mastar_ssp_v1\.0/MaStar-SSP-.*\.fits\.gz$',
+    'm11': r'm11_miles/M11_MILES_.*\.fits$',
+    'm11_marcs': r'm11_marcs/M11_MARCS_.*\.fits$',
+}
 _VACUUM = {'mastar', 'mastar_ssp'}
+
 
 def read_library(name: str, wheel: Path | None = None):
     "Yield (id, vacuum wavelength A, flux, header dict) for every spectrum of library `name`, straight from the wheel."
     from astropy.io import fits
-    if name not in _LIB_GLOB: raise ValueError(f"Unknown library {name!r}: choose one of {', '.join(_LIB_GLOB)}.")
+
+    if name not in _LIB_GLOB:
+        raise ValueError(f"Unknown library {name!r}: choose one of {', '.join(_LIB_GLOB)}.")
     pat = re.compile(TEMPLATE_ROOT + _LIB_GLOB[name])
     with zipfile.ZipFile(wheel or fetch_wheel()) as z:
         names = sorted(n for n in z.namelist() if pat.match(n) and '/omit/' not in n)
@@ -92,95 +128,200 @@ def read_library(name: str, wheel: Path | None = None):
                 warnings.simplefilter('ignore')
                 raw = z.read(n)
                 with fits.open(io.BytesIO(gzip.decompress(raw) if n.endswith('.gz') else raw)) as h:
-                    hdr = h[0].header; flux = np.asarray(h[0].data, np.float64)
+                    hdr = h[0].header
+                    flux = np.asarray(h[0].data, np.float64)
                     wave = _wave(hdr, len(flux))
                     meta = {k: hdr[k] for k in ('SPECTYPE', 'TEFF', 'LOG_G', 'FE_H', 'AGE', 'Z') if k in hdr}
-            if name not in _VACUUM: wave = air_to_vacuum(wave)
+            if name not in _VACUUM:
+                wave = air_to_vacuum(wave)
             yield Path(n).name.split('.fits')[0], wave, flux, meta
+
 
 def miles_parameters(wheel: Path | None = None) -> pd.DataFrame:
     "Teff, log g and [Fe/H] of the MILES stars (the table shipped beside the spectra), indexed by MILES number."
     with zipfile.ZipFile(wheel or fetch_wheel()) as z:
         txt = z.read(TEMPLATE_ROOT + 'miles/MILES_params.db').decode()
     rows = [l.split() for l in txt.splitlines() if l.strip() and not l.startswith('#')]
-    return pd.DataFrame([(int(float(a)), float(b), float(c), float(d)) for a, b, c, d in rows], columns=['miles', 'teff', 'logg', 'feh']).drop_duplicates('miles').set_index('miles')
+    return (
+        pd.DataFrame(
+            [(int(float(a)), float(b), float(c), float(d)) for a, b, c, d in rows],
+            columns=['miles', 'teff', 'logg', 'feh'],
+        )
+        .drop_duplicates('miles')
+        .set_index('miles')
+    )
 
 # %% ../nbs/03b_libraries.ipynb #1c6dd17f
-LIB_LOGLAM0 = np.log10(450.0)    # rest-frame grid of the libraries and of the mock: 450 A ...
-LIB_NPIX = 14300                 # ... to 12,020 A, SDSS's pixel step (1e-4 in log10 lambda)
+LIB_LOGLAM0 = np.log10(450.0)  # rest-frame grid of the libraries and of the mock: 450 A ...
+LIB_NPIX = 14300  # ... to 12,020 A, SDSS's pixel step (1e-4 in log10 lambda)
 LIB_LOGLAM = LIB_LOGLAM0 + DLOGLAM * np.arange(LIB_NPIX)
-LIB_WAVE = 10 ** LIB_LOGLAM
+LIB_WAVE = 10**LIB_LOGLAM
+
 
 def to_lib_grid(wave: np.ndarray, flux: np.ndarray, fwhm_out: float | None = None) -> np.ndarray:
     "A spectrum interpolated onto the rest-frame library grid (NaN outside its coverage and at non-finite or non-positive pixels)."
-    wave = np.asarray(wave, np.float64); flux = np.asarray(flux, np.float64)
+    wave = np.asarray(wave, np.float64)
+    flux = np.asarray(flux, np.float64)
     ok = np.isfinite(flux) & np.isfinite(wave)
     out = np.interp(LIB_LOGLAM, np.log10(wave[ok]), flux[ok], left=np.nan, right=np.nan)
     return out
 
-def unit_median(flux: np.ndarray, lo: float = 5400., hi: float = 5600.) -> np.ndarray:
+
+def unit_median(flux: np.ndarray, lo: float = 5400.0, hi: float = 5600.0) -> np.ndarray:
     "Spectra (n, LIB_NPIX) scaled to unit median flux in [lo, hi] A (rest)."
     m = (LIB_WAVE > lo) & (LIB_WAVE < hi)
-    with warnings.catch_warnings():   # spectra that do not cover the band become all-NaN, on purpose
+    with warnings.catch_warnings():  # spectra that do not cover the band become all-NaN, on purpose
         warnings.simplefilter('ignore', RuntimeWarning)
         return flux / np.nanmedian(flux[..., m], axis=-1, keepdims=True)
 
-SPTYPE_TEFF = {'O3': 45000, 'O5': 41000, 'O7': 37000, 'O9': 32000, 'B0': 30000, 'B2': 21000, 'B5': 15200, 'B8': 12000,
-               'A0': 9700, 'A2': 9000, 'A5': 8200, 'F0': 7200, 'F2': 6900, 'F5': 6500, 'F8': 6150, 'G0': 5900, 'G2': 5770,
-               'G5': 5600, 'G8': 5400, 'K0': 5200, 'K2': 4900, 'K5': 4400, 'K7': 4050, 'M0': 3850, 'M2': 3550, 'M4': 3250,
-               'M6': 2950, 'M8': 2650, 'M9': 2500}
+
+SPTYPE_TEFF = {
+    'O3': 45000,
+    'O5': 41000,
+    'O7': 37000,
+    'O9': 32000,
+    'B0': 30000,
+    'B2': 21000,
+    'B5': 15200,
+    'B8': 12000,
+    'A0': 9700,
+    'A2': 9000,
+    'A5': 8200,
+    'F0': 7200,
+    'F2': 6900,
+    'F5': 6500,
+    'F8': 6150,
+    'G0': 5900,
+    'G2': 5770,
+    'G5': 5600,
+    'G8': 5400,
+    'K0': 5200,
+    'K2': 4900,
+    'K5': 4400,
+    'K7': 4050,
+    'M0': 3850,
+    'M2': 3550,
+    'M4': 3250,
+    'M6': 2950,
+    'M8': 2650,
+    'M9': 2500,
+}
+
 
 def sptype_teff(sptype: str) -> float:
     "Effective temperature of an MK spectral type such as 'K0III', 'sdF5', 'O9.5Iae' (interpolated in a dwarf scale; NaN when not an OBAFGKM type)."
     m = re.match(r'^(?:sd|d|g)?([OBAFGKM])(\d+(?:\.\d+)?)?', str(sptype).strip())
-    if not m: return float('nan')
+    if not m:
+        return float('nan')
     order = 'OBAFGKM'
     x = order.index(m.group(1)) * 10 + float(m.group(2) or 0)
     keys = sorted(SPTYPE_TEFF, key=lambda k: order.index(k[0]) * 10 + float(k[1:]))
     xs = [order.index(k[0]) * 10 + float(k[1:]) for k in keys]
     return float(np.interp(x, xs, [SPTYPE_TEFF[k] for k in keys]))
 
-NORMAL_SEQUENCE = ('O', 'OB', 'B6', 'B9', 'A0', 'F2', 'F5', 'F9', 'G0', 'G2', 'K1', 'K3', 'K5', 'K7', 'M0', 'M1', 'M2',
-                   'M3', 'M4', 'M5', 'M6', 'M7', 'M8', 'M9')
-SEQUENCE_TEFF = {'O': 38000, 'OB': 28000, 'B6': 14000, 'B9': 10500, 'A0': 9600, 'F2': 7000, 'F5': 6500, 'F9': 6050,
-                 'G0': 5900, 'G2': 5750, 'K1': 5100, 'K3': 4750, 'K5': 4400, 'K7': 4050, 'M0': 3850, 'M1': 3700,
-                 'M2': 3550, 'M3': 3400, 'M4': 3250, 'M5': 3100, 'M6': 2950, 'M7': 2800, 'M8': 2650, 'M9': 2500}
+
+NORMAL_SEQUENCE = (
+    'O',
+    'OB',
+    'B6',
+    'B9',
+    'A0',
+    'F2',
+    'F5',
+    'F9',
+    'G0',
+    'G2',
+    'K1',
+    'K3',
+    'K5',
+    'K7',
+    'M0',
+    'M1',
+    'M2',
+    'M3',
+    'M4',
+    'M5',
+    'M6',
+    'M7',
+    'M8',
+    'M9',
+)
+SEQUENCE_TEFF = {
+    'O': 38000,
+    'OB': 28000,
+    'B6': 14000,
+    'B9': 10500,
+    'A0': 9600,
+    'F2': 7000,
+    'F5': 6500,
+    'F9': 6050,
+    'G0': 5900,
+    'G2': 5750,
+    'K1': 5100,
+    'K3': 4750,
+    'K5': 4400,
+    'K7': 4050,
+    'M0': 3850,
+    'M1': 3700,
+    'M2': 3550,
+    'M3': 3400,
+    'M4': 3250,
+    'M5': 3100,
+    'M6': 2950,
+    'M7': 2800,
+    'M8': 2650,
+    'M9': 2500,
+}
+
 
 def sdss_subclass(teff: float, logg: float = np.nan, sptype: str = '') -> str:
     "The SDSS star subclass a library star stands for: 'WD' for white dwarfs, else the subclass of nearest log Teff on the normal sequence ('' when unknown)."
     s = str(sptype).strip()
-    if s.startswith('D') or s.startswith('WD') or (np.isfinite(logg) and logg >= 6.5): return 'WD'
-    if s.startswith('W'): return ''     # Wolf-Rayet stars: no SDSS template
-    if not np.isfinite(teff) or teff <= 0: return ''
+    if s.startswith('D') or s.startswith('WD') or (np.isfinite(logg) and logg >= 6.5):
+        return 'WD'
+    if s.startswith('W'):
+        return ''  # Wolf-Rayet stars: no SDSS template
+    if not np.isfinite(teff) or teff <= 0:
+        return ''
     lt = np.log10([SEQUENCE_TEFF[k] for k in NORMAL_SEQUENCE])
     return NORMAL_SEQUENCE[int(np.argmin(np.abs(lt - np.log10(teff))))]
 
 # %% ../nbs/03b_libraries.ipynb #bd0f329b
 CACHE_VERSION = 2
 
+
 def _cached(name: str, build, wheel: Path | None):
     "Load a (meta DataFrame, float32 flux array) pair from the cache, or build and store it (npz without pickle + Parquet)."
-    d = cache_dir() / f"libraries_v{CACHE_VERSION}_{WHEEL['sha256'][:12]}"; d.mkdir(parents=True, exist_ok=True)
+    d = cache_dir() / f"libraries_v{CACHE_VERSION}_{WHEEL['sha256'][:12]}"
+    d.mkdir(parents=True, exist_ok=True)
     fz, fm = d / f'{name}.npz', d / f'{name}.parquet'
     if fz.exists() and fm.exists():
-        with np.load(fz, allow_pickle=False) as z: return pd.read_parquet(fm), z['flux']
+        with np.load(fz, allow_pickle=False) as z:
+            return pd.read_parquet(fm), z['flux']
     meta, flux = build(wheel or fetch_wheel())
     tmp = d / f'.{name}.{os.getpid()}.npz'
-    np.savez(tmp, flux=flux.astype(np.float32)); os.replace(tmp, fz)
-    meta.to_parquet(d / f'.{name}.{os.getpid()}.parquet'); os.replace(d / f'.{name}.{os.getpid()}.parquet', fm)
+    np.savez(tmp, flux=flux.astype(np.float32))
+    os.replace(tmp, fz)
+    meta.to_parquet(d / f'.{name}.{os.getpid()}.parquet')
+    os.replace(d / f'.{name}.{os.getpid()}.parquet', fm)
     return meta, flux.astype(np.float32)
+
 
 def _infer_teff(flux: np.ndarray, ref_flux: np.ndarray, ref: pd.DataFrame, k: int = 3) -> tuple:
     "Teff and log g of spectra by their k nearest typed neighbours (shape of log flux over 4,000-7,300 A, unit mean)."
     m = (LIB_WAVE > 4000) & (LIB_WAVE < 7300)
+
     def shape(f):
-        x = np.log(np.clip(f[:, m], 1e-6, None)); return x - np.nanmean(x, 1, keepdims=True)
-    with warnings.catch_warnings():   # references that do not cover the band give NaN distances and are never nearest
+        x = np.log(np.clip(f[:, m], 1e-6, None))
+        return x - np.nanmean(x, 1, keepdims=True)
+
+    with warnings.catch_warnings():  # references that do not cover the band give NaN distances and are never nearest
         warnings.simplefilter('ignore', RuntimeWarning)
         a, b = shape(flux), shape(ref_flux)
         d = np.nan_to_num(np.array([np.nanmean((b - r) ** 2, 1) for r in a]), nan=np.inf)
     nn = np.argsort(d, 1)[:, :k]
     return np.median(ref['teff'].to_numpy()[nn], 1), np.median(ref['logg'].to_numpy()[nn], 1)
+
 
 def _build_stars(wheel: Path) -> tuple:
     rows, fl = [], []
@@ -194,43 +335,62 @@ def _build_stars(wheel: Path) -> tuple:
                 feh = float(h['FE_H']) if isinstance(h.get('FE_H'), (int, float)) else np.nan
             elif lib == 'miles':
                 num = int(re.search(r'm(\d+)V', sid).group(1))
-                if num not in par.index: continue
+                if num not in par.index:
+                    continue
                 sp, (teff, logg, feh) = '', par.loc[num, ['teff', 'logg', 'feh']].to_numpy(float)
-            else: sp, teff, logg, feh = '', np.nan, np.nan, np.nan
+            else:
+                sp, teff, logg, feh = '', np.nan, np.nan, np.nan
             f = to_lib_grid(wave, flux)
             f = np.where(f > 0, f, np.nan)
-            if np.isfinite(f).sum() < 1000: continue
-            rows.append(dict(library=lib, id=sid, sptype=sp, teff=teff, logg=logg, feh=feh)); fl.append(f)
+            if np.isfinite(f).sum() < 1000:
+                continue
+            rows.append(dict(library=lib, id=sid, sptype=sp, teff=teff, logg=logg, feh=feh))
+            fl.append(f)
     meta, flux = pd.DataFrame(rows), unit_median(np.array(fl))
-    ms = (meta.library == 'mastar').to_numpy(); typed = ~ms & np.isfinite(meta.teff.to_numpy())
+    ms = (meta.library == 'mastar').to_numpy()
+    typed = ~ms & np.isfinite(meta.teff.to_numpy())
     t, g = _infer_teff(flux[ms], flux[typed], meta[typed])
-    meta.loc[ms, 'teff'] = t; meta.loc[ms, 'logg'] = g
+    meta.loc[ms, 'teff'] = t
+    meta.loc[ms, 'logg'] = g
     meta['teff_source'] = np.where(ms, 'nearest typed STELIB/MILES stars', 'library')
     meta['subclass'] = [sdss_subclass(t, g, s) for t, g, s in zip(meta.teff, meta.logg, meta.sptype)]
     wd = (meta.subclass == 'WD') & ~np.isfinite(meta.teff)
-    meta.loc[wd, 'teff'] = 15000.0; meta.loc[wd, 'teff_source'] = 'assumed (white dwarf without a Teff)'
+    meta.loc[wd, 'teff'] = 15000.0
+    meta.loc[wd, 'teff_source'] = 'assumed (white dwarf without a Teff)'
     keep = (meta.subclass != '').to_numpy()
     log.info("star libraries: %d spectra, %d mapped to SDSS subclasses", len(meta), keep.sum())
     return meta[keep].reset_index(drop=True), flux[keep]
 
+
 def star_library(wheel: Path | None = None) -> tuple:
     "Observed stars of MaStar (clustered), MILES and STELIB on the rest-frame library grid: (meta, flux (n, LIB_NPIX) float32, unit median at 5,500 A, NaN where not covered)."
     return _cached('stars', _build_stars, wheel)
+
 
 def _build_ssps(wheel: Path) -> tuple:
     rows, fl = [], []
     for lib in ('mastar_ssp', 'm11', 'bc03'):
         for sid, wave, flux, h in read_library(lib, wheel):
             if lib == 'mastar_ssp':
-                m = re.search(r'A([\d.]+)-Z([+-][\d.]+)', sid); age, logz = float(m.group(1)), float(m.group(2))
-            elif lib == 'm11': age, logz = float(h['AGE']), float(np.log10(float(h['Z']) / 0.02))
-            else: age, logz = float(h['AGE']), float(np.log10(float(h['Z']) / 0.02))
-            f = to_lib_grid(wave, flux); f = np.where(f > 0, f, np.nan)
-            rows.append(dict(library=lib, id=sid, age_gyr=age, logz=logz)); fl.append(f)
-    for sid, wave, flux, h in read_library('m11_marcs', wheel):   # old-population donors of UV/IR extensions (3,000-12,000 A)
+                m = re.search(r'A([\d.]+)-Z([+-][\d.]+)', sid)
+                age, logz = float(m.group(1)), float(m.group(2))
+            elif lib == 'm11':
+                age, logz = float(h['AGE']), float(np.log10(float(h['Z']) / 0.02))
+            else:
+                age, logz = float(h['AGE']), float(np.log10(float(h['Z']) / 0.02))
+            f = to_lib_grid(wave, flux)
+            f = np.where(f > 0, f, np.nan)
+            rows.append(dict(library=lib, id=sid, age_gyr=age, logz=logz))
+            fl.append(f)
+    for sid, wave, flux, h in read_library(
+        'm11_marcs', wheel
+    ):  # old-population donors of UV/IR extensions (3,000-12,000 A)
         if not sid.endswith('_s') and 'z_0.0000' in sid:
-            f = to_lib_grid(wave, flux); rows.append(dict(library='m11_marcs', id=sid, age_gyr=float(h['AGE']), logz=0.0)); fl.append(np.where(f > 0, f, np.nan))
+            f = to_lib_grid(wave, flux)
+            rows.append(dict(library='m11_marcs', id=sid, age_gyr=float(h['AGE']), logz=0.0))
+            fl.append(np.where(f > 0, f, np.nan))
     return pd.DataFrame(rows), unit_median(np.array(fl))
+
 
 def ssp_library(wheel: Path | None = None) -> tuple:
     "Simple stellar populations of MaStar SSP, M11-MILES and BC03 (MPA-JHU) plus M11-MARCS extension donors: (meta, flux (n, LIB_NPIX), unit median at 5,500 A, NaN where not covered)."

@@ -5,6 +5,7 @@
 # %% ../nbs/06_mixed_input.ipynb #05daae8c
 from __future__ import annotations
 import os
+
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 import json, time
 from pathlib import Path
@@ -12,7 +13,16 @@ import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 from .config import *
 from .preprocess import FEATURE_COLUMNS
-from .training import load_task, seed_everything, fit_model, save_bundle, class_weights, TASKS, staged_run, Augment
+from spectral_nb.training import (
+    load_task,
+    seed_everything,
+    fit_model,
+    save_bundle,
+    class_weights,
+    TASKS,
+    staged_run,
+    Augment,
+)
 from .evaluate import report_classifier
 from .cnn import compact_trunk, inference_speed, _run_extra
 from .plots import data_banner
@@ -27,29 +37,42 @@ __all__ = ['log', 'PHOTO_Z_COLUMNS', 'ABLATIONS', 'TASK_WEIGHTS', 'THESIS_KEYS',
 PHOTO_Z_COLUMNS = ('z', 'zErr', *[f'petroMag_{b}' for b in 'ugriz'], *[f'petroMagErr_{b}' for b in 'ugriz'])
 ABLATIONS = {
     'flux+features': dict(use_flux=True, feature_columns=FEATURE_COLUMNS),
-    'flux+features-no-z': dict(use_flux=True, feature_columns=tuple(c for c in FEATURE_COLUMNS if c not in ('z', 'zErr'))),
+    'flux+features-no-z': dict(
+        use_flux=True, feature_columns=tuple(c for c in FEATURE_COLUMNS if c not in ('z', 'zErr'))
+    ),
     'flux': dict(use_flux=True, feature_columns=()),
     'photometry+z': dict(use_flux=False, feature_columns=PHOTO_Z_COLUMNS),
 }
 
-def build_mixed(n_classes: int, npix: int = NPIX, n_features: int = len(FEATURE_COLUMNS), flux_branch: str = 'compact', lr: float = 2e-3,
-                use_flux: bool = True):
+
+def build_mixed(
+    n_classes: int,
+    npix: int = NPIX,
+    n_features: int = len(FEATURE_COLUMNS),
+    flux_branch: str = 'compact',
+    lr: float = 2e-3,
+    use_flux: bool = True,
+):
     "The mixed-input classifier: inputs {'flux': (npix, 1), 'features': (n_features,)}, either branch optional."
     import keras
     from keras import layers
-    if not use_flux and not n_features: raise ValueError("build_mixed needs the flux branch or at least one feature (use_flux=False and n_features=0).")
+
+    if not use_flux and not n_features:
+        raise ValueError("build_mixed needs the flux branch or at least one feature (use_flux=False and n_features=0).")
     inputs, parts = {}, []
     if use_flux:
         fin = inputs['flux'] = keras.Input((npix, 1), name='flux')
         # the strided trunk: with the classifiers' faster space-to-depth trunk the star-group accuracy fell from 0.825 to 0.754
         # and the main classes from 0.998 to 0.993 (quick profile, seed 42); this network's speed was not the bottleneck
-        if flux_branch == 'compact': a = compact_trunk(fin, 'strided')
+        if flux_branch == 'compact':
+            a = compact_trunk(fin, 'strided')
         elif flux_branch == 'thesis':
             a = fin
             for w, k in ((64, 7), (128, 5), (128, 3)):
                 a = layers.MaxPooling1D(4)(layers.Conv1D(w, k, padding='same', activation='relu')(a))
             a = layers.Flatten()(a)
-        else: raise ValueError(f"flux_branch must be 'compact' or 'thesis', got {flux_branch!r}.")
+        else:
+            raise ValueError(f"flux_branch must be 'compact' or 'thesis', got {flux_branch!r}.")
         parts.append(layers.Dense(64, activation='relu')(a))
     if n_features:
         xin = inputs['features'] = keras.Input((n_features,), name='features')
@@ -65,43 +88,136 @@ def build_mixed(n_classes: int, npix: int = NPIX, n_features: int = len(FEATURE_
 TASK_WEIGHTS = {'main': None, 'galaxy': 'sqrt', 'star': 'sqrt'}
 THESIS_KEYS = {'main': 'mixed_main', 'galaxy': 'mixed_galaxy', 'star': 'mixed_star'}
 
-def train_mixed(h5_path, out_dir, task: str = 'main', epochs: int = 12, seed: int = SEED, feature_columns=None, use_flux: bool = True,
-                name: str | None = None, augment: bool | Augment = True, norm: str = 'median', sigma: float = 0.0,
-                flux_branch: str = 'compact', batch_size: int = 64, source: str = 'mock', max_rows: int | None = None,
-                class_weight: str | None = 'task', extra: dict | None = None, figures: bool = True, stream: bool | None = None) -> tuple:
+
+def train_mixed(
+    h5_path,
+    out_dir,
+    task: str = 'main',
+    epochs: int = 12,
+    seed: int = SEED,
+    feature_columns=None,
+    use_flux: bool = True,
+    name: str | None = None,
+    augment: bool | Augment = True,
+    norm: str = 'median',
+    sigma: float = 0.0,
+    flux_branch: str = 'compact',
+    batch_size: int = 64,
+    source: str = 'mock',
+    max_rows: int | None = None,
+    class_weight: str | None = 'task',
+    extra: dict | None = None,
+    figures: bool = True,
+    stream: bool | None = None,
+) -> tuple:
     "Train, report and save one mixed-input variant for one task; returns (bundle path, test metrics). `stream`: see `load_task` (None: when the data would not fit in memory)."
     cols = tuple(FEATURE_COLUMNS if feature_columns is None else feature_columns)
     name = name or f'mixed_{task}'
     seed_everything(seed)
-    data = load_task(h5_path, task, sigma=sigma, max_rows=max_rows, seed=seed, norm=norm, feature_columns=cols, use_flux=use_flux,
-                     stream=stream, kind='mixed')
+    data = load_task(
+        h5_path,
+        task,
+        sigma=sigma,
+        max_rows=max_rows,
+        seed=seed,
+        norm=norm,
+        feature_columns=cols,
+        use_flux=use_flux,
+        stream=stream,
+        kind='mixed',
+    )
     k = len(data['train'].classes)
     cw_mode = TASK_WEIGHTS[task] if class_weight == 'task' else class_weight
     with staged_run(out_dir) as stage:
         seed_everything(seed)
         model = build_mixed(k, NPIX, len(cols), flux_branch=flux_branch, use_flux=use_flux)
-        hist = fit_model(model, data, 'mixed', epochs, batch_size=batch_size, class_weight=class_weights(data['train'].y, k, cw_mode),
-                         augment=augment, seed=seed, name=name)
-        m = report_classifier(name, model, data, 'mixed', hist, stage, h5_path, THESIS_KEYS[task] if name == f'mixed_{task}' else None, source,
-                              extra=dict(task=task, flux_branch=flux_branch if use_flux else None, class_weight=cw_mode, use_flux=use_flux,
-                                         feature_columns=list(cols), n_params=model.count_params(), **(extra or {})), figures=figures)
-        save_bundle(stage / 'models' / name, model, 'mixed', task, data['train'].classes, data['scaler'], data['spec'],
-                    _run_extra(data, hist, seed=seed, source=source, test_accuracy=m['accuracy'], n_test=m['n_test'], **(extra or {})),
-                    data['dataset'])
+        hist = fit_model(
+            model,
+            data,
+            'mixed',
+            epochs,
+            batch_size=batch_size,
+            class_weight=class_weights(data['train'].y, k, cw_mode),
+            augment=augment,
+            seed=seed,
+            name=name,
+        )
+        m = report_classifier(
+            name,
+            model,
+            data,
+            'mixed',
+            hist,
+            stage,
+            h5_path,
+            THESIS_KEYS[task] if name == f'mixed_{task}' else None,
+            source,
+            extra=dict(
+                task=task,
+                flux_branch=flux_branch if use_flux else None,
+                class_weight=cw_mode,
+                use_flux=use_flux,
+                feature_columns=list(cols),
+                n_params=model.count_params(),
+                **(extra or {}),
+            ),
+            figures=figures,
+        )
+        save_bundle(
+            stage / 'models' / name,
+            model,
+            'mixed',
+            task,
+            data['train'].classes,
+            data['scaler'],
+            data['spec'],
+            _run_extra(
+                data, hist, seed=seed, source=source, test_accuracy=m['accuracy'], n_test=m['n_test'], **(extra or {})
+            ),
+            data['dataset'],
+        )
     return Path(out_dir) / 'models' / name, m
 
-def run_mixed(h5_path, out_dir, task: str = 'main', profile: str = 'smoke', seed: int = SEED, source: str = 'mock',
-              flux_branch: str | None = None, augment: bool | Augment = True, norm: str = 'median') -> dict:
+
+def run_mixed(
+    h5_path,
+    out_dir,
+    task: str = 'main',
+    profile: str = 'smoke',
+    seed: int = SEED,
+    source: str = 'mock',
+    flux_branch: str | None = None,
+    augment: bool | Augment = True,
+    norm: str = 'median',
+) -> dict:
     "Train, report and save the mixed-input network (all inputs) for one task, with the profile's settings; returns its metrics."
     prof = get_profile(profile)
     flux_branch = flux_branch or ('compact' if prof['compact'] else 'thesis')
-    _, m = train_mixed(h5_path, out_dir, task, prof['epochs'], seed, augment=augment, norm=norm, flux_branch=flux_branch,
-                       batch_size=prof['batch_size'], source=source, extra=dict(profile=profile))
+    _, m = train_mixed(
+        h5_path,
+        out_dir,
+        task,
+        prof['epochs'],
+        seed,
+        augment=augment,
+        norm=norm,
+        flux_branch=flux_branch,
+        batch_size=prof['batch_size'],
+        source=source,
+        extra=dict(profile=profile),
+    )
     return m
 
 # %% ../nbs/06_mixed_input.ipynb #1cbeb0b1
-def size_experiment(h5_path, sizes, sigmas=(0.0, 4.0), seed: int = SEED, epochs: int = 5, batch_size: int = 64,
-                    flux_branch: str = 'compact') -> pd.DataFrame:
+def size_experiment(
+    h5_path,
+    sizes,
+    sigmas=(0.0, 4.0),
+    seed: int = SEED,
+    epochs: int = 5,
+    batch_size: int = 64,
+    flux_branch: str = 'compact',
+) -> pd.DataFrame:
     "Validation (best of the first 5 epochs) and test accuracy of the main-class mixed network for each size and sigma."
     rows = []
     n_all = len(pd.read_hdf(h5_path, 'source_info', columns=['specObjID']))
@@ -113,10 +229,22 @@ def size_experiment(h5_path, sizes, sigmas=(0.0, 4.0), seed: int = SEED, epochs:
             model = build_mixed(len(CLASSES))
             h = fit_model(model, data, 'mixed', epochs, batch_size=batch_size, patience=epochs, seed=seed)
             va = h['val_accuracy']
-            test_acc = float((model.predict(data['test'].inputs('mixed'), verbose=0).argmax(1) == data['test'].y).mean())
-            rows.append(dict(sigma=sigma, sources=n_eff, requested=int(n), val_acc_best5=max(va[:5]), test_acc=test_acc, epochs=len(va)))
+            test_acc = float(
+                (model.predict(data['test'].inputs('mixed'), verbose=0).argmax(1) == data['test'].y).mean()
+            )
+            rows.append(
+                dict(
+                    sigma=sigma,
+                    sources=n_eff,
+                    requested=int(n),
+                    val_acc_best5=max(va[:5]),
+                    test_acc=test_acc,
+                    epochs=len(va),
+                )
+            )
             log.info("size table: sigma=%g n=%d val(best of 5)=%.4f", sigma, n_eff, max(va[:5]))
     return pd.DataFrame(rows)
+
 
 def plot_size_table(df: pd.DataFrame, title: str = 'Mixed-input: validation accuracy by number of sources'):
     "Our Table 6 against the thesis's."
@@ -124,8 +252,19 @@ def plot_size_table(df: pd.DataFrame, title: str = 'Mixed-input: validation accu
     th = THESIS['size_table']
     for sigma, mk in ((0.0, 'o'), (4.0, 's')):
         d = df[df.sigma == sigma]
-        if len(d): ax.plot(d.sources, d.val_acc_best5, mk + '-', label=f'ours, sigma={sigma:g}')
-        ax.plot(th['sizes'], th['sigma0' if sigma == 0 else 'sigma4'], mk + '--', alpha=0.5, label=f'thesis (real SDSS), sigma={sigma:g}')
-    ax.set_xscale('log'); ax.set_xlabel('number of sources'); ax.set_ylabel('val. accuracy (best of first 5 epochs)')
-    ax.legend(fontsize=7); ax.set_title(title, fontsize=9); fig.tight_layout()
+        if len(d):
+            ax.plot(d.sources, d.val_acc_best5, mk + '-', label=f'ours, sigma={sigma:g}')
+        ax.plot(
+            th['sizes'],
+            th['sigma0' if sigma == 0 else 'sigma4'],
+            mk + '--',
+            alpha=0.5,
+            label=f'thesis (real SDSS), sigma={sigma:g}',
+        )
+    ax.set_xscale('log')
+    ax.set_xlabel('number of sources')
+    ax.set_ylabel('val. accuracy (best of first 5 epochs)')
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
     return fig

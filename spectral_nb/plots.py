@@ -13,11 +13,15 @@ from .config import *
 __all__ = ['CLASS_COLORS', 'plot_spectrum', 'spectra_grid', 'distributions', 'colour_colour', 'bpt', 'data_banner']
 
 # %% ../nbs/00b_plots.ipynb #9ac117a0
-def plot_spectrum(wave, flux, z: float = 0.0, lines=(), ivar=None, ax=None, title: str = '', smooth: int = 1, color='k'):
+def plot_spectrum(
+    wave, flux, z: float = 0.0, lines=(), ivar=None, ax=None, title: str = '', smooth: int = 1, color='k'
+):
     "Plot one spectrum (observed frame) with `lines` (names of LINES) marked at wavelength x (1+z)."
-    if ax is None: _, ax = plt.subplots(figsize=(8, 2.6))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 2.6))
     f = np.asarray(flux, float)
-    if smooth > 1: f = np.convolve(f, np.ones(smooth) / smooth, mode='same')
+    if smooth > 1:
+        f = np.convolve(f, np.ones(smooth) / smooth, mode='same')
     ax.plot(wave, f, lw=0.5, color=color)
     if ivar is not None and np.any(np.asarray(ivar) == 0):
         bad = np.asarray(ivar) == 0
@@ -28,43 +32,95 @@ def plot_spectrum(wave, flux, z: float = 0.0, lines=(), ivar=None, ax=None, titl
         lam = LINES[name] * (1 + z)
         if wave[0] <= lam <= wave[-1]:
             ax.axvline(lam, color='tab:red', lw=0.6, alpha=0.6)
-            ax.text(lam, 0.97, name, rotation=90, va='top', ha='right', fontsize=6, color='tab:red', transform=ax.get_xaxis_transform())
-    ax.set_xlim(wave[0], wave[-1]); ax.set_title(title, fontsize=8)
-    ax.set_xlabel('observed wavelength (A)', fontsize=7); ax.set_ylabel('flux (1e-17 cgs)', fontsize=7); ax.tick_params(labelsize=6)
+            ax.text(
+                lam,
+                0.97,
+                name,
+                rotation=90,
+                va='top',
+                ha='right',
+                fontsize=6,
+                color='tab:red',
+                transform=ax.get_xaxis_transform(),
+            )
+    ax.set_xlim(wave[0], wave[-1])
+    ax.set_title(title, fontsize=8)
+    ax.set_xlabel('observed wavelength (A)', fontsize=7)
+    ax.set_ylabel('flux (1e-17 cgs)', fontsize=7)
+    ax.tick_params(labelsize=6)
     return ax
 
-def spectra_grid(wave, fluxes, titles, zs, line_sets, ncols: int = 3, ivars=None, suptitle: str = '', smooth: int = 3, height: float = 2.0):
+
+def spectra_grid(
+    wave,
+    fluxes,
+    titles,
+    zs,
+    line_sets,
+    ncols: int = 3,
+    ivars=None,
+    suptitle: str = '',
+    smooth: int = 3,
+    height: float = 2.0,
+):
     "A grid of spectra (one per row of `fluxes`) with their lines marked; returns the Figure."
-    n = len(fluxes); nrows = max(1, int(np.ceil(n / ncols)))
+    n = len(fluxes)
+    nrows = max(1, int(np.ceil(n / ncols)))
     fig, axs = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, height * nrows), squeeze=False)
     for i, ax in enumerate(axs.flat):
-        if i >= n: ax.axis('off'); continue
-        plot_spectrum(wave, fluxes[i], zs[i], line_sets[i], None if ivars is None else ivars[i], ax=ax, title=titles[i], smooth=smooth)
-    if suptitle: fig.suptitle(suptitle, fontsize=10)
+        if i >= n:
+            ax.axis('off')
+            continue
+        plot_spectrum(
+            wave,
+            fluxes[i],
+            zs[i],
+            line_sets[i],
+            None if ivars is None else ivars[i],
+            ax=ax,
+            title=titles[i],
+            smooth=smooth,
+        )
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     return fig
 
 # %% ../nbs/00b_plots.ipynb #f1ce73ef
 CLASS_COLORS = {'GALAXY': 'tab:orange', 'QSO': 'tab:blue', 'STAR': 'tab:green'}
 
+
 def distributions(cat: pd.DataFrame, cols=('z', 'petroMag_r', 'sn_median'), label_col: str = 'class', title: str = ''):
     "Histograms of catalogue columns per class; returns the Figure."
     fig, axs = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3))
     for ax, c in zip(np.atleast_1d(axs), cols):
         for k, g in cat.groupby(label_col):
-            v = g[c].to_numpy(float); v = v[np.isfinite(v)]
+            v = g[c].to_numpy(float)
+            v = v[np.isfinite(v)]
             ax.hist(v, bins=40, histtype='step', label=k, color=CLASS_COLORS.get(k))
-        ax.set_xlabel(c); ax.set_yscale('log')
-    np.atleast_1d(axs)[0].legend(fontsize=7); fig.suptitle(title); fig.tight_layout()
+        ax.set_xlabel(c)
+        ax.set_yscale('log')
+    np.atleast_1d(axs)[0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
     return fig
+
 
 def colour_colour(cat: pd.DataFrame, label_col: str = 'class', title: str = 'u-g vs g-r'):
     "u-g versus g-r from petroMag, coloured by class; returns the Figure."
     fig, ax = plt.subplots(figsize=(5, 4.5))
     for k, g in cat.groupby(label_col):
-        ax.scatter(g.petroMag_g - g.petroMag_r, g.petroMag_u - g.petroMag_g, s=3, alpha=0.5, label=k, color=CLASS_COLORS.get(k))
-    ax.set_xlim(-0.6, 2.0); ax.set_ylim(-0.6, 4.0); ax.set_xlabel('g - r'); ax.set_ylabel('u - g'); ax.legend(markerscale=4); ax.set_title(title)
+        ax.scatter(
+            g.petroMag_g - g.petroMag_r, g.petroMag_u - g.petroMag_g, s=3, alpha=0.5, label=k, color=CLASS_COLORS.get(k)
+        )
+    ax.set_xlim(-0.6, 2.0)
+    ax.set_ylim(-0.6, 4.0)
+    ax.set_xlabel('g - r')
+    ax.set_ylabel('u - g')
+    ax.legend(markerscale=4)
+    ax.set_title(title)
     return fig
+
 
 def bpt(nii_ha, oiii_hb, labels, title: str = 'BPT diagram'):
     "log([OIII]/Hb) against log([NII]/Ha), coloured by label, with the SDSS dividing line and the Kauffmann (2003) curve."
@@ -75,10 +131,16 @@ def bpt(nii_ha, oiii_hb, labels, title: str = 'BPT diagram'):
         ax.scatter(x[m], y[m], s=4, alpha=0.6, label=f'{k} ({m.sum()})')
     xx = np.linspace(-2, 0.8, 200)
     ax.plot(xx, 0.7 - 1.2 * (xx + 0.4), 'k-', lw=1, label='SDSS rule')
-    xk = np.linspace(-2, 0.0, 200); ax.plot(xk, 0.61 / (xk - 0.05) + 1.3, 'k--', lw=0.8, label='Kauffmann+03')
-    ax.set_xlim(-2, 0.8); ax.set_ylim(-1.5, 1.5); ax.set_xlabel('log [NII]6584 / Ha'); ax.set_ylabel('log [OIII]5007 / Hb')
-    ax.legend(fontsize=6, markerscale=3); ax.set_title(title)
+    xk = np.linspace(-2, 0.0, 200)
+    ax.plot(xk, 0.61 / (xk - 0.05) + 1.3, 'k--', lw=0.8, label='Kauffmann+03')
+    ax.set_xlim(-2, 0.8)
+    ax.set_ylim(-1.5, 1.5)
+    ax.set_xlabel('log [NII]6584 / Ha')
+    ax.set_ylabel('log [OIII]5007 / Hb')
+    ax.legend(fontsize=6, markerscale=3)
+    ax.set_title(title)
     return fig
+
 
 def data_banner(fig, source: str, extra: str = ''):
     "Stamp a figure with where its data came from (mock survey or real SDSS), so no figure travels without it."

@@ -19,130 +19,243 @@ __all__ = ['log', 'SPEC_COLUMNS', 'PHOTO_COLUMNS', 'EMISSION_COLUMNS', 'MAX_ROWS
            'RateLimiter', 'astroquery_runner', 'query_catalog']
 
 # %% ../nbs/01_query.ipynb #50e956ac
-SPEC_COLUMNS = ('specObjID', 'bestObjID', 'fluxObjID', 'targetObjID', 'plate', 'mjd', 'fiberID', 'run2d', 'ra', 'dec',
-                'class', 'subClass', 'z', 'zErr', 'zWarning')
+SPEC_COLUMNS = (
+    'specObjID',
+    'bestObjID',
+    'fluxObjID',
+    'targetObjID',
+    'plate',
+    'mjd',
+    'fiberID',
+    'run2d',
+    'ra',
+    'dec',
+    'class',
+    'subClass',
+    'z',
+    'zErr',
+    'zWarning',
+)
 PHOTO_COLUMNS = tuple(f'petroMag_{b}' for b in 'ugriz') + tuple(f'petroMagErr_{b}' for b in 'ugriz')
-EMISSION_COLUMNS = ('Flux_Hb_4861', 'Flux_OIII_4958', 'Flux_OIII_5006', 'Flux_Ha_6562', 'Flux_NII_6547', 'Flux_NII_6583',
-                    'Amplitude_Hb_4861', 'Amplitude_OIII_5006', 'Amplitude_Ha_6562', 'Amplitude_NII_6583')
+EMISSION_COLUMNS = (
+    'Flux_Hb_4861',
+    'Flux_OIII_4958',
+    'Flux_OIII_5006',
+    'Flux_Ha_6562',
+    'Flux_NII_6547',
+    'Flux_NII_6583',
+    'Amplitude_Hb_4861',
+    'Amplitude_OIII_5006',
+    'Amplitude_Ha_6562',
+    'Amplitude_NII_6583',
+)
 MAX_ROWS_PER_QUERY = 500_000
 MAX_QUERIES_PER_MINUTE = 60
 DATA_RELEASES = range(8, 20)
 
+
 class QueryError(ValueError):
     "A query parameter that cannot be used (the message names it) or a query that returned nothing."
+
 
 def _int(name, v, lo, hi) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= int(v) <= hi:
         raise QueryError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}.")
     return int(v)
 
+
 def _float(name, v) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not math.isfinite(float(v)):
         raise QueryError(f"{name} must be a finite number, got {v!r}.")
     return float(v)
 
-SAMPLE_PRIME = 2147483629   # the largest prime below 2**31: (id % P) * A + B < 2**62 + 2**31 fits a bigint
+
+SAMPLE_PRIME = 2147483629  # the largest prime below 2**31: (id % P) * A + B < 2**62 + 2**31 fits a bigint
+
 
 def sample_key(seed: int) -> tuple:
     "(P, A, B) of the seeded sampling key ((specObjID % P) * A + B) % P: validated integers, 0 < A < P, 0 <= B < P."
-    seed = _int('seed', seed, 0, 2 ** 63 - 1)
+    seed = _int('seed', seed, 0, 2**63 - 1)
     rng = np.random.default_rng([seed, 0x5D55])
-    P = SAMPLE_PRIME; A = int(rng.integers(1, P)); B = int(rng.integers(0, P))
-    assert 0 < A < P and 0 <= B < P and (P - 1) * A + B < 2 ** 63
+    P = SAMPLE_PRIME
+    A = int(rng.integers(1, P))
+    B = int(rng.integers(0, P))
+    assert 0 < A < P and 0 <= B < P and (P - 1) * A + B < 2**63
     return P, A, B
+
 
 def sample_key_sql(seed: int) -> str:
     "The SQL expression of the sampling key of `seed` (SkyServer's T-SQL `%`; no overflow, see `SAMPLE_PRIME`)."
     P, A, B = sample_key(seed)
     return f'(((s.specObjID % {P:d}) * {A:d} + {B:d}) % {P:d})'
 
-def build_query(cls: str, limit: int, after: int = 0, data_release: int = 17, emission_lines: bool = False,
-                z_range: tuple | None = None, seed: int | None = SEED, after_key: int = -1) -> str:
+
+def build_query(
+    cls: str,
+    limit: int,
+    after: int = 0,
+    data_release: int = 17,
+    emission_lines: bool = False,
+    z_range: tuple | None = None,
+    seed: int | None = SEED,
+    after_key: int = -1,
+) -> str:
     "SQL for up to `limit` spectra of class `cls`: a seeded random sample ordered by (sampling key, specObjID) after (`after_key`, `after`), or with `seed=None` the first by specObjID after `after` (all values validated; nothing user-typed is interpolated)."
-    if cls not in CLASSES: raise QueryError(f"Unknown class {cls!r}: choose one of {', '.join(CLASSES)}.")
+    if cls not in CLASSES:
+        raise QueryError(f"Unknown class {cls!r}: choose one of {', '.join(CLASSES)}.")
     limit = _int('limit', limit, 1, MAX_ROWS_PER_QUERY)
-    after = _int('after', after, 0, 2 ** 64 - 1)
+    after = _int('after', after, 0, 2**64 - 1)
     _int('data_release', data_release, DATA_RELEASES.start, DATA_RELEASES.stop - 1)
-    cols = [f's.{c}' for c in SPEC_COLUMNS] + [f'p.{c}' for c in PHOTO_COLUMNS] + ([f'e.{c}' for c in EMISSION_COLUMNS] if emission_lines else [])
+    cols = (
+        [f's.{c}' for c in SPEC_COLUMNS]
+        + [f'p.{c}' for c in PHOTO_COLUMNS]
+        + ([f'e.{c}' for c in EMISSION_COLUMNS] if emission_lines else [])
+    )
     where = ['s.zWarning = 0', 's.sciencePrimary = 1', f"s.class = '{CLASSES[CLASSES.index(cls)]}'"]
-    if seed is None: where.append(f's.specObjID > {after:d}'); order = 's.specObjID'
+    if seed is None:
+        where.append(f's.specObjID > {after:d}')
+        order = 's.specObjID'
     else:
-        key = sample_key_sql(seed); k = _int('after_key', after_key, -1, SAMPLE_PRIME - 1)
+        key = sample_key_sql(seed)
+        k = _int('after_key', after_key, -1, SAMPLE_PRIME - 1)
         cols.append(f'{key} AS sampleKey')
-        where.append(f'({key} > {k:d} OR ({key} = {k:d} AND s.specObjID > {after:d}))'); order = f'{key}, s.specObjID'
+        where.append(f'({key} > {k:d} OR ({key} = {k:d} AND s.specObjID > {after:d}))')
+        order = f'{key}, s.specObjID'
     if z_range is not None:
         lo, hi = (_float('z_range[0]', z_range[0]), _float('z_range[1]', z_range[1]))
-        if not lo < hi: raise QueryError(f"z_range must be (low, high) with low < high, got {z_range!r}.")
+        if not lo < hi:
+            raise QueryError(f"z_range must be (low, high) with low < high, got {z_range!r}.")
         where += [f's.z >= {lo:.6f}', f's.z < {hi:.6f}']
     join = 'FROM SpecObjAll AS s JOIN SpecPhotoAll AS p ON s.specObjID = p.specObjID'
-    if emission_lines: join += ' JOIN emissionLinesPort AS e ON s.specObjID = e.specObjID'
+    if emission_lines:
+        join += ' JOIN emissionLinesPort AS e ON s.specObjID = e.specObjID'
     return f"SELECT TOP {limit:d} {', '.join(cols)} {join} WHERE {' AND '.join(where)} ORDER BY {order}"
 
 # %% ../nbs/01_query.ipynb #aaafdecc
 def class_counts(n: int, mix: dict | str | None = None) -> dict:
     "Exact per-class counts for `n` spectra ('balanced', a {class: fraction} dict, or None for the thesis's stated mix)."
-    n = _int('n', n, 1, 10 ** 8)
-    mix = {c: 1 / 3 for c in CLASSES} if mix == 'balanced' else normalise_mix(mix or CLASS_MIX_STATED, CLASSES, 'class mix')
-    labels = list(mix); p = np.array([mix[k] for k in labels])
-    counts = np.floor(p * n).astype(int); counts[np.argsort(-(p * n - counts), kind='stable')[:n - counts.sum()]] += 1
+    n = _int('n', n, 1, 10**8)
+    mix = (
+        {c: 1 / 3 for c in CLASSES}
+        if mix == 'balanced'
+        else normalise_mix(mix or CLASS_MIX_STATED, CLASSES, 'class mix')
+    )
+    labels = list(mix)
+    p = np.array([mix[k] for k in labels])
+    counts = np.floor(p * n).astype(int)
+    counts[np.argsort(-(p * n - counts), kind='stable')[: n - counts.sum()]] += 1
     return {k: int(c) for k, c in zip(labels, counts) if c > 0}
+
 
 class RateLimiter:
     "At most `per_minute` calls in any 60 s window."
+
     def __init__(self, per_minute: int = MAX_QUERIES_PER_MINUTE, clock=time.monotonic, sleep=time.sleep):
         self.gap, self.clock, self.sleep, self.last = 60.0 / per_minute, clock, sleep, None
+
     def wait(self):
         now = self.clock()
-        if self.last is not None and now - self.last < self.gap: self.sleep(self.gap - (now - self.last)); now = self.clock()
+        if self.last is not None and now - self.last < self.gap:
+            self.sleep(self.gap - (now - self.last))
+            now = self.clock()
         self.last = now
+
 
 def astroquery_runner(skyserver_url: str | None = None, timeout: float = 120):
     "A function sql, data_release -> DataFrame that runs SQL through astroquery's SDSS.query_sql (at `skyserver_url`)."
+
     def run(sql: str, data_release: int) -> pd.DataFrame:
         from astroquery.sdss import SDSS, conf
         from astroquery.exceptions import RemoteServiceError
+
         with conf.set_temp('skyserver_baseurl', (skyserver_url or conf.skyserver_baseurl).rstrip('/')):
-            try: t = SDSS.query_sql(sql, data_release=data_release, timeout=timeout, cache=False)
-            except RemoteServiceError as e: raise QueryError(f"SkyServer refused the query: {str(e)[:300]}") from None
-            except (OSError, TimeoutError) as e:   # requests' ConnectionError/Timeout are OSErrors: no network, wrong URL, server down
-                raise QueryError(f"Cannot reach SkyServer at {conf.skyserver_baseurl} ({type(e).__name__}); check the network "
-                                 "connection or --skyserver-url (e.g. a local fake SDSS).") from None
+            try:
+                t = SDSS.query_sql(sql, data_release=data_release, timeout=timeout, cache=False)
+            except RemoteServiceError as e:
+                raise QueryError(f"SkyServer refused the query: {str(e)[:300]}") from None
+            except (
+                OSError,
+                TimeoutError,
+            ) as e:  # requests' ConnectionError/Timeout are OSErrors: no network, wrong URL, server down
+                raise QueryError(
+                    f"Cannot reach SkyServer at {conf.skyserver_baseurl} ({type(e).__name__}); check the network "
+                    "connection or --skyserver-url (e.g. a local fake SDSS)."
+                ) from None
         return pd.DataFrame() if t is None else t.to_pandas()
+
     return run
 
-def query_catalog(n: int, mix=None, data_release: int = 17, out=None, runner=None, page_size: int = MAX_ROWS_PER_QUERY,
-                  emission_lines: bool = False, limiter: RateLimiter | None = None, progress: bool = True, seed: int | None = SEED) -> pd.DataFrame:
+
+def query_catalog(
+    n: int,
+    mix=None,
+    data_release: int = 17,
+    out=None,
+    runner=None,
+    page_size: int = MAX_ROWS_PER_QUERY,
+    emission_lines: bool = False,
+    limiter: RateLimiter | None = None,
+    progress: bool = True,
+    seed: int | None = SEED,
+) -> pd.DataFrame:
     "Fetch a class-balanced seeded random sample of `n` spectra (`seed=None`: the first by specObjID); writes `out` (catalog.parquet) if given. Raises QueryError when nothing comes back."
     counts = class_counts(n, mix)
     page_size = _int('page_size', page_size, 1, MAX_ROWS_PER_QUERY)
     runner = runner or astroquery_runner()
     limiter = limiter or RateLimiter()
-    if out is not None: out = check_writable(out)
+    if out is not None:
+        out = check_writable(out)
     parts = []
     with tqdm(total=sum(counts.values()), desc='query', unit='row', disable=not progress) as bar:
         for cls, want in counts.items():
             got, after, after_key = 0, 0, -1
             while got < want:
                 limiter.wait()
-                df = runner(build_query(cls, min(page_size, want - got), after, data_release, emission_lines, seed=seed, after_key=after_key), data_release)
-                if len(df) == 0: break
+                df = runner(
+                    build_query(
+                        cls,
+                        min(page_size, want - got),
+                        after,
+                        data_release,
+                        emission_lines,
+                        seed=seed,
+                        after_key=after_key,
+                    ),
+                    data_release,
+                )
+                if len(df) == 0:
+                    break
                 df.columns = [c for c in df.columns]
-                parts.append(df); got += len(df); bar.update(len(df))
-                if seed is None: after = int(pd.to_numeric(df['specObjID']).max())
-                else:   # rows come ordered by (sampleKey, specObjID): the next page starts after the last one
+                parts.append(df)
+                got += len(df)
+                bar.update(len(df))
+                if seed is None:
+                    after = int(pd.to_numeric(df['specObjID']).max())
+                else:  # rows come ordered by (sampleKey, specObjID): the next page starts after the last one
                     after_key, after = int(df['sampleKey'].iloc[-1]), int(df['specObjID'].iloc[-1])
-                if len(df) < min(page_size, want - got + len(df)): break   # the server has no more rows of this class
-            if got < want: log.warning("query: only %d of %d %s spectra available", got, want, cls)
+                if len(df) < min(page_size, want - got + len(df)):
+                    break  # the server has no more rows of this class
+            if got < want:
+                log.warning("query: only %d of %d %s spectra available", got, want, cls)
     cat = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if cat.empty:
-        raise QueryError(f"The SDSS query returned no rows (DR{data_release}, classes {list(counts)}); check the data release and the "
-                         "SkyServer URL, or loosen the selection. Nothing was written.")
+        raise QueryError(
+            f"The SDSS query returned no rows (DR{data_release}, classes {list(counts)}); check the data release and the "
+            "SkyServer URL, or loosen the selection. Nothing was written."
+        )
     cat = cat.drop(columns=['sampleKey'], errors='ignore')
-    cat['specObjID'] = pd.to_numeric(cat['specObjID']).astype('uint64')   # eBOSS ids exceed int64
-    for c in ('run2d', 'class', 'subClass'):   # CSV parsing makes '26' an int and 'v5_13_2' a str: text columns stay text
-        if c in cat: cat[c] = cat[c].astype(object).where(cat[c].notna(), '').astype(str).str.strip()
+    cat['specObjID'] = pd.to_numeric(cat['specObjID']).astype('uint64')  # eBOSS ids exceed int64
+    for c in (
+        'run2d',
+        'class',
+        'subClass',
+    ):  # CSV parsing makes '26' an int and 'v5_13_2' a str: text columns stay text
+        if c in cat:
+            cat[c] = cat[c].astype(object).where(cat[c].notna(), '').astype(str).str.strip()
     cat = cat.drop_duplicates('specObjID').reset_index(drop=True)
     if out is not None:
-        tmp = out.with_name(f'.{out.name}.tmp'); cat.to_parquet(tmp, index=False); tmp.replace(out)
+        tmp = out.with_name(f'.{out.name}.tmp')
+        cat.to_parquet(tmp, index=False)
+        tmp.replace(out)
         log.info("query: %d rows -> %s", len(cat), out)
     return cat

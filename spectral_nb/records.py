@@ -19,18 +19,36 @@ __all__ = ['log', 'CATALOG_COLUMNS', 'PIXEL_COLUMNS', 'TRUTH_PREFIX', 'record_sc
 
 # %% ../nbs/00a_records.ipynb #21bb598e
 CATALOG_COLUMNS = {  # name: dtype of the catalogue part of a raw record
-    'specObjID': 'uint64', 'plate': 'int32', 'mjd': 'int32', 'fiberID': 'int32', 'run2d': 'str',
-    'ra': 'float64', 'dec': 'float64', 'class': 'str', 'subClass': 'str',
-    'z': 'float64', 'zErr': 'float64', 'zWarning': 'int32',
-    **{f'petroMag_{b}': 'float32' for b in 'ugriz'}, **{f'petroMagErr_{b}': 'float32' for b in 'ugriz'},
+    'specObjID': 'uint64',
+    'plate': 'int32',
+    'mjd': 'int32',
+    'fiberID': 'int32',
+    'run2d': 'str',
+    'ra': 'float64',
+    'dec': 'float64',
+    'class': 'str',
+    'subClass': 'str',
+    'z': 'float64',
+    'zErr': 'float64',
+    'zWarning': 'int32',
+    **{f'petroMag_{b}': 'float32' for b in 'ugriz'},
+    **{f'petroMagErr_{b}': 'float32' for b in 'ugriz'},
     'source': 'str',
 }
 PIXEL_COLUMNS = {'loglam': pa.float32(), 'flux': pa.float32(), 'ivar': pa.float32(), 'and_mask': pa.int32()}
 TRUTH_PREFIX = 'true_'
 
+
 def record_schema(extra: dict | None = None) -> pa.Schema:
     "The Arrow schema of raw records; `extra` maps further column names (e.g. `true_*`) to Arrow types."
-    conv = {'uint64': pa.uint64(), 'int64': pa.int64(), 'int32': pa.int32(), 'float64': pa.float64(), 'float32': pa.float32(), 'str': pa.string()}
+    conv = {
+        'uint64': pa.uint64(),
+        'int64': pa.int64(),
+        'int32': pa.int32(),
+        'float64': pa.float64(),
+        'float32': pa.float32(),
+        'str': pa.string(),
+    }
     fields = [pa.field(k, conv[v]) for k, v in CATALOG_COLUMNS.items()]
     fields += [pa.field(k, pa.list_(t)) for k, t in PIXEL_COLUMNS.items()]
     fields += [pa.field(k, t) for k, t in (extra or {}).items()]
@@ -48,65 +66,96 @@ def _list_array(a, typ) -> pa.ListArray:
         flat = np.concatenate([np.asarray(x) for x in a]) if len(a) else np.zeros(0)
     return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat, type=typ)).cast(pa.list_(typ))
 
+
 def check_writable(path) -> Path:
     "Fail early, with the fix, if `path` cannot be written; returns it as a Path. Creates the parent folder."
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         probe = path.parent / f'.write-test-{uuid.uuid4().hex}'
-        probe.touch(); probe.unlink()
+        probe.touch()
+        probe.unlink()
     except OSError as e:
-        raise PermissionError(f"Cannot write to {path.parent}: {e.strerror}. Choose another output folder (--out).") from e
+        raise PermissionError(
+            f"Cannot write to {path.parent}: {e.strerror}. Choose another output folder (--out)."
+        ) from e
     return path
+
 
 class RecordWriter:
     "Write raw records to one Parquet file in row groups; the file appears only if every chunk was written."
+
     def __init__(self, path, extra_schema: dict | None = None):
         self.path = check_writable(path)
         self.schema = record_schema(extra_schema)
         self.tmp = self.path.with_name(f'.{self.path.name}.{uuid.uuid4().hex}.tmp')
         self._w, self.n = None, 0
+
     def write(self, cat: dict | pd.DataFrame, pixels: dict):
         "Append one chunk: `cat` holds catalogue (and truth) columns, `pixels` 2-D arrays (n, npix) for loglam/flux/ivar/and_mask."
         n = len(next(iter(pixels.values())))
         cols = {}
         for f in self.schema:
-            if f.name in PIXEL_COLUMNS: cols[f.name] = _list_array(pixels[f.name], f.type.value_type)
+            if f.name in PIXEL_COLUMNS:
+                cols[f.name] = _list_array(pixels[f.name], f.type.value_type)
             else:
-                if f.name not in cat: raise KeyError(f"Raw record chunk lacks column {f.name!r}.")
-                cols[f.name] = pa.array(np.asarray(cat[f.name]), type=f.type) if f.type != pa.string() else pa.array([str(v) for v in cat[f.name]], type=pa.string())
+                if f.name not in cat:
+                    raise KeyError(f"Raw record chunk lacks column {f.name!r}.")
+                cols[f.name] = (
+                    pa.array(np.asarray(cat[f.name]), type=f.type)
+                    if f.type != pa.string()
+                    else pa.array([str(v) for v in cat[f.name]], type=pa.string())
+                )
         table = pa.table(cols, schema=self.schema)
-        if self._w is None: self._w = pq.ParquetWriter(self.tmp, self.schema, compression='zstd')
+        if self._w is None:
+            self._w = pq.ParquetWriter(self.tmp, self.schema, compression='zstd')
         self._w.write_table(table, row_group_size=n)
         self.n += n
+
     def close(self, ok: bool = True):
         "Finish: rename into place if `ok`, otherwise delete the temporary file."
-        if self._w is not None: self._w.close()
-        if ok and self._w is not None: os.replace(self.tmp, self.path)
-        elif self.tmp.exists(): self.tmp.unlink()
-    def __enter__(self): return self
-    def __exit__(self, typ, *_): self.close(ok=typ is None); return False
+        if self._w is not None:
+            self._w.close()
+        if ok and self._w is not None:
+            os.replace(self.tmp, self.path)
+        elif self.tmp.exists():
+            self.tmp.unlink()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, typ, *_):
+        self.close(ok=typ is None)
+        return False
 
 # %% ../nbs/00a_records.ipynb #2550ef9e
 def _check_parquet(path) -> pq.ParquetFile:
     path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"No raw-record file at {path}: run `spectral-nb mock` or `spectral-nb download` first.")
-    try: return pq.ParquetFile(path)
-    except Exception as e: raise ValueError(f"{path} is not a readable Parquet raw-record file ({e}); regenerate it.") from e
+    if not path.exists():
+        raise FileNotFoundError(
+            f"No raw-record file at {path}: run `spectral-nb mock` or `spectral-nb download` first."
+        )
+    try:
+        return pq.ParquetFile(path)
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable Parquet raw-record file ({e}); regenerate it.") from e
+
 
 def _to_2d(col: pa.ChunkedArray | pa.ListArray, dtype):
     "A list column as a 2-D array when all rows have one length (mock data), else as a list of 1-D arrays (real spectra)."
     col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     off = col.offsets.to_numpy()
-    vals = col.values.to_numpy(zero_copy_only=False).astype(dtype, copy=False)[off[0]:off[-1]]
+    vals = col.values.to_numpy(zero_copy_only=False).astype(dtype, copy=False)[off[0] : off[-1]]
     off = off - off[0]
     lens = np.diff(off)
     if len(lens) and (lens != lens[0]).any():
         return [vals[a:b] for a, b in zip(off[:-1], off[1:])]
     return vals.reshape(len(col), -1) if len(col) else vals.reshape(0, 0)
 
-def iter_records(path, batch_size: int = 2048, columns: list | None = None, pixels: bool = True,
-                 row_groups: range | None = None) -> Iterator[tuple[pd.DataFrame, dict]]:
+
+def iter_records(
+    path, batch_size: int = 2048, columns: list | None = None, pixels: bool = True, row_groups: range | None = None
+) -> Iterator[tuple[pd.DataFrame, dict]]:
     "Yield (catalogue DataFrame, {pixel column: 2-D array}) chunks of a raw-record Parquet file (of its `row_groups` only, if given: a slice for one worker)."
     pf = _check_parquet(path)
     names = pf.schema_arrow.names
@@ -115,27 +164,44 @@ def iter_records(path, batch_size: int = 2048, columns: list | None = None, pixe
     # Row groups are read one at a time and regrouped into batches of about `batch_size` rows: pyarrow's iter_batches keeps
     # its read-ahead buffers alive across row groups, so its memory grows with the file (measured: 2.2 GB after 60k spectra).
     pending, npend = [], 0
+
     def batches():
         nonlocal pending, npend
-        for i in (range(pf.num_row_groups) if row_groups is None else row_groups):
-            pending.append(pf.read_row_group(i, columns=want)); npend += pending[-1].num_rows
+        for i in range(pf.num_row_groups) if row_groups is None else row_groups:
+            pending.append(pf.read_row_group(i, columns=want))
+            npend += pending[-1].num_rows
             if npend >= batch_size:
-                yield pa.concat_tables(pending); pending, npend = [], 0
-        if pending: yield pa.concat_tables(pending)
+                yield pa.concat_tables(pending)
+                pending, npend = [], 0
+        if pending:
+            yield pa.concat_tables(pending)
+
     for batch in batches():
         cat = batch.select(cat_cols).to_pandas()
-        pix = {c: _to_2d(batch.column(c), np.int32 if c == 'and_mask' else np.float32) for c in PIXEL_COLUMNS if pixels and c in batch.schema.names}
+        pix = {
+            c: _to_2d(batch.column(c), np.int32 if c == 'and_mask' else np.float32)
+            for c in PIXEL_COLUMNS
+            if pixels and c in batch.schema.names
+        }
         yield cat, pix
+
 
 def read_records(path, columns: list | None = None, pixels: bool = True) -> tuple[pd.DataFrame, dict]:
     "Read a whole raw-record file (for small files and examples)."
     cats, pixs = [], []
-    for c, p in iter_records(path, columns=columns, pixels=pixels): cats.append(c); pixs.append(p)
-    if not cats: return pd.DataFrame(columns=columns), {}
+    for c, p in iter_records(path, columns=columns, pixels=pixels):
+        cats.append(c)
+        pixs.append(p)
+    if not cats:
+        return pd.DataFrame(columns=columns), {}
+
     def cat_(parts):
-        if all(isinstance(p, np.ndarray) for p in parts) and len({p.shape[1:] for p in parts}) == 1: return np.concatenate(parts)
+        if all(isinstance(p, np.ndarray) for p in parts) and len({p.shape[1:] for p in parts}) == 1:
+            return np.concatenate(parts)
         return [row for p in parts for row in p]
+
     return pd.concat(cats, ignore_index=True), {k: cat_([p[k] for p in pixs]) for k in pixs[0]}
+
 
 def count_records(path) -> int:
     "Number of rows in a raw-record file, from its metadata."

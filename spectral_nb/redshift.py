@@ -9,8 +9,21 @@ from pathlib import Path
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 from .config import *
-from .training import (load_task, seed_everything, augmented_inputs, fit_epochs, Augment, save_bundle, load_bundle, bundle_spec, check_dataset,
-                                  check_grid, model_input, staged_run, is_streamed)
+from spectral_nb.training import (
+    load_task,
+    seed_everything,
+    augmented_inputs,
+    fit_epochs,
+    Augment,
+    save_bundle,
+    load_bundle,
+    bundle_spec,
+    check_dataset,
+    check_grid,
+    model_input,
+    staged_run,
+    is_streamed,
+)
 from .baselines import redshift_metrics, plot_z_fit
 from .plots import data_banner
 
@@ -21,15 +34,19 @@ __all__ = ['log', 'U_SCALE', 'Z_BIN_EDGES', 'build_redshift_cnn', 'to_u', 'to_bi
            'redshift_scores', 'plot_z_pred', 'train_redshift_cnn', 'predict_redshift']
 
 # %% ../nbs/08b_redshift.ipynb #0d5c2e3f
-U_SCALE = 0.1          # u = log10(1 + z) is learned in units of 0.1 (z = 5 is u = 7.8 units)
+U_SCALE = 0.1  # u = log10(1 + z) is learned in units of 0.1 (z = 5 is u = 7.8 units)
 
-Z_BIN_EDGES = np.linspace(-0.1, 8.0, 325)   # bins of u (units of U_SCALE in log10(1 + z)): 0.025 wide, z from -0.023 to 5.3
+Z_BIN_EDGES = np.linspace(
+    -0.1, 8.0, 325
+)  # bins of u (units of U_SCALE in log10(1 + z)): 0.025 wide, z from -0.023 to 5.3
+
 
 def build_redshift_cnn(npix: int = NPIX, lr: float = 2e-3, n_bins: int = len(Z_BIN_EDGES) - 1):
     "The compact CNN trunk (with its position map) and a softmax head over `n_bins` bins of u = log10(1 + z) / U_SCALE."
     import keras
     from keras import layers
     from spectral_nb.cnn import compact_trunk
+
     inp = keras.Input((npix, 1), name='flux')
     # the strided trunk (full-resolution first layer): with the faster space-to-depth trunk of the classifiers, quasars'
     # sigma_NMAD doubled (0.021 against 0.011 on a 3,000-target mock, 10 epochs) while galaxies' improved (0.0019 against 0.0021)
@@ -38,124 +55,242 @@ def build_redshift_cnn(npix: int = NPIX, lr: float = 2e-3, n_bins: int = len(Z_B
     model.compile(optimizer=keras.optimizers.Adam(lr), loss='sparse_categorical_crossentropy')
     return model
 
-def to_u(z) -> np.ndarray: return (np.log10(1 + np.asarray(z, np.float64)) / U_SCALE).astype(np.float32)
+
+def to_u(z) -> np.ndarray:
+    return (np.log10(1 + np.asarray(z, np.float64)) / U_SCALE).astype(np.float32)
+
 
 def to_bin(z, edges=Z_BIN_EDGES) -> np.ndarray:
     "Index of the u bin of each redshift (beyond the ends: the end bins)."
     return np.clip(np.digitize(to_u(z), edges) - 1, 0, len(edges) - 2).astype(np.int32)
 
+
 def from_bins(p: np.ndarray, edges=Z_BIN_EDGES, half: int = 2) -> tuple:
     "(z_pred, z_err) from bin probabilities: the weighted mean of u over the top bin +- `half`; its spread there, widened by the probability outside that window times the spread over all bins."
-    p = np.asarray(p, np.float64); cen = 0.5 * (edges[1:] + edges[:-1]); n = len(cen)
+    p = np.asarray(p, np.float64)
+    cen = 0.5 * (edges[1:] + edges[:-1])
+    n = len(cen)
     k = p.argmax(1)[:, None] + np.arange(-half, half + 1)[None]
-    kc = np.clip(k, 0, n - 1); w = np.where((k >= 0) & (k < n), p[np.arange(len(p))[:, None], kc], 0.0)
+    kc = np.clip(k, 0, n - 1)
+    w = np.where((k >= 0) & (k < n), p[np.arange(len(p))[:, None], kc], 0.0)
     W = np.maximum(w.sum(1), 1e-12)
     u = (w * cen[kc]).sum(1) / W
     local = np.maximum((w * (cen[kc] - u[:, None]) ** 2).sum(1) / W, (edges[1] - edges[0]) ** 2 / 12)
     spread = (p * (cen[None] - u[:, None]) ** 2).sum(1) / np.maximum(p.sum(1), 1e-12)
-    s = np.sqrt(local + np.clip(1 - W, 0, 1) ** 2 * spread)   # a second peak (Lya or MgII?) makes the error large
+    s = np.sqrt(local + np.clip(1 - W, 0, 1) ** 2 * spread)  # a second peak (Lya or MgII?) makes the error large
     z = 10 ** (u * U_SCALE) - 1
     return z, np.log(10) * (1 + z) * s * U_SCALE
+
 
 def from_u(out: np.ndarray) -> tuple:
     "(z_pred, z_err) from a (mean, log sigma) of u head: the bundles saved before the bin head."
     u, s = np.asarray(out[:, 0], np.float64) * U_SCALE, np.exp(np.clip(out[:, 1], -12, 3)).astype(np.float64) * U_SCALE
-    z = 10 ** u - 1
+    z = 10**u - 1
     return z, np.log(10) * (1 + z) * s
 
 # %% ../nbs/08b_redshift.ipynb #c6b38265
 def _heartbeat(n_train: int, epochs: int, name: str):
     import keras
+
     class Beat(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None): self.t = time.perf_counter()
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            log.info("%s epoch %d/%d: loss %.4f, val_loss %.4f, %.0f spectra/s", name, epoch + 1, epochs, logs.get('loss', np.nan),
-                     logs.get('val_loss', np.nan), n_train / max(time.perf_counter() - self.t, 1e-9))
+            log.info(
+                "%s epoch %d/%d: loss %.4f, val_loss %.4f, %.0f spectra/s",
+                name,
+                epoch + 1,
+                epochs,
+                logs.get('loss', np.nan),
+                logs.get('val_loss', np.nan),
+                n_train / max(time.perf_counter() - self.t, 1e-9),
+            )
+
     return Beat()
+
 
 def predict_z(model, X: np.ndarray, batch_size: int = 1024, edges=Z_BIN_EDGES) -> tuple:
     "(z_pred, z_err) of model inputs X (n, npix, 1); `edges`: the u bins the model was trained on (its meta's `u_bin_edges`)."
     out = model.predict(X, batch_size=batch_size, verbose=0)
-    return from_u(out) if out.shape[1] == 2 else from_bins(out, np.asarray(edges))   # 2 outputs: a bundle from before the bin head
+    return (
+        from_u(out) if out.shape[1] == 2 else from_bins(out, np.asarray(edges))
+    )  # 2 outputs: a bundle from before the bin head
+
 
 def redshift_scores(z_pred, z_err, z_true, labels) -> dict:
     "Per-class sigma_NMAD and outlier fraction (`baselines.redshift_metrics`), and the fraction within 1 z_err."
     m = redshift_metrics(z_pred, z_true, labels)
     within = np.abs(np.asarray(z_pred) - np.asarray(z_true)) <= np.asarray(z_err)
     labels = np.asarray(labels)
-    return dict(sigma_nmad={c: m[c]['sigma_nmad'] for c in CLASSES}, outlier_fraction={c: m[c]['outlier_fraction'] for c in CLASSES},
-                within_1_zerr={c: float(within[labels == c].mean()) if (labels == c).any() else None for c in CLASSES},
-                n={c: m[c]['n'] for c in CLASSES}, by_class=m)
+    return dict(
+        sigma_nmad={c: m[c]['sigma_nmad'] for c in CLASSES},
+        outlier_fraction={c: m[c]['outlier_fraction'] for c in CLASSES},
+        within_1_zerr={c: float(within[labels == c].mean()) if (labels == c).any() else None for c in CLASSES},
+        n={c: m[c]['n'] for c in CLASSES},
+        by_class=m,
+    )
+
 
 def plot_z_pred(z_true, z_pred, z_err, labels, source: str = 'mock', title: str = ''):
     "The network's redshift against the catalogue redshift per true class, and dz/(1+z) (the template fit's figure, `baselines.plot_z_fit`)."
-    return plot_z_fit(z_true, z_pred, labels, np.zeros(len(np.asarray(z_true)), bool), source, who='network',
-                      title=title or 'Redshift from the fluxes alone (compact CNN)')
+    return plot_z_fit(
+        z_true,
+        z_pred,
+        labels,
+        np.zeros(len(np.asarray(z_true)), bool),
+        source,
+        who='network',
+        title=title or 'Redshift from the fluxes alone (compact CNN)',
+    )
 
-def train_redshift_cnn(h5_path, out_dir, epochs: int = 12, seed: int = SEED, batch_size: int = 64, name: str = 'cnn_compact_z',
-                       source: str = 'mock', patience: int = 4, data: dict | None = None, stream: bool | None = None) -> tuple:
+
+def train_redshift_cnn(
+    h5_path,
+    out_dir,
+    epochs: int = 12,
+    seed: int = SEED,
+    batch_size: int = 64,
+    name: str = 'cnn_compact_z',
+    source: str = 'mock',
+    patience: int = 4,
+    data: dict | None = None,
+    stream: bool | None = None,
+) -> tuple:
     """Train, score and save the flux-only redshift CNN on every class of a dataset; returns (bundle path, metrics dict).
     `stream`: read the fluxes block by block from the file (`streaming.stream_task` with redshift bins as targets) instead of
     loading them; None streams when the task would not fit in memory (`needs_streaming`)."""
     from spectral_nb.streaming import needs_streaming, stream_task, fit_streaming, predict_streaming
+
     seed_everything(seed)
     if data is None:
         big = needs_streaming(h5_path, 'main') if stream is None else bool(stream)
-        data = (stream_task(h5_path, 'main', 'cnn', batch_size=batch_size, seed=seed, augment=Augment(shift=0), norm='median',
-                            feature_columns=(), target=lambda info: to_bin(info['z'])) if big
-                else load_task(h5_path, 'main', seed=seed, norm='median', feature_columns=()))
+        data = (
+            stream_task(
+                h5_path,
+                'main',
+                'cnn',
+                batch_size=batch_size,
+                seed=seed,
+                augment=Augment(shift=0),
+                norm='median',
+                feature_columns=(),
+                target=lambda info: to_bin(info['z']),
+            )
+            if big
+            else load_task(h5_path, 'main', seed=seed, norm='median', feature_columns=())
+        )
     tr, va, te = data['train'], data['val'], data['test']
     streamed = is_streamed(data)
     if not (np.isfinite(to_u(tr.info['z'])).all() and np.isfinite(to_u(va.info['z'])).all()):
-        raise ValueError(f"{h5_path}: some training or validation spectra have no usable catalogue redshift (z <= -1 or NaN); "
-                         "the redshift network needs z for every spectrum it learns from.")
+        raise ValueError(
+            f"{h5_path}: some training or validation spectra have no usable catalogue redshift (z <= -1 or NaN); "
+            "the redshift network needs z for every spectrum it learns from."
+        )
     b_tr, b_va = to_bin(tr.info['z']), to_bin(va.info['z'])
     edges = Z_BIN_EDGES
-    def predict_test():   # (z_pred, z_err) of the test split, block by block when streamed
+
+    def predict_test():  # (z_pred, z_err) of the test split, block by block when streamed
         return from_bins(predict_streaming(model, te), edges) if streamed else predict_z(model, te.flux)
+
     with staged_run(out_dir) as stage:
         seed_everything(seed)
         model = build_redshift_cnn(NPIX if streamed else tr.flux.shape[1])
         t = time.perf_counter()
         if streamed:
-            hist = fit_streaming(model, data=data, epochs=epochs, seed=seed, patience=patience, monitor='val_loss',
-                                 callbacks=[_heartbeat(tr.n, epochs, name)])
+            hist = fit_streaming(
+                model,
+                data=data,
+                epochs=epochs,
+                seed=seed,
+                patience=patience,
+                monitor='val_loss',
+                callbacks=[_heartbeat(tr.n, epochs, name)],
+            )
         else:
-            hist = fit_epochs(model, lambda e: augmented_inputs(tr, 'cnn', seed, e, Augment(shift=0)), b_tr, (va.flux, b_va), epochs,
-                              batch_size, 'val_loss', patience, callbacks=[_heartbeat(tr.n, epochs, name)])
+            hist = fit_epochs(
+                model,
+                lambda e: augmented_inputs(tr, 'cnn', seed, e, Augment(shift=0)),
+                b_tr,
+                (va.flux, b_va),
+                epochs,
+                batch_size,
+                'val_loss',
+                patience,
+                callbacks=[_heartbeat(tr.n, epochs, name)],
+            )
         train_s = time.perf_counter() - t
         zp, ze = predict_test()
         labels = te.info['label_main'].to_numpy()
-        m = dict(name=name, kind='redshift', source=source, n_train=int(tr.n), n_val=int(va.n), n_test=int(te.n), epochs=len(hist['loss']),
-                 train_seconds=train_s, history=hist, streamed=streamed,
-                 **redshift_scores(zp, ze, te.info['z'].to_numpy(), labels))
-        t = time.perf_counter(); predict_test(); m['predict_spectra_per_s'] = te.n / max(time.perf_counter() - t, 1e-9)
+        m = dict(
+            name=name,
+            kind='redshift',
+            source=source,
+            n_train=int(tr.n),
+            n_val=int(va.n),
+            n_test=int(te.n),
+            epochs=len(hist['loss']),
+            train_seconds=train_s,
+            history=hist,
+            streamed=streamed,
+            **redshift_scores(zp, ze, te.info['z'].to_numpy(), labels),
+        )
+        t = time.perf_counter()
+        predict_test()
+        m['predict_spectra_per_s'] = te.n / max(time.perf_counter() - t, 1e-9)
         (stage / f'metrics_{name}.json').write_text(json.dumps(m, indent=1, default=float))
-        pd.DataFrame(dict(specObjID=te.info['specObjID'], label_main=labels, z=te.info['z'], z_pred=zp, z_err=ze)).to_csv(stage / f'redshift_{name}.csv', index=False)
+        pd.DataFrame(
+            dict(specObjID=te.info['specObjID'], label_main=labels, z=te.info['z'], z_pred=zp, z_err=ze)
+        ).to_csv(stage / f'redshift_{name}.csv', index=False)
         fig = plot_z_pred(te.info['z'], zp, ze, labels, source, f'{name}: redshift from the fluxes alone (test split)')
-        fig.savefig(stage / f'z_pred_{name}.png', dpi=110); plt.close(fig)
-        save_bundle(stage / 'models' / name, model, 'redshift', 'main', CLASSES, data['scaler'], data['spec'],
-                    dict(seed=seed, source=source, target='softmax over bins of log10(1+z) / u_scale', u_scale=U_SCALE, u_bin_edges=Z_BIN_EDGES.tolist(), epochs=m['epochs'],
-                         sigma_nmad=m['sigma_nmad'], outlier_fraction=m['outlier_fraction']), data['dataset'])
+        fig.savefig(stage / f'z_pred_{name}.png', dpi=110)
+        plt.close(fig)
+        save_bundle(
+            stage / 'models' / name,
+            model,
+            'redshift',
+            'main',
+            CLASSES,
+            data['scaler'],
+            data['spec'],
+            dict(
+                seed=seed,
+                source=source,
+                target='softmax over bins of log10(1+z) / u_scale',
+                u_scale=U_SCALE,
+                u_bin_edges=Z_BIN_EDGES.tolist(),
+                epochs=m['epochs'],
+                sigma_nmad=m['sigma_nmad'],
+                outlier_fraction=m['outlier_fraction'],
+            ),
+            data['dataset'],
+        )
     return Path(out_dir) / 'models' / name, m
 
 # %% ../nbs/08b_redshift.ipynb #f28bc7d6
 def predict_redshift(model_path, data_path, batch_size: int = 4096) -> pd.DataFrame:
     "specObjID, z_pred and z_err of every usable spectrum of a dataset.h5 or raw.parquet, read in chunks, from a saved redshift bundle."
     from spectral_nb.training import _chunks_h5, _chunks_raw
+
     model, meta, sc = load_bundle(model_path)
-    if meta['kind'] != 'redshift': raise ValueError(f"{model_path} holds a {meta['kind']} model, not a redshift model (kind 'redshift'); train one with the `redshift` stage.")
+    if meta['kind'] != 'redshift':
+        raise ValueError(
+            f"{model_path} holds a {meta['kind']} model, not a redshift model (kind 'redshift'); train one with the `redshift` stage."
+        )
     spec, data_path = bundle_spec(meta), Path(data_path)
     if data_path.suffix == '.parquet':
-        if not data_path.is_file(): raise FileNotFoundError(f"No raw records at {data_path}.")
+        if not data_path.is_file():
+            raise FileNotFoundError(f"No raw records at {data_path}.")
         chunks = _chunks_raw(data_path, batch_size, spec.sigma_dataset or 0.0)
     else:
-        data_path = check_dataset(data_path); check_grid(data_path, meta)
+        data_path = check_dataset(data_path)
+        check_grid(data_path, meta)
         chunks = _chunks_h5(data_path, batch_size)
     out = [pd.DataFrame(dict(specObjID=[], z_pred=[], z_err=[]))]
     for info, flux, _ in chunks:
-        if not len(info): continue
+        if not len(info):
+            continue
         X, _ = model_input(flux, info, spec, sc)
         zp, ze = predict_z(model, X, edges=meta.get('u_bin_edges', Z_BIN_EDGES))
         out.append(pd.DataFrame(dict(specObjID=info['specObjID'].to_numpy(), z_pred=zp, z_err=ze)))

@@ -22,19 +22,44 @@ __all__ = ['log', 'STAGE_ORDER', 'SOURCE_STAGES', 'NOTEBOOKS', 'HELDOUT_TWIN', '
            'render_report', 'write_report', 'report_images']
 
 # %% ../nbs/99_reproduce.ipynb #91a18e63
-STAGE_ORDER = ('mock', 'query', 'download', 'preprocess', 'cnn', 'redshift', 'mixed', 'autoencoder', 'baselines', 'domain_shift')
+STAGE_ORDER = (
+    'mock',
+    'query',
+    'download',
+    'preprocess',
+    'cnn',
+    'redshift',
+    'mixed',
+    'autoencoder',
+    'baselines',
+    'domain_shift',
+)
 SOURCE_STAGES = {'mock': ('mock',), 'sdss': ('query', 'download')}
-NOTEBOOKS = {'mock': '03_mock.ipynb', 'query': '01_query.ipynb', 'download': '02_download.ipynb', 'preprocess': '04_preprocess.ipynb', 'cnn': '05_cnn.ipynb', 'redshift': '08b_redshift.ipynb', 'mixed': '06_mixed_input.ipynb',
-             'autoencoder': '07_autoencoder.ipynb', 'baselines': '08_baselines.ipynb',
-             'domain_shift': '08a_domain_shift.ipynb'}
+NOTEBOOKS = {
+    'mock': '03_mock.ipynb',
+    'query': '01_query.ipynb',
+    'download': '02_download.ipynb',
+    'preprocess': '04_preprocess.ipynb',
+    'cnn': '05_cnn.ipynb',
+    'redshift': '08b_redshift.ipynb',
+    'mixed': '06_mixed_input.ipynb',
+    'autoencoder': '07_autoencoder.ipynb',
+    'baselines': '08_baselines.ipynb',
+    'domain_shift': '08a_domain_shift.ipynb',
+}
+
 
 def nbs_dir() -> Path:
     "The folder of the stage notebooks (nbs/ of the project checkout)."
     import spectral_nb
+
     d = Path(os.environ.get('SPECTRAL_NB_NBS', Path(spectral_nb.__file__).resolve().parent.parent / 'nbs'))
     if not (d / NOTEBOOKS['mock']).exists():
-        raise FileNotFoundError(f"Stage notebooks not found in {d}: run from a checkout of spectral_nb (pip install -e .).")
+        raise FileNotFoundError(
+            f"Stage notebooks not found in {d}: run from a checkout of spectral_nb (pip install -e .)."
+        )
     return d
+
 
 def stage_params(stage: str, run: Path, prof: dict, seed: int, source: str, urls: dict | None = None) -> tuple:
     "(parameters, output folder) of a stage; the output folders of the model stages are emptied before they run."
@@ -42,102 +67,196 @@ def stage_params(stage: str, run: Path, prof: dict, seed: int, source: str, urls
     h5 = str(data / 'dataset.h5')
     urls = urls or {}
     common = dict(profile=prof['profile'], seed=seed, source=source)
-    if stage == 'mock': return dict(n_spectra=prof['n_spectra'], seed=seed, out_dir=str(data)), data
+    if stage == 'mock':
+        return dict(n_spectra=prof['n_spectra'], seed=seed, out_dir=str(data)), data
     if stage == 'query':
-        return dict(n_spectra=prof['n_spectra'], data_release=17, seed=seed, out_path=str(data / 'catalog.parquet'), skyserver_url=urls.get('skyserver_url')), data
+        return dict(
+            n_spectra=prof['n_spectra'],
+            data_release=17,
+            seed=seed,
+            out_path=str(data / 'catalog.parquet'),
+            skyserver_url=urls.get('skyserver_url'),
+        ), data
     if stage == 'download':
-        return dict(catalog_path=str(data / 'catalog.parquet'), out_dir=str(data), workers=8, data_release=17,
-                    sas_url=urls.get('sas_url') or 'https://data.sdss.org/sas'), data
+        return dict(
+            catalog_path=str(data / 'catalog.parquet'),
+            out_dir=str(data),
+            workers=8,
+            data_release=17,
+            sas_url=urls.get('sas_url') or 'https://data.sdss.org/sas',
+        ), data
     if stage == 'preprocess':
-        return dict(raw_path=str(data / 'raw.parquet'), out_path=h5, seed=seed, sigma=0.0, fig_dir=str(run / 'figures' / 'preprocess')), run / 'figures' / 'preprocess'
-    if stage == 'cnn': return dict(h5_path=h5, out_dir=str(run / 'cnn'), demos=False, **common), run / 'cnn'
-    if stage == 'redshift': return dict(h5_path=h5, out_dir=str(run / 'redshift'), epochs=prof['z_epochs'], seed=seed, source=source, demos=False), run / 'redshift'
-    if stage == 'mixed': return dict(h5_path=h5, out_dir=str(run / 'mixed'), tasks=['main', 'galaxy', 'star'], size_table=True, demos=False, **common), run / 'mixed'
-    if stage == 'autoencoder': return dict(h5_path=h5, out_dir=str(run / 'autoencoder'), **common), run / 'autoencoder'
-    if stage == 'baselines':      # template fit, photometry-only and majority on the same split as the networks
-        return dict(h5_path=h5, out_dir=str(run / 'baselines'), seed=seed, max_train=min(300, max(100, prof['n_spectra'] // 20))), run / 'baselines'
-    if stage == 'domain_shift':   # its own mocks: training sources and held-out sources (MockConfig libraries), whatever the run's source
-        return dict(n_train=prof['shift_n_train'], n_heldout=prof['shift_n_heldout'], epochs=prof['shift_epochs'], seed=seed,
-                    out_dir=str(run / 'domain_shift')), run / 'domain_shift'
+        return dict(
+            raw_path=str(data / 'raw.parquet'),
+            out_path=h5,
+            seed=seed,
+            sigma=0.0,
+            fig_dir=str(run / 'figures' / 'preprocess'),
+        ), run / 'figures' / 'preprocess'
+    if stage == 'cnn':
+        return dict(h5_path=h5, out_dir=str(run / 'cnn'), demos=False, **common), run / 'cnn'
+    if stage == 'redshift':
+        return dict(
+            h5_path=h5, out_dir=str(run / 'redshift'), epochs=prof['z_epochs'], seed=seed, source=source, demos=False
+        ), run / 'redshift'
+    if stage == 'mixed':
+        return dict(
+            h5_path=h5,
+            out_dir=str(run / 'mixed'),
+            tasks=['main', 'galaxy', 'star'],
+            size_table=True,
+            demos=False,
+            **common,
+        ), run / 'mixed'
+    if stage == 'autoencoder':
+        return dict(h5_path=h5, out_dir=str(run / 'autoencoder'), **common), run / 'autoencoder'
+    if stage == 'baselines':  # template fit, photometry-only and majority on the same split as the networks
+        return dict(
+            h5_path=h5, out_dir=str(run / 'baselines'), seed=seed, max_train=min(300, max(100, prof['n_spectra'] // 20))
+        ), run / 'baselines'
+    if (
+        stage == 'domain_shift'
+    ):  # its own mocks: training sources and held-out sources (MockConfig libraries), whatever the run's source
+        return dict(
+            n_train=prof['shift_n_train'],
+            n_heldout=prof['shift_n_heldout'],
+            epochs=prof['shift_epochs'],
+            seed=seed,
+            out_dir=str(run / 'domain_shift'),
+        ), run / 'domain_shift'
     raise ValueError(f"Unknown stage {stage!r}: stages are {', '.join(STAGE_ORDER)}.")
 
-def _hash(obj) -> str: return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
 
 def package_dir() -> Path:
     "The folder of the spectral_nb package whose code the stages run."
     import spectral_nb
+
     return Path(spectral_nb.__file__).resolve().parent
+
 
 def file_hash(path) -> str:
     "sha256 (hex, 16) of a file's bytes."
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
+
 def code_hash(pkg: Path | None = None) -> str:
     "sha256 (hex, 16) of every spectral_nb/*.py (names and bytes): any change to the package's code changes it."
     h = hashlib.sha256()
-    for f in sorted((pkg or package_dir()).glob('*.py')): h.update(f.name.encode() + b'\0' + f.read_bytes() + b'\0')
+    for f in sorted((pkg or package_dir()).glob('*.py')):
+        h.update(f.name.encode() + b'\0' + f.read_bytes() + b'\0')
     return h.hexdigest()[:16]
 
 # %% ../nbs/99_reproduce.ipynb #658571bb
 class StageFailed(RuntimeError):
     "A stage notebook raised; the message names the stage, the error and the executed notebook to read."
 
+
 def run_stage(stage: str, run: Path, params: dict, out_dir: Path) -> float:
     "Execute one stage notebook with papermill into run/notebooks/; returns its wall time."
     import papermill as pm
+
     nb_out = run / 'notebooks' / NOTEBOOKS[stage]
     nb_out.parent.mkdir(parents=True, exist_ok=True)
-    if out_dir.exists() and stage in ('preprocess', 'cnn', 'redshift', 'mixed', 'autoencoder'): shutil.rmtree(out_dir)   # no stale outputs
+    if out_dir.exists() and stage in ('preprocess', 'cnn', 'redshift', 'mixed', 'autoencoder'):
+        shutil.rmtree(out_dir)  # no stale outputs
     # (data/ is never emptied: mock writes atomically and downloads resume)
     out_dir.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     try:
-        pm.execute_notebook(str(nbs_dir() / NOTEBOOKS[stage]), str(nb_out), parameters=params, cwd=str(run), progress_bar=False,
-                            kernel_name='python3', log_output=False)
+        pm.execute_notebook(
+            str(nbs_dir() / NOTEBOOKS[stage]),
+            str(nb_out),
+            parameters=params,
+            cwd=str(run),
+            progress_bar=False,
+            kernel_name='python3',
+            log_output=False,
+        )
     except Exception as e:
-        ename = getattr(e, 'ename', type(e).__name__); evalue = getattr(e, 'evalue', str(e))
-        raise StageFailed(f"stage {stage!r} failed: {ename}: {str(evalue)[:500]} (executed notebook: {nb_out})") from None
+        ename = getattr(e, 'ename', type(e).__name__)
+        evalue = getattr(e, 'evalue', str(e))
+        raise StageFailed(
+            f"stage {stage!r} failed: {ename}: {str(evalue)[:500]} (executed notebook: {nb_out})"
+        ) from None
     return time.perf_counter() - t
 
-def reproduce(out, profile: str = 'quick', source: str = 'mock', seed: int = SEED, stages=None, force: bool = False,
-              report: bool = True, skyserver_url: str | None = None, sas_url: str | None = None) -> dict:
+
+def reproduce(
+    out,
+    profile: str = 'quick',
+    source: str = 'mock',
+    seed: int = SEED,
+    stages=None,
+    force: bool = False,
+    report: bool = True,
+    skyserver_url: str | None = None,
+    sas_url: str | None = None,
+) -> dict:
     "Run the stage notebooks in order into the run folder `out`, skipping complete, up-to-date stages; write the report."
     prof = get_profile(profile)
-    if source not in SOURCE_STAGES: raise ValueError(f"source must be 'mock' or 'sdss', got {source!r}.")
+    if source not in SOURCE_STAGES:
+        raise ValueError(f"source must be 'mock' or 'sdss', got {source!r}.")
     other = [s for src, ss in SOURCE_STAGES.items() if src != source for s in ss]
     stages = [s for s in (stages or STAGE_ORDER) if s not in other] if not stages else list(stages)
-    if any(s in other for s in stages): raise ValueError(f"Stages {[s for s in stages if s in other]} do not belong to source {source!r}.")
+    if any(s in other for s in stages):
+        raise ValueError(f"Stages {[s for s in stages if s in other]} do not belong to source {source!r}.")
     urls = dict(skyserver_url=skyserver_url, sas_url=sas_url)
     bad = [s for s in stages if s not in STAGE_ORDER]
-    if bad: raise ValueError(f"Unknown stage(s) {bad}: stages are {', '.join(STAGE_ORDER)}.")
-    run = Path(out).resolve()    # absolute: the stage notebooks run with the run folder as their working directory
-    run.mkdir(parents=True, exist_ok=True); (run / '.stages').mkdir(exist_ok=True)
+    if bad:
+        raise ValueError(f"Unknown stage(s) {bad}: stages are {', '.join(STAGE_ORDER)}.")
+    run = Path(out).resolve()  # absolute: the stage notebooks run with the run folder as their working directory
+    run.mkdir(parents=True, exist_ok=True)
+    (run / '.stages').mkdir(exist_ok=True)
     upstream, times, skipped = '', {}, []
-    code = code_hash()   # a stage is up to date only for the same notebook, package code, parameters and upstream
+    code = code_hash()  # a stage is up to date only for the same notebook, package code, parameters and upstream
     for stage in [s for s in STAGE_ORDER if s in stages]:
         params, sdir = stage_params(stage, run, prof, seed, source, urls)
-        h = _hash(dict(stage=stage, params=params, profile=prof, upstream=upstream, notebook=file_hash(nbs_dir() / NOTEBOOKS[stage]), code=code))
+        h = _hash(
+            dict(
+                stage=stage,
+                params=params,
+                profile=prof,
+                upstream=upstream,
+                notebook=file_hash(nbs_dir() / NOTEBOOKS[stage]),
+                code=code,
+            )
+        )
         marker = run / '.stages' / f'{stage}.json'
         if not force and marker.exists() and json.loads(marker.read_text()).get('hash') == h:
             m = json.loads(marker.read_text())
             log.info("stage %s: complete and up to date (finished %s), skipped", stage, m['finished'])
-            times[stage] = m['seconds']; skipped.append(stage); upstream = h; continue
+            times[stage] = m['seconds']
+            skipped.append(stage)
+            upstream = h
+            continue
         marker.unlink(missing_ok=True)
-        for later in STAGE_ORDER[STAGE_ORDER.index(stage) + 1:]: (run / '.stages' / f'{later}.json').unlink(missing_ok=True)
+        for later in STAGE_ORDER[STAGE_ORDER.index(stage) + 1 :]:
+            (run / '.stages' / f'{later}.json').unlink(missing_ok=True)
         log.info("stage %s: running %s", stage, NOTEBOOKS[stage])
         secs = run_stage(stage, run, params, sdir)
         tmp = marker.with_suffix('.tmp')
-        tmp.write_text(json.dumps(dict(stage=stage, hash=h, params=params, seconds=secs, finished=time.strftime('%Y-%m-%d %H:%M:%S'))))
+        tmp.write_text(
+            json.dumps(
+                dict(stage=stage, hash=h, params=params, seconds=secs, finished=time.strftime('%Y-%m-%d %H:%M:%S'))
+            )
+        )
         os.replace(tmp, marker)
-        times[stage] = secs; upstream = h
+        times[stage] = secs
+        upstream = h
         log.info("stage %s: done in %.1f s", stage, secs)
     summary = dict(run=str(run), profile=profile, source=source, seed=seed, stage_seconds=times, skipped=skipped)
-    if report: summary['report'] = str(write_report(run, profile, source, seed))
+    if report:
+        summary['report'] = str(write_report(run, profile, source, seed))
     return summary
 
 # %% ../nbs/99_reproduce.ipynb #d1f023c7
 def _load(p: Path):
     return json.loads(p.read_text()) if p.exists() else None
+
 
 def head_to_head(cnn: dict, baselines: dict) -> dict:
     "Accuracy per S/N bin of the compact CNN, the template fit and photometry on the same test split, their speeds, and the issue-11 aims."
@@ -146,64 +265,130 @@ def head_to_head(cnn: dict, baselines: dict) -> dict:
         r = dict(lo=b['lo'], hi=b['hi'], n=b['n'], cnn_compact=b['accuracy'])
         for k in ('template', 'photometry', 'photometry_z'):
             o = baselines[k]['accuracy_by_sn'][i]
-            if o['n'] != b['n']: raise ValueError(f"S/N bin {b['lo']}-{b['hi']}: {o['n']} {k} test spectra but {b['n']} for the CNN; the baselines must use the whole test split (max_test=None).")
+            if o['n'] != b['n']:
+                raise ValueError(
+                    f"S/N bin {b['lo']}-{b['hi']}: {o['n']} {k} test spectra but {b['n']} for the CNN; the baselines must use the whole test split (max_test=None)."
+                )
             r[k] = o['accuracy']
         rows.append(r)
     t, c = baselines['template']['spectra_per_s'], cnn.get('predict_spectra_per_s')
     filled = [r for r in rows if r['n']]
-    return dict(by_sn=rows, cnn_spectra_per_s=c, template_spectra_per_s=t, speed_ratio=(c / t) if c and t else None,
-                aim_cnn_at_least_template_every_bin=all(r['cnn_compact'] >= r['template'] for r in filled),
-                aim_speed_100x=bool(c and t and c / t >= 100))
+    return dict(
+        by_sn=rows,
+        cnn_spectra_per_s=c,
+        template_spectra_per_s=t,
+        speed_ratio=(c / t) if c and t else None,
+        aim_cnn_at_least_template_every_bin=all(r['cnn_compact'] >= r['template'] for r in filled),
+        aim_speed_100x=bool(c and t and c / t >= 100),
+    )
+
 
 def collect_metrics(run: Path, profile: str, source: str, seed: int) -> dict:
     "Every headline number of a run folder, machine-readable."
     import spectral_nb
+
     run = Path(run)
-    out = dict(source=source, profile=profile, seed=seed, version=spectral_nb.__version__, python=platform.python_version(),
-               stage_seconds={s: json.loads((run / '.stages' / f'{s}.json').read_text())['seconds'] for s in STAGE_ORDER if (run / '.stages' / f'{s}.json').exists()},
-               experiments={})
+    out = dict(
+        source=source,
+        profile=profile,
+        seed=seed,
+        version=spectral_nb.__version__,
+        python=platform.python_version(),
+        stage_seconds={
+            s: json.loads((run / '.stages' / f'{s}.json').read_text())['seconds']
+            for s in STAGE_ORDER
+            if (run / '.stages' / f'{s}.json').exists()
+        },
+        experiments={},
+    )
     if (run / 'data' / 'dataset.h5').exists():
         from spectral_nb.preprocess import read_dataset_summary
-        out['preprocess'] = read_dataset_summary(run / 'data' / 'dataset.h5')   # the summary lives in the dataset file
+
+        out['preprocess'] = read_dataset_summary(run / 'data' / 'dataset.h5')  # the summary lives in the dataset file
     dl = _load(run / 'data' / 'download_summary.json')
-    if dl: out['download'] = dl
-    for name, path, key in (('cnn', 'cnn/metrics_cnn.json', 'cnn_main'), ('cnn_compact', 'cnn/metrics_cnn_compact.json', 'cnn_main'),
-                            ('mixed_main', 'mixed/metrics_mixed_main.json', 'mixed_main'), ('mixed_galaxy', 'mixed/metrics_mixed_galaxy.json', 'mixed_galaxy'),
-                            ('mixed_star', 'mixed/metrics_mixed_star.json', 'mixed_star')):
+    if dl:
+        out['download'] = dl
+    for name, path, key in (
+        ('cnn', 'cnn/metrics_cnn.json', 'cnn_main'),
+        ('cnn_compact', 'cnn/metrics_cnn_compact.json', 'cnn_main'),
+        ('mixed_main', 'mixed/metrics_mixed_main.json', 'mixed_main'),
+        ('mixed_galaxy', 'mixed/metrics_mixed_galaxy.json', 'mixed_galaxy'),
+        ('mixed_star', 'mixed/metrics_mixed_star.json', 'mixed_star'),
+    ):
         m = _load(run / path)
-        if m: out['experiments'][name] = dict(test_accuracy=m['accuracy'], test_accuracy_ci95=m['accuracy_ci95'], train_accuracy=m['train_accuracy'],
-                                              majority_baseline=m['majority_baseline'], n_train=m['n_train'], n_test=m['n_test'],
-                                              thesis_test_accuracy=THESIS[key]['test_acc'], thesis_train_accuracy=THESIS[key]['train_acc'],
-                                              predict_spectra_per_s=m.get('predict_spectra_per_s'), n_params=m.get('n_params'))
-        for sec in ('calibration', 'flag'):   # temperature scaling and the quality flag of each classifier (04b_evaluate)
-            if m and m.get(sec): out.setdefault(sec, {})[name] = m[sec]
+        if m:
+            out['experiments'][name] = dict(
+                test_accuracy=m['accuracy'],
+                test_accuracy_ci95=m['accuracy_ci95'],
+                train_accuracy=m['train_accuracy'],
+                majority_baseline=m['majority_baseline'],
+                n_train=m['n_train'],
+                n_test=m['n_test'],
+                thesis_test_accuracy=THESIS[key]['test_acc'],
+                thesis_train_accuracy=THESIS[key]['train_acc'],
+                predict_spectra_per_s=m.get('predict_spectra_per_s'),
+                n_params=m.get('n_params'),
+            )
+        for sec in (
+            'calibration',
+            'flag',
+        ):  # temperature scaling and the quality flag of each classifier (04b_evaluate)
+            if m and m.get(sec):
+                out.setdefault(sec, {})[name] = m[sec]
     ae = _load(run / 'autoencoder' / 'metrics_autoencoder.json')
-    if ae: out['experiments']['autoencoder'] = {k: ae[k] for k in ('test_mse', 'test_mse_by_class', 'latent_logreg_test_accuracy', 'n_train', 'n_test', 'epochs')}
+    if ae:
+        out['experiments']['autoencoder'] = {
+            k: ae[k]
+            for k in ('test_mse', 'test_mse_by_class', 'latent_logreg_test_accuracy', 'n_train', 'n_test', 'epochs')
+        }
     for f in sorted((run / 'redshift').glob('metrics_*.json')) if (run / 'redshift').exists() else []:
         z = _load(f)
-        out.setdefault('redshift', {})[z['name']] = {k: z[k] for k in ('sigma_nmad', 'outlier_fraction', 'within_1_zerr', 'n', 'n_train', 'epochs', 'predict_spectra_per_s')}
+        out.setdefault('redshift', {})[z['name']] = {
+            k: z[k]
+            for k in (
+                'sigma_nmad',
+                'outlier_fraction',
+                'within_1_zerr',
+                'n',
+                'n_train',
+                'epochs',
+                'predict_spectra_per_s',
+            )
+        }
     bl = _load(run / 'baselines' / 'metrics.json')
-    if bl: out['baselines'] = bl['baselines']
+    if bl:
+        out['baselines'] = bl['baselines']
     ds = _load(run / 'domain_shift' / 'metrics.json')
-    if ds: out['domain_shift'] = ds['domain_shift']
+    if ds:
+        out['domain_shift'] = ds['domain_shift']
     cc = _load(run / 'cnn' / 'metrics_cnn_compact.json')
-    if cc and bl: out['head_to_head'] = head_to_head(cc, bl['baselines'])
+    if cc and bl:
+        out['head_to_head'] = head_to_head(cc, bl['baselines'])
     st = run / 'mixed' / 'size_table.csv'
-    if st.exists(): out['experiments']['size_table'] = pd.read_csv(st).to_dict(orient='records')
+    if st.exists():
+        out['experiments']['size_table'] = pd.read_csv(st).to_dict(orient='records')
     return out
 
 # %% ../nbs/99_reproduce.ipynb #dfdfb655
 def md_table(df: pd.DataFrame, digits: int = 4) -> str:
     "A DataFrame as a markdown table (numbers rounded), without extra dependencies."
-    fmt = lambda v: (f'{v:.{digits}g}' if isinstance(v, float) and np.isfinite(v) else '' if isinstance(v, float) else str(v))
+    fmt = lambda v: (
+        f'{v:.{digits}g}' if isinstance(v, float) and np.isfinite(v) else '' if isinstance(v, float) else str(v)
+    )
     head = '| ' + ' | '.join(map(str, df.columns)) + ' |\n|' + '---|' * len(df.columns)
     return head + ''.join('\n| ' + ' | '.join(fmt(v) for v in row) + ' |' for row in df.itertuples(index=False))
+
 
 def _sn_bin(r: dict) -> str:
     "'lo-hi' of an S/N bin ('20+' for the open last one)."
     return f"{r['lo']:g}+" if r['hi'] is None or r['hi'] == float('inf') else f"{r['lo']:g}-{r['hi']:g}"
 
-HELDOUT_TWIN = {'cnn_compact': 'cnn_compact', 'mixed_main': 'mixed_all'}   # headline model -> its twin in the domain-shift stage
+
+HELDOUT_TWIN = {
+    'cnn_compact': 'cnn_compact',
+    'mixed_main': 'mixed_all',
+}  # headline model -> its twin in the domain-shift stage
+
 
 def heldout_accuracy(m: dict, name: str):
     "(accuracy, (lo, hi)) of the headline model `name`'s twin on held-out sources (domain-shift stage), or None."
@@ -211,210 +396,382 @@ def heldout_accuracy(m: dict, name: str):
     h = ds.get('heldout', {}).get('heldout_sources')
     return (h['accuracy'], tuple(h['accuracy_ci95'])) if h else None
 
-CLASSIFIERS = (('cnn', 'CNN, tuned (Table 3)', 'cnn'), ('cnn_compact', 'compact CNN (ours)', 'cnn'),
-               ('mixed_main', 'Mixed-input, main classes (Table 7)', 'mixed'), ('mixed_galaxy', 'Mixed-input, galaxy subclasses (Table 8)', 'mixed'),
-               ('mixed_star', 'Mixed-input, star groups (Table 9)', 'mixed'))
+
+CLASSIFIERS = (
+    ('cnn', 'CNN, tuned (Table 3)', 'cnn'),
+    ('cnn_compact', 'compact CNN (ours)', 'cnn'),
+    ('mixed_main', 'Mixed-input, main classes (Table 7)', 'mixed'),
+    ('mixed_galaxy', 'Mixed-input, galaxy subclasses (Table 8)', 'mixed'),
+    ('mixed_star', 'Mixed-input, star groups (Table 9)', 'mixed'),
+)
+
 
 def data_banner_md(m: dict) -> str:
     "The report's opening banner: which data (MOCK or real SDSS), profile, seed, versions, and what the thesis comparison means."
     src, profile = m['source'], m['profile']
     word = 'the MOCK SDSS survey (simulated spectra generated by spectral_nb)' if src == 'mock' else 'real SDSS spectra'
-    return (f"> **Data: {word}.** Profile `{profile}`, seed {m['seed']}, spectral_nb {m['version']}, Python {m['python']}. "
-            f"The thesis's numbers were measured on real SDSS spectra at full scale; ours come from {'a simulated survey' if src == 'mock' else 'real SDSS data'} "
-            f"and the `{profile}` profile, so the comparison shows whether the method behaves alike, not a like-for-like replication.")
+    return (
+        f"> **Data: {word}.** Profile `{profile}`, seed {m['seed']}, spectral_nb {m['version']}, Python {m['python']}. "
+        f"The thesis's numbers were measured on real SDSS spectra at full scale; ours come from {'a simulated survey' if src == 'mock' else 'real SDSS data'} "
+        f"and the `{profile}` profile, so the comparison shows whether the method behaves alike, not a like-for-like replication."
+    )
+
 
 def stage_table(m: dict) -> pd.DataFrame:
     "Wall time of each stage of the run, with the total."
     s = m['stage_seconds']
-    return pd.DataFrame(dict(stage=list(s) + ['**total**'], **{'wall time (s)': [f'{v:.1f}' for v in s.values()] + [f'{sum(s.values()):.1f}']}))
+    return pd.DataFrame(
+        dict(
+            stage=list(s) + ['**total**'],
+            **{'wall time (s)': [f'{v:.1f}' for v in s.values()] + [f'{sum(s.values()):.1f}']},
+        )
+    )
 
-def _acc_ci(a, ci) -> str: return f"**{a:.3f}** [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+def _acc_ci(a, ci) -> str:
+    return f"**{a:.3f}** [{ci[0]:.3f}, {ci[1]:.3f}]"
+
 
 def headline_table(m: dict) -> pd.DataFrame:
     "Each classifier: train and in-mock test accuracy, its held-out-source twin, the majority baseline and the thesis's numbers."
     ex, rows = m['experiments'], []
     for k, label, _ in CLASSIFIERS:
-        if k not in ex: continue
+        if k not in ex:
+            continue
         e, held = ex[k], heldout_accuracy(m, k)
-        rows.append({'experiment': label, 'n train': e['n_train'], 'n test': e['n_test'], 'train acc': f"{e['train_accuracy']:.3f}",
-                     '**test acc (in-mock)** [95% CI]': _acc_ci(e['test_accuracy'], e['test_accuracy_ci95']),
-                     '**held-out sources** [95% CI]': _acc_ci(*held) if held else 'not measured',
-                     'majority baseline': f"{e['majority_baseline']:.3f}", 'thesis train': f"{e['thesis_train_accuracy']:.3f}",
-                     'thesis test': f"{e['thesis_test_accuracy']:.3f}"})
+        rows.append(
+            {
+                'experiment': label,
+                'n train': e['n_train'],
+                'n test': e['n_test'],
+                'train acc': f"{e['train_accuracy']:.3f}",
+                '**test acc (in-mock)** [95% CI]': _acc_ci(e['test_accuracy'], e['test_accuracy_ci95']),
+                '**held-out sources** [95% CI]': _acc_ci(*held) if held else 'not measured',
+                'majority baseline': f"{e['majority_baseline']:.3f}",
+                'thesis train': f"{e['thesis_train_accuracy']:.3f}",
+                'thesis test': f"{e['thesis_test_accuracy']:.3f}",
+            }
+        )
     return pd.DataFrame(rows)
+
 
 def heldout_sources_note(m: dict) -> str:
     "Which libraries trained and which tested the held-out-source column."
     ds = m.get('domain_shift')
-    src = (f"trained on {' + '.join(ds['trained_on']['star'])} stars and {' + '.join(ds['trained_on']['galaxy'])} galaxies, "
-           f"tested on {' + '.join(ds['heldout']['star'])} stars and {' + '.join(ds['heldout']['galaxy'])} galaxies (and new quasars)") if ds else 'not run'
-    return ("*test acc (in-mock)*: the test split of the run's own mock, whose spectra come from the same libraries as the training spectra. "
-            f"*held-out sources*: the same architecture in the domain-shift stage, {src}. "
-            "A number measured on the mock's own test split says little about the sky; the held-out figure is the better guide.")
+    src = (
+        (
+            f"trained on {' + '.join(ds['trained_on']['star'])} stars and {' + '.join(ds['trained_on']['galaxy'])} galaxies, "
+            f"tested on {' + '.join(ds['heldout']['star'])} stars and {' + '.join(ds['heldout']['galaxy'])} galaxies (and new quasars)"
+        )
+        if ds
+        else 'not run'
+    )
+    return (
+        "*test acc (in-mock)*: the test split of the run's own mock, whose spectra come from the same libraries as the training spectra. "
+        f"*held-out sources*: the same architecture in the domain-shift stage, {src}. "
+        "A number measured on the mock's own test split says little about the sky; the held-out figure is the better guide."
+    )
+
 
 def size_table(m: dict) -> tuple:
     "(our accuracy-by-number-of-sources table, the thesis's Table 6 as a line of text)."
     st = pd.DataFrame(m['experiments']['size_table'])
     th = THESIS['size_table']
-    return st, ("Thesis (real SDSS): sigma=0: " + ", ".join(f"{s}: {a}" for s, a in zip(th['sizes'], th['sigma0'])) +
-                "; sigma=4: " + ", ".join(f"{s}: {a}" for s, a in zip(th['sizes'], th['sigma4'])) + ".")
+    return st, (
+        "Thesis (real SDSS): sigma=0: "
+        + ", ".join(f"{s}: {a}" for s, a in zip(th['sizes'], th['sigma0']))
+        + "; sigma=4: "
+        + ", ".join(f"{s}: {a}" for s, a in zip(th['sizes'], th['sigma4']))
+        + "."
+    )
+
 
 def baselines_table(m: dict) -> pd.DataFrame:
     "Test accuracy (and speed) of the template fit, photometry, photometry + z and the majority class."
-    b = m['baselines']; t = b['template']
-    return pd.DataFrame([
-        {'baseline': 'template fit (PCA eigen-templates, chi2 redshift scan, SDSS/redrock style)', 'test accuracy': f"{t['accuracy']:.3f}", 'spectra/s': f"{t['spectra_per_s']:.0f}"},
-        {'baseline': 'photometry only (ugriz + colours, gradient boosting)', 'test accuracy': f"{b['photometry']['accuracy']:.3f}", 'spectra/s': ''},
-        {'baseline': 'photometry + z', 'test accuracy': f"{b['photometry_z']['accuracy']:.3f}", 'spectra/s': ''},
-        {'baseline': 'majority class', 'test accuracy': f"{b['majority']['accuracy']:.3f}", 'spectra/s': ''}])
+    b = m['baselines']
+    t = b['template']
+    return pd.DataFrame(
+        [
+            {
+                'baseline': 'template fit (PCA eigen-templates, chi2 redshift scan, SDSS/redrock style)',
+                'test accuracy': f"{t['accuracy']:.3f}",
+                'spectra/s': f"{t['spectra_per_s']:.0f}",
+            },
+            {
+                'baseline': 'photometry only (ugriz + colours, gradient boosting)',
+                'test accuracy': f"{b['photometry']['accuracy']:.3f}",
+                'spectra/s': '',
+            },
+            {'baseline': 'photometry + z', 'test accuracy': f"{b['photometry_z']['accuracy']:.3f}", 'spectra/s': ''},
+            {'baseline': 'majority class', 'test accuracy': f"{b['majority']['accuracy']:.3f}", 'spectra/s': ''},
+        ]
+    )
 
-def _pc(v, d: int = 1) -> str: return '-' if v is None else f'{v:.{d}%}'
+
+def _pc(v, d: int = 1) -> str:
+    return '-' if v is None else f'{v:.{d}%}'
+
 
 def calibration_table(m: dict) -> pd.DataFrame:
     "Temperature, ECE before/after and the quality flag's rates of every classifier (test split)."
     rows = []
     for k, c in m['calibration'].items():
         f = m.get('flag', {}).get(k, {})
-        rows.append({'model': k, 'temperature': f"{c['temperature']:.2f}", 'ECE before': f"{c['ece_before']:.3f}", 'ECE after': f"{c['ece_after']:.3f}",
-                     'flagged (test)': _pc(f.get('fraction_flagged')), 'of which novel': _pc(f.get('fraction_novel')),
-                     'accuracy of the unflagged': f"{f.get('accuracy_unflagged', float('nan')):.3f}",
-                     'errors removed by the flag': _pc(f.get('errors_removed'), 0), 'by the novelty term': _pc(f.get('errors_removed_by_novelty'), 0)})
+        rows.append(
+            {
+                'model': k,
+                'temperature': f"{c['temperature']:.2f}",
+                'ECE before': f"{c['ece_before']:.3f}",
+                'ECE after': f"{c['ece_after']:.3f}",
+                'flagged (test)': _pc(f.get('fraction_flagged')),
+                'of which novel': _pc(f.get('fraction_novel')),
+                'accuracy of the unflagged': f"{f.get('accuracy_unflagged', float('nan')):.3f}",
+                'errors removed by the flag': _pc(f.get('errors_removed'), 0),
+                'by the novelty term': _pc(f.get('errors_removed_by_novelty'), 0),
+            }
+        )
     return pd.DataFrame(rows)
+
 
 def head_to_head_table(m: dict) -> pd.DataFrame:
     "Accuracy per S/N bin of the compact CNN, the template fit and photometry on the same test split."
     f = lambda v: '' if v is None else f'{v:.3f}'
-    return pd.DataFrame([{'S/N bin': _sn_bin(r), 'n test': r['n'], 'compact CNN': f(r['cnn_compact']), 'template fit': f(r['template']),
-                          'photometry': f(r['photometry']), 'photometry + z': f(r['photometry_z'])} for r in m['head_to_head']['by_sn']])
+    return pd.DataFrame(
+        [
+            {
+                'S/N bin': _sn_bin(r),
+                'n test': r['n'],
+                'compact CNN': f(r['cnn_compact']),
+                'template fit': f(r['template']),
+                'photometry': f(r['photometry']),
+                'photometry + z': f(r['photometry_z']),
+            }
+            for r in m['head_to_head']['by_sn']
+        ]
+    )
+
 
 def head_to_head_note(m: dict) -> str:
     h = m['head_to_head']
-    return (f"Same test split, same metrics, same machine and run. Speed: the compact CNN's model call at batch 1,024 ({h['cnn_spectra_per_s']:.0f} spectra/s) "
-            f"against the template fit's chi2 scan with its templates built ({h['template_spectra_per_s']:.0f} spectra/s): **{h['speed_ratio']:.0f}x**. "
-            f"Aims (issue 11): the CNN at least as accurate as the template fit in every S/N bin: **{'met' if h['aim_cnn_at_least_template_every_bin'] else 'not met'}**; "
-            f"at >= 100x its speed: **{'met' if h['aim_speed_100x'] else 'not met'}**.")
+    return (
+        f"Same test split, same metrics, same machine and run. Speed: the compact CNN's model call at batch 1,024 ({h['cnn_spectra_per_s']:.0f} spectra/s) "
+        f"against the template fit's chi2 scan with its templates built ({h['template_spectra_per_s']:.0f} spectra/s): **{h['speed_ratio']:.0f}x**. "
+        f"Aims (issue 11): the CNN at least as accurate as the template fit in every S/N bin: **{'met' if h['aim_cnn_at_least_template_every_bin'] else 'not met'}**; "
+        f"at >= 100x its speed: **{'met' if h['aim_speed_100x'] else 'not met'}**."
+    )
+
 
 def redshift_table(m: dict) -> pd.DataFrame:
     "sigma_NMAD, outliers and error coverage of each redshift network per class, beside the template fit's."
     tz = m.get('baselines', {}).get('template', {}).get('z', {})
     f = lambda v, d=4: '' if v is None else f'{v:.{d}f}'
-    return pd.DataFrame([{'model': k, 'class': c, 'n test': z['n'][c], 'sigma_NMAD': f(z['sigma_nmad'][c], 5), 'outlier fraction': f(z['outlier_fraction'][c], 3),
-                          'within 1 z_err': f(z['within_1_zerr'][c], 2), 'template fit sigma_NMAD': f(tz.get(c, {}).get('sigma_nmad'), 5),
-                          'template fit outliers': f(tz.get(c, {}).get('outlier_fraction'), 3)} for k, z in m['redshift'].items() for c in CLASSES])
+    return pd.DataFrame(
+        [
+            {
+                'model': k,
+                'class': c,
+                'n test': z['n'][c],
+                'sigma_NMAD': f(z['sigma_nmad'][c], 5),
+                'outlier fraction': f(z['outlier_fraction'][c], 3),
+                'within 1 z_err': f(z['within_1_zerr'][c], 2),
+                'template fit sigma_NMAD': f(tz.get(c, {}).get('sigma_nmad'), 5),
+                'template fit outliers': f(tz.get(c, {}).get('outlier_fraction'), 3),
+            }
+            for k, z in m['redshift'].items()
+            for c in CLASSES
+        ]
+    )
+
 
 def domain_shift_note(m: dict) -> str:
     tr, ho = m['domain_shift']['trained_on'], m['domain_shift']['heldout']
-    return (f"These models were trained on a mock whose stars come from {' + '.join(tr['star'])} and galaxies from {' + '.join(tr['galaxy'])}, "
-            f"and tested on a second mock whose stars come from {' + '.join(ho['star'])} and galaxies from {' + '.join(ho['galaxy'])} (never seen in training). "
-            "Quasars and the physical-model stars (CV, carbon, L/T, late M) come from the same generator in both, so the held-out-source column counts "
-            "held-out-library stars and galaxies plus quasars. The gap between the two columns is the point: the mock's own test split flatters.")
+    return (
+        f"These models were trained on a mock whose stars come from {' + '.join(tr['star'])} and galaxies from {' + '.join(tr['galaxy'])}, "
+        f"and tested on a second mock whose stars come from {' + '.join(ho['star'])} and galaxies from {' + '.join(ho['galaxy'])} (never seen in training). "
+        "Quasars and the physical-model stars (CV, carbon, L/T, late M) come from the same generator in both, so the held-out-source column counts "
+        "held-out-library stars and galaxies plus quasars. The gap between the two columns is the point: the mock's own test split flatters."
+    )
+
 
 def domain_shift_table(m: dict) -> pd.DataFrame:
     "In-mock against held-out-source accuracy, per-class recall and the flag on held-out sources, per model of the domain-shift stage."
     rows = []
     for k, r in m['domain_shift']['models'].items():
-        h = r['heldout']['heldout_sources']; a = r['heldout']['all']; fl = h.get('flag') or {}
-        rows.append({'model (trained in this stage)': k, 'in-mock test acc': f"{r['in_mock_test_accuracy']:.3f}",
-                     'held-out sources acc [95% CI]': _acc_ci(h['accuracy'], h['accuracy_ci95']) + f" (n={h['n']})",
-                     'recall GALAXY / QSO / STAR (held-out sources)': ' / '.join(f"{h['recall'][c]:.3f}" for c in CLASSES),
-                     'all held-out spectra': f"{a['accuracy']:.3f} (n={a['n']})",
-                     'flagged (of which novel) / errors removed, held-out sources':
-                         f"{_pc(fl.get('fraction_flagged'))} ({_pc(fl.get('fraction_novel'))}) / {_pc(fl.get('errors_removed'), 0)}"})
+        h = r['heldout']['heldout_sources']
+        a = r['heldout']['all']
+        fl = h.get('flag') or {}
+        rows.append(
+            {
+                'model (trained in this stage)': k,
+                'in-mock test acc': f"{r['in_mock_test_accuracy']:.3f}",
+                'held-out sources acc [95% CI]': _acc_ci(h['accuracy'], h['accuracy_ci95']) + f" (n={h['n']})",
+                'recall GALAXY / QSO / STAR (held-out sources)': ' / '.join(f"{h['recall'][c]:.3f}" for c in CLASSES),
+                'all held-out spectra': f"{a['accuracy']:.3f} (n={a['n']})",
+                'flagged (of which novel) / errors removed, held-out sources': f"{_pc(fl.get('fraction_flagged'))} ({_pc(fl.get('fraction_novel'))}) / {_pc(fl.get('errors_removed'), 0)}",
+            }
+        )
     return pd.DataFrame(rows)
+
 
 def real_table(m: dict) -> pd.DataFrame:
     "The compact CNN's answers on the real SDSS spectra of the domain-shift stage."
-    return pd.DataFrame(m['domain_shift']['real'])[['file', 'fiber', 'sdss_class', 'sdss_subclass', 'objtype', 'predicted', 'probability']]
+    return pd.DataFrame(m['domain_shift']['real'])[
+        ['file', 'fiber', 'sdss_class', 'sdss_subclass', 'objtype', 'predicted', 'probability']
+    ]
+
 
 def discussion_md(m: dict) -> str:
     "The closing discussion: what the data are, the scale of the profile against the thesis's, and where the raw numbers are."
     p = get_profile(m['profile'])
-    data = ('These spectra are simulated: stars from observed libraries (MaStar, MILES, STELIB; physics only for CV, carbon, L/T and late-M types), '
-            'galaxies from stellar-population models (MaStar SSP, M11, BC03) with nebular lines, quasars from the SDSS composite, with SDSS-like noise and '
-            'measured redshifts. A model that does well here is not thereby proven on real SDSS data; the mock has fewer kinds of oddity (no bad sky '
-            'subtraction beyond residuals, no blended or mislabelled objects) but its own hard cases (faint blue stars and quasars, weak-lined galaxies).'
-            if m['source'] == 'mock' else 'Real SDSS spectra.')
-    return '\n'.join([f"- **Data.** {data}",
-        f"- **Scale.** The `{m['profile']}` profile uses {p['n_spectra']} spectra, {p['tuner_trials']} tuner trials and {p['epochs']} epochs; the thesis used "
-        "96,115 spectra, 40 trials and 60 epochs. `make report PROFILE=full` runs the thesis's sizes (a GPU is recommended).",
-        "- **Subclasses.** The thesis's galaxy-subclass and star-group accuracies are dominated by the largest class (NULL galaxies, F stars); compare each with its majority baseline.",
-        "- Raw numbers of every experiment: `metrics.json`; executed stage notebooks: `notebooks/`; this report as a notebook you can rerun: `report.ipynb`."])
+    data = (
+        'These spectra are simulated: stars from observed libraries (MaStar, MILES, STELIB; physics only for CV, carbon, L/T and late-M types), '
+        'galaxies from stellar-population models (MaStar SSP, M11, BC03) with nebular lines, quasars from the SDSS composite, with SDSS-like noise and '
+        'measured redshifts. A model that does well here is not thereby proven on real SDSS data; the mock has fewer kinds of oddity (no bad sky '
+        'subtraction beyond residuals, no blended or mislabelled objects) but its own hard cases (faint blue stars and quasars, weak-lined galaxies).'
+        if m['source'] == 'mock'
+        else 'Real SDSS spectra.'
+    )
+    return '\n'.join(
+        [
+            f"- **Data.** {data}",
+            f"- **Scale.** The `{m['profile']}` profile uses {p['n_spectra']} spectra, {p['tuner_trials']} tuner trials and {p['epochs']} epochs; the thesis used "
+            "96,115 spectra, 40 trials and 60 epochs. `make report PROFILE=full` runs the thesis's sizes (a GPU is recommended).",
+            "- **Subclasses.** The thesis's galaxy-subclass and star-group accuracies are dominated by the largest class (NULL galaxies, F stars); compare each with its majority baseline.",
+            "- Raw numbers of every experiment: `metrics.json`; executed stage notebooks: `notebooks/`; this report as a notebook you can rerun: `report.ipynb`.",
+        ]
+    )
 
 # %% ../nbs/99_reproduce.ipynb #a7c3e5d1
 REPORT_NOTEBOOK = '98_report.ipynb'
 
+
 def show_md(text: str):
     "Display markdown in a notebook (the report's text and tables are markdown outputs, so they survive `--no-input`)."
     from IPython.display import Markdown, display
+
     display(Markdown(text))
+
 
 def show_table(df: pd.DataFrame, digits: int = 4):
     "Display a table as markdown."
     show_md(md_table(df, digits))
 
+
 def fig_png(fig, dpi: int = 100) -> bytes:
     "A matplotlib figure as PNG bytes (closed afterwards): the same picture whatever the kernel's matplotlib backend."
     import io, matplotlib.pyplot as plt
-    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=dpi); plt.close(fig)
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=dpi)
+    plt.close(fig)
     return buf.getvalue()
+
 
 def show_figure(run, fig, caption: str):
     "Display a figure with its caption: `fig` is a matplotlib figure drawn now, or the path (relative to `run`) of a PNG a stage notebook saved."
     from IPython.display import Image, display
+
     if isinstance(fig, (str, Path)):
         p = Path(run) / fig
-        if not p.exists(): return show_md(f"*(missing figure: {fig})*")
+        if not p.exists():
+            return show_md(f"*(missing figure: {fig})*")
         data = p.read_bytes()
-    else: data = fig_png(fig)
-    display(Image(data=data, format='png')); show_md(f"*{caption}*")
+    else:
+        data = fig_png(fig)
+    display(Image(data=data, format='png'))
+    show_md(f"*{caption}*")
+
 
 def classifier_figures(run, name: str, folder: str, source: str = 'mock', thesis_label: str = '') -> list:
     "(figure, caption) of one classifier: confusion matrix, training curves and accuracy by S/N redrawn from its metrics file; example spectra as saved by its stage."
     from spectral_nb.evaluate import plot_confusion, plot_history, plot_acc_by_sn
     from spectral_nb.plots import data_banner
+
     m = json.loads((Path(run) / folder / f'metrics_{name}.json').read_text())
     th, extra = m.get('thesis') or {}, f"{name}, test n={m['n_test']}"
-    return [(data_banner(plot_confusion(m['confusion'], m['classes'], f'{name}: confusion matrix (test)', m['accuracy'], th.get('test_acc')), source, extra),
-             f"{name}: confusion matrix, rows = true class ({thesis_label or 'thesis'}: test accuracy {th.get('test_acc', '-')})"),
-            (data_banner(plot_history(m['history'], f"{name}: training (thesis: train {th.get('train_acc', '-')}, test {th.get('test_acc', '-')})"), source, extra),
-             f'{name}: accuracy and loss per epoch (thesis Figs. 11-12)'),
-            (f'{folder}/examples_{name}_correct.png', f'{name}: typical correct predictions (thesis Fig. 13)'),
-            (f'{folder}/examples_{name}_incorrect.png', f'{name}: incorrect predictions (thesis Fig. 14)'),
-            (data_banner(plot_acc_by_sn(m, f'{name}: test accuracy by S/N'), source, extra), f'{name}: accuracy by S/N')]
+    return [
+        (
+            data_banner(
+                plot_confusion(
+                    m['confusion'], m['classes'], f'{name}: confusion matrix (test)', m['accuracy'], th.get('test_acc')
+                ),
+                source,
+                extra,
+            ),
+            f"{name}: confusion matrix, rows = true class ({thesis_label or 'thesis'}: test accuracy {th.get('test_acc', '-')})",
+        ),
+        (
+            data_banner(
+                plot_history(
+                    m['history'],
+                    f"{name}: training (thesis: train {th.get('train_acc', '-')}, test {th.get('test_acc', '-')})",
+                ),
+                source,
+                extra,
+            ),
+            f'{name}: accuracy and loss per epoch (thesis Figs. 11-12)',
+        ),
+        (f'{folder}/examples_{name}_correct.png', f'{name}: typical correct predictions (thesis Fig. 13)'),
+        (f'{folder}/examples_{name}_incorrect.png', f'{name}: incorrect predictions (thesis Fig. 14)'),
+        (data_banner(plot_acc_by_sn(m, f'{name}: test accuracy by S/N'), source, extra), f'{name}: accuracy by S/N'),
+    ]
+
 
 def render_report(nb_path, run) -> tuple:
     "The executed report notebook as `index.html` (images embedded) and `index.md` (images in `index_files/`), both without input cells."
     import nbformat
     from nbconvert import HTMLExporter, MarkdownExporter
-    run = Path(run); nb = nbformat.read(str(nb_path), as_version=4)
-    nb.cells = [c for c in nb.cells if 'notebook-only' not in c.get('metadata', {}).get('tags', [])]   # the notebook's own how-to prose
+
+    run = Path(run)
+    nb = nbformat.read(str(nb_path), as_version=4)
+    nb.cells = [
+        c for c in nb.cells if 'notebook-only' not in c.get('metadata', {}).get('tags', [])
+    ]  # the notebook's own how-to prose
     opts = dict(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     html, _ = HTMLExporter(**opts).from_notebook_node(nb, resources=dict(metadata=dict(name='spectral_nb report')))
     md, res = MarkdownExporter(**opts).from_notebook_node(nb, resources=dict(output_files_dir='index_files'))
-    shutil.rmtree(run / 'index_files', ignore_errors=True); (run / 'index_files').mkdir()
-    for name, data in res.get('outputs', {}).items(): (run / name).write_bytes(data)
+    shutil.rmtree(run / 'index_files', ignore_errors=True)
+    (run / 'index_files').mkdir()
+    for name, data in res.get('outputs', {}).items():
+        (run / name).write_bytes(data)
     for name, text in (('index.html', html), ('index.md', md)):
-        tmp = run / f'.{name}.tmp'; tmp.write_text(text); os.replace(tmp, run / name)
+        tmp = run / f'.{name}.tmp'
+        tmp.write_text(text)
+        os.replace(tmp, run / name)
     return run / 'index.html', run / 'index.md'
+
 
 def write_report(run, profile: str, source: str, seed: int) -> Path:
     "Write metrics.json, execute the report notebook (nbs/98_report.ipynb) on the run folder into report.ipynb, render index.html and index.md; returns index.html."
     import papermill as pm
+
     run = Path(run).resolve()
     m = collect_metrics(run, profile, source, seed)
     (run / 'metrics.json').write_text(json.dumps(m, indent=1, default=float))
     out = run / 'report.ipynb'
-    try:   # run='.': the executed notebook opens and reruns from the run folder itself
-        pm.execute_notebook(str(nbs_dir() / REPORT_NOTEBOOK), str(out), parameters=dict(run='.', profile=profile, source=source, seed=seed),
-                            cwd=str(run), progress_bar=False, kernel_name='python3', log_output=False)
+    try:  # run='.': the executed notebook opens and reruns from the run folder itself
+        pm.execute_notebook(
+            str(nbs_dir() / REPORT_NOTEBOOK),
+            str(out),
+            parameters=dict(run='.', profile=profile, source=source, seed=seed),
+            cwd=str(run),
+            progress_bar=False,
+            kernel_name='python3',
+            log_output=False,
+        )
     except Exception as e:
-        ename = getattr(e, 'ename', type(e).__name__); evalue = getattr(e, 'evalue', str(e))
-        raise StageFailed(f"the report notebook failed: {ename}: {str(evalue)[:500]} (executed notebook: {out}); metrics.json is written") from None
+        ename = getattr(e, 'ename', type(e).__name__)
+        evalue = getattr(e, 'evalue', str(e))
+        raise StageFailed(
+            f"the report notebook failed: {ename}: {str(evalue)[:500]} (executed notebook: {out}); metrics.json is written"
+        ) from None
     html, _ = render_report(out, run)
     log.info("report: %s (notebook %s)", html, out)
     return html
 
+
 def report_images(run) -> list:
     "Relative paths of every image the markdown report (index.md) links to."
     import re
+
     return re.findall(r'!\[[^\]]*\]\(([^)]+)\)', (Path(run) / 'index.md').read_text())

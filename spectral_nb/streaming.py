@@ -5,6 +5,7 @@
 # %% ../nbs/04c_streaming.ipynb #fdab94ef
 from __future__ import annotations
 import os
+
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 import math, threading, time
 from contextlib import contextmanager
@@ -14,9 +15,22 @@ import numpy as np, pandas as pd
 import keras
 from .config import *
 from .preprocess import Scaler, FEATURE_COLUMNS, read_flux_rows
-from .training import (
-    check_task, check_dataset, check_trainable, subsample, encode_labels, InputSpec, dataset_sigma, dataset_sha256,
-    fit_input_scaler, model_input, model_feed, augment_flux, Augment, class_weights)
+from spectral_nb.training import (
+    check_task,
+    check_dataset,
+    check_trainable,
+    subsample,
+    encode_labels,
+    InputSpec,
+    dataset_sigma,
+    dataset_sha256,
+    fit_input_scaler,
+    model_input,
+    model_feed,
+    augment_flux,
+    Augment,
+    class_weights,
+)
 
 log = get_logger(__name__)
 
@@ -25,7 +39,8 @@ __all__ = ['log', 'BLOCK', 'STREAM_COPIES', 'task_rows', 'row_blocks', 'H5Rows',
            'stream_task', 'fit_streaming', 'predict_streaming', 'memory_available', 'needs_streaming']
 
 # %% ../nbs/04c_streaming.ipynb #ad3ab792
-BLOCK = 4096   # file rows per block: 4,096 x 3,736 float32 pixels = 61 MB of fluxes in memory at a time
+BLOCK = 4096  # file rows per block: 4,096 x 3,736 float32 pixels = 61 MB of fluxes in memory at a time
+
 
 def task_rows(h5_path, task: str = 'main', max_rows: int | None = None, seed: int = SEED, columns=()) -> pd.DataFrame:
     "The task's source_info rows as `load_task` picks them (label filter, seeded stratified `max_rows` subset), in file order, with `row` (position in the file); only the columns a model and its report need are read."
@@ -34,65 +49,125 @@ def task_rows(h5_path, task: str = 'main', max_rows: int | None = None, seed: in
     cols = list(dict.fromkeys(['specObjID', 'label_main', col, 'split', 'z', 'sn_median', *columns]))
     info = pd.read_hdf(h5_path, 'source_info', columns=cols)
     missing = [c for c in cols if c not in info.columns]
-    if missing: raise ValueError(f"Feature columns {missing} are missing from {h5_path}; the model needs {list(columns)}.")
+    if missing:
+        raise ValueError(f"Feature columns {missing} are missing from {h5_path}; the model needs {list(columns)}.")
     rows = np.flatnonzero((info['label_main'] == only).to_numpy()) if only else np.arange(len(info))
-    if len(rows) == 0: raise ValueError(f"Task {task!r} has no rows in {h5_path} (no {only} sources).")
+    if len(rows) == 0:
+        raise ValueError(f"Task {task!r} has no rows in {h5_path} (no {only} sources).")
     pos = rows[subsample(info.iloc[rows], max_rows, seed, col)]
     sub = info.iloc[pos].reset_index(drop=True)
     sub['row'] = pos
     return sub
 
+
 def row_blocks(rows, block: int = BLOCK) -> list:
     "Positions into `rows` (increasing file rows) grouped by the file block [k block, (k+1) block) each falls in, blocks in file order."
     rows = np.asarray(rows, np.int64)
-    if len(rows) and np.any(np.diff(rows) <= 0): raise ValueError("row_blocks needs strictly increasing file rows.")
-    if not len(rows): return []
+    if len(rows) and np.any(np.diff(rows) <= 0):
+        raise ValueError("row_blocks needs strictly increasing file rows.")
+    if not len(rows):
+        return []
     return np.split(np.arange(len(rows)), np.flatnonzero(np.diff(rows // int(block))) + 1)
+
 
 def _read_rows(h5_path, rows) -> np.ndarray:
     "Fluxes (len(rows), npix) float32 of increasing file rows that lie in one block (`read_flux_rows`: one read of their span where they fill a quarter of it or more, else a point selection of just those rows)."
     return read_flux_rows(h5_path, rows)
 
+
 class H5Rows:
     "The fluxes of chosen file rows as a read-on-demand array: `len()`, `.shape` and slices, each slice read one file block at a time (what `fit_input_scaler` needs)."
+
     def __init__(self, h5_path, rows, block: int = BLOCK):
         self.h5_path, self.rows, self.block = Path(h5_path), np.asarray(rows, np.int64), int(block)
-        row_blocks(self.rows, self.block)   # validates the order
-    def __len__(self): return len(self.rows)
+        row_blocks(self.rows, self.block)  # validates the order
+
+    def __len__(self):
+        return len(self.rows)
+
     @property
-    def shape(self): return (len(self.rows), NPIX)
+    def shape(self):
+        return (len(self.rows), NPIX)
+
     def __getitem__(self, idx):
-        if not isinstance(idx, slice) or idx.step not in (None, 1): raise TypeError("H5Rows reads contiguous slices only, e.g. rows[a:b].")
+        if not isinstance(idx, slice) or idx.step not in (None, 1):
+            raise TypeError("H5Rows reads contiguous slices only, e.g. rows[a:b].")
         r = self.rows[idx]
-        if not len(r): return _read_rows(self.h5_path, r)
+        if not len(r):
+            return _read_rows(self.h5_path, r)
         return np.concatenate([_read_rows(self.h5_path, r[g]) for g in row_blocks(r, self.block)])
 
-def fit_streaming_scaler(h5_path, train_info: pd.DataFrame, spec: InputSpec, chunk: int = 4096, block: int = BLOCK) -> Scaler:
+
+def fit_streaming_scaler(
+    h5_path, train_info: pd.DataFrame, spec: InputSpec, chunk: int = 4096, block: int = BLOCK
+) -> Scaler:
     "`fit_input_scaler` on the training rows `train_info` (from `task_rows`, with `row`), their fluxes read `chunk` rows at a time: the scaler `load_task` fits, without the fluxes in memory."
-    return fit_input_scaler(H5Rows(h5_path, train_info['row'].to_numpy(), block) if spec.use_flux else None, train_info, spec, chunk)
+    return fit_input_scaler(
+        H5Rows(h5_path, train_info['row'].to_numpy(), block) if spec.use_flux else None, train_info, spec, chunk
+    )
 
 # %% ../nbs/04c_streaming.ipynb #5eed036a
 class H5Batches(keras.utils.PyDataset):
     "Batches (inputs, y[, sample weights]) of one split of one task, read from a dataset.h5 one file block at a time (see the text above)."
-    def __init__(self, h5_path, task: str = 'main', split: str = 'train', kind: str = 'cnn', spec: InputSpec | None = None,
-                 scaler: Scaler | None = None, batch_size: int = 64, block: int = BLOCK, seed: int = SEED, shuffle: bool | None = None,
-                 augment: bool | Augment | None = None, class_weight: dict | None = None, rows: pd.DataFrame | None = None,
-                 max_rows: int | None = None, epoch: int = 0, target=None, **kwargs):
-        kwargs.setdefault('workers', 1)   # two cores: blocks are prepared in tf.data's prefetch thread; more workers only add threads
+
+    def __init__(
+        self,
+        h5_path,
+        task: str = 'main',
+        split: str = 'train',
+        kind: str = 'cnn',
+        spec: InputSpec | None = None,
+        scaler: Scaler | None = None,
+        batch_size: int = 64,
+        block: int = BLOCK,
+        seed: int = SEED,
+        shuffle: bool | None = None,
+        augment: bool | Augment | None = None,
+        class_weight: dict | None = None,
+        rows: pd.DataFrame | None = None,
+        max_rows: int | None = None,
+        epoch: int = 0,
+        target=None,
+        **kwargs,
+    ):
+        kwargs.setdefault(
+            'workers', 1
+        )  # two cores: blocks are prepared in tf.data's prefetch thread; more workers only add threads
         super().__init__(**kwargs)
-        if split not in ('train', 'val', 'test'): raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}.")
-        if kind not in ('cnn', 'mixed'): raise ValueError(f"kind must be 'cnn' or 'mixed', got {kind!r}.")
-        if spec is None or scaler is None: raise ValueError("H5Batches needs the InputSpec and the Scaler of the model: make them with stream_task (or fit_streaming_scaler).")
-        if kind == 'cnn' and (not spec.use_flux or spec.feature_columns): raise ValueError("A 'cnn' model takes fluxes only: give an InputSpec with use_flux=True and no feature_columns, or use kind='mixed'.")
-        if int(batch_size) < 1 or int(block) < 1: raise ValueError(f"batch_size and block must be positive, got {batch_size} and {block}.")
+        if split not in ('train', 'val', 'test'):
+            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}.")
+        if kind not in ('cnn', 'mixed'):
+            raise ValueError(f"kind must be 'cnn' or 'mixed', got {kind!r}.")
+        if spec is None or scaler is None:
+            raise ValueError(
+                "H5Batches needs the InputSpec and the Scaler of the model: make them with stream_task (or fit_streaming_scaler)."
+            )
+        if kind == 'cnn' and (not spec.use_flux or spec.feature_columns):
+            raise ValueError(
+                "A 'cnn' model takes fluxes only: give an InputSpec with use_flux=True and no feature_columns, or use kind='mixed'."
+            )
+        if int(batch_size) < 1 or int(block) < 1:
+            raise ValueError(f"batch_size and block must be positive, got {batch_size} and {block}.")
         col, classes, _ = check_task(task)
         rows = task_rows(h5_path, task, max_rows, seed, spec.feature_columns) if rows is None else rows
         self.info = rows[(rows['split'] == split).to_numpy()].reset_index(drop=True)
-        if not len(self.info): raise ValueError(f"{h5_path} has no rows of task {task!r} in split {split!r}.")
-        self.h5_path, self.task, self.split, self.kind, self.spec, self.scaler = Path(h5_path), task, split, kind, spec, scaler
-        self.classes, self.target = tuple(classes), target   # target: info -> y (e.g. redshift bins); default the task's labels
+        if not len(self.info):
+            raise ValueError(f"{h5_path} has no rows of task {task!r} in split {split!r}.")
+        self.h5_path, self.task, self.split, self.kind, self.spec, self.scaler = (
+            Path(h5_path),
+            task,
+            split,
+            kind,
+            spec,
+            scaler,
+        )
+        self.classes, self.target = (
+            tuple(classes),
+            target,
+        )  # target: info -> y (e.g. redshift bins); default the task's labels
         self.y = encode_labels(self.info[col].to_numpy(), classes) if target is None else np.asarray(target(self.info))
-        if len(self.y) != len(self.info): raise ValueError(f"target gave {len(self.y)} values for {len(self.info)} rows; it must give one per row.")
+        if len(self.y) != len(self.info):
+            raise ValueError(f"target gave {len(self.y)} values for {len(self.info)} rows; it must give one per row.")
         self.block, self.seed = int(block), int(seed)
         self.shuffle = (split == 'train') if shuffle is None else bool(shuffle)
         self.groups = row_blocks(self.info['row'].to_numpy(), self.block)
@@ -102,10 +177,11 @@ class H5Batches(keras.utils.PyDataset):
 
     def configure(self, batch_size: int, augment: bool | Augment | None = None, class_weight: dict | None = None):
         "Set the batch size, augmentation and class weights (what `fit_model` asks of a streamed task) and re-cut the current epoch's batches."
-        if int(batch_size) < 1: raise ValueError(f"batch_size must be positive, got {batch_size}.")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}.")
         self.batch_size = int(batch_size)
         aug = Augment() if augment is True else (augment or None)
-        self.augment = aug if self.spec.use_flux else None   # nothing to augment without fluxes
+        self.augment = aug if self.spec.use_flux else None  # nothing to augment without fluxes
         self.class_weight = class_weight
         self._w = np.array([class_weight.get(int(c), 1.0) for c in self.y], np.float32) if class_weight else None
         self._nb = [math.ceil(len(g) / self.batch_size) for g in self.groups]
@@ -113,13 +189,17 @@ class H5Batches(keras.utils.PyDataset):
         return self.set_epoch(e) if e is not None else self
 
     @property
-    def n(self) -> int: return len(self.y)
-    def __len__(self) -> int: return sum(self._nb)
+    def n(self) -> int:
+        return len(self.y)
+
+    def __len__(self) -> int:
+        return sum(self._nb)
 
     def set_epoch(self, epoch: int):
         "Order the batches of `epoch`: blocks in a (seed, epoch) permutation, rows shuffled within each block, each block cut into near-equal batches of at most `batch_size` rows (no batch spans two blocks)."
         epoch = int(epoch)
-        if epoch == self.epoch: return self
+        if epoch == self.epoch:
+            return self
         rng = np.random.default_rng([self.seed, epoch, 13])
         order = rng.permutation(len(self.groups)) if self.shuffle else range(len(self.groups))
         batches = []
@@ -131,14 +211,18 @@ class H5Batches(keras.utils.PyDataset):
 
     def on_epoch_end(self):
         "Reshuffle for the next epoch; Keras calls this after every epoch (and once before the first), and `fit_streaming` holds the epoch fixed instead."
-        if not self._held: self.set_epoch(self.epoch + 1)
+        if not self._held:
+            self.set_epoch(self.epoch + 1)
 
     @contextmanager
     def holding(self, epoch: int):
         "Serve epoch `epoch`'s order, whatever Keras calls in between (`fit_streaming` fits one epoch per `model.fit`)."
-        self.set_epoch(epoch); held, self._held = self._held, True
-        try: yield self
-        finally: self._held = held
+        self.set_epoch(epoch)
+        held, self._held = self._held, True
+        try:
+            yield self
+        finally:
+            self._held = held
 
     def batch_positions(self, i: int) -> np.ndarray:
         "Positions in `self.info` (and `self.y`) of the rows of batch `i` of the current epoch."
@@ -154,19 +238,24 @@ class H5Batches(keras.utils.PyDataset):
         key = (g, self.epoch if self.augment else None)
         with self._lock:
             k, val = self._cache
-            if k == key: return val
-            self._cache = (None, None)   # let the previous block go before reading the next
+            if k == key:
+                return val
+            self._cache = (None, None)  # let the previous block go before reading the next
             info = self.info.iloc[self.groups[g]]
             if self.spec.use_flux:
-                raw = _read_rows(self.h5_path, info['row'].to_numpy()); self.reads += 1
-                if self.augment: raw = augment_flux(raw, np.random.default_rng([self.seed, key[1], 2, g]), self.augment)
-            else: raw = np.zeros((len(info), 0), np.float32)
+                raw = _read_rows(self.h5_path, info['row'].to_numpy())
+                self.reads += 1
+                if self.augment:
+                    raw = augment_flux(raw, np.random.default_rng([self.seed, key[1], 2, g]), self.augment)
+            else:
+                raw = np.zeros((len(info), 0), np.float32)
             val = model_input(raw, info, self.spec, self.scaler)
             self._cache = (key, val)
             return val
 
     def __getitem__(self, i: int):
-        if not 0 <= i < len(self): raise IndexError(f"batch {i} of {len(self)}")
+        if not 0 <= i < len(self):
+            raise IndexError(f"batch {i} of {len(self)}")
         g, part = self._batches[i]
         X, F = self._block(g)
         pos = self.groups[g][part]
@@ -174,10 +263,26 @@ class H5Batches(keras.utils.PyDataset):
         return out + (self._w[pos],) if self._w is not None else out
 
 # %% ../nbs/04c_streaming.ipynb #76299da5
-def stream_task(h5_path, task: str = 'main', kind: str = 'cnn', spec: InputSpec | None = None, scaler: Scaler | None = None,
-                batch_size: int = 64, block: int = BLOCK, seed: int = SEED, augment: bool | Augment | None = None,
-                class_weight: dict | str | None = None, max_rows: int | None = None, norm: str = 'median', sigma: float = 0.0,
-                feature_columns=None, use_flux: bool = True, sigma_dataset='auto', check_size: bool = True, target=None) -> dict:
+def stream_task(
+    h5_path,
+    task: str = 'main',
+    kind: str = 'cnn',
+    spec: InputSpec | None = None,
+    scaler: Scaler | None = None,
+    batch_size: int = 64,
+    block: int = BLOCK,
+    seed: int = SEED,
+    augment: bool | Augment | None = None,
+    class_weight: dict | str | None = None,
+    max_rows: int | None = None,
+    norm: str = 'median',
+    sigma: float = 0.0,
+    feature_columns=None,
+    use_flux: bool = True,
+    sigma_dataset='auto',
+    check_size: bool = True,
+    target=None,
+) -> dict:
     """{'train'|'val'|'test': H5Batches, 'scaler', 'spec', 'classes', 'dataset'}: what `load_task` gives as arrays (same rows, InputSpec and scaler), as streamed batches; only training batches are shuffled and augmented.
     `target`: a function of a split's `info` giving its training targets (e.g. redshift bins) instead of the task's labels; class weights then do not apply."""
     col, classes, _ = check_task(task)
@@ -187,26 +292,70 @@ def stream_task(h5_path, task: str = 'main', kind: str = 'cnn', spec: InputSpec 
         cols = (FEATURE_COLUMNS if kind == 'mixed' else ()) if feature_columns is None else feature_columns
         spec = InputSpec(norm, sigma, known if sigma_dataset == 'auto' else sigma_dataset, tuple(cols or ()), use_flux)
     elif known is not None and spec.sigma_dataset is not None and not np.isclose(known, spec.sigma_dataset):
-        raise ValueError(f"{h5_path} was preprocessed with sigma={known:g} but the input spec expects sigma_dataset={spec.sigma_dataset:g}; "
-                         f"preprocess the data with --sigma {spec.sigma_dataset:g}.")
+        raise ValueError(
+            f"{h5_path} was preprocessed with sigma={known:g} but the input spec expects sigma_dataset={spec.sigma_dataset:g}; "
+            f"preprocess the data with --sigma {spec.sigma_dataset:g}."
+        )
     rows = task_rows(h5_path, task, max_rows, seed, spec.feature_columns)
-    if check_size: check_trainable(rows['split'], h5_path, task)
+    if check_size:
+        check_trainable(rows['split'], h5_path, task)
     train = rows[(rows['split'] == 'train').to_numpy()]
     scaler = scaler or fit_streaming_scaler(h5_path, train, spec, block=block)
-    if target is not None: class_weight = None
+    if target is not None:
+        class_weight = None
     elif isinstance(class_weight, str) or class_weight is None:
         class_weight = class_weights(encode_labels(train[col].to_numpy(), classes), len(classes), class_weight)
-    out = {s: H5Batches(h5_path, task, s, kind, spec, scaler, batch_size, block, seed, augment=augment if s == 'train' else None,
-                        class_weight=class_weight if s == 'train' else None, rows=rows, target=target) for s in ('train', 'val', 'test')}
-    out.update(scaler=scaler, spec=spec, classes=tuple(classes), dataset=dict(path=str(h5_path), sha256=dataset_sha256(h5_path), sigma=known))
+    out = {
+        s: H5Batches(
+            h5_path,
+            task,
+            s,
+            kind,
+            spec,
+            scaler,
+            batch_size,
+            block,
+            seed,
+            augment=augment if s == 'train' else None,
+            class_weight=class_weight if s == 'train' else None,
+            rows=rows,
+            target=target,
+        )
+        for s in ('train', 'val', 'test')
+    }
+    out.update(
+        scaler=scaler,
+        spec=spec,
+        classes=tuple(classes),
+        dataset=dict(path=str(h5_path), sha256=dataset_sha256(h5_path), sigma=known),
+    )
     return out
 
-def fit_streaming(model, h5_path=None, task: str = 'main', kind: str = 'cnn', spec: InputSpec | None = None, scaler: Scaler | None = None,
-                  epochs: int = 10, batch_size: int = 64, seed: int = SEED, patience: int = 4, class_weight: dict | str | None = None,
-                  augment: bool | Augment | None = False, block: int = BLOCK, monitor: str = 'val_accuracy', max_rows: int | None = None,
-                  data: dict | None = None, callbacks=(), verbose: int = 0) -> dict:
+
+def fit_streaming(
+    model,
+    h5_path=None,
+    task: str = 'main',
+    kind: str = 'cnn',
+    spec: InputSpec | None = None,
+    scaler: Scaler | None = None,
+    epochs: int = 10,
+    batch_size: int = 64,
+    seed: int = SEED,
+    patience: int = 4,
+    class_weight: dict | str | None = None,
+    augment: bool | Augment | None = False,
+    block: int = BLOCK,
+    monitor: str = 'val_accuracy',
+    max_rows: int | None = None,
+    data: dict | None = None,
+    callbacks=(),
+    verbose: int = 0,
+) -> dict:
     "Fit `model` one epoch at a time on streamed training batches (epoch e: order and augmentation seeded by (seed, e)), validating on streamed validation batches, stopping early on `monitor` (accuracies: higher is better; losses: lower) and restoring the best weights, as `fit_epochs` does; returns the history dict. Pass `data` (from `stream_task`; its batch size, augmentation and class weights then apply) to keep its scaler and spec for `save_bundle`."
-    data = data or stream_task(h5_path, task, kind, spec, scaler, batch_size, block, seed, augment, class_weight, max_rows)
+    data = data or stream_task(
+        h5_path, task, kind, spec, scaler, batch_size, block, seed, augment, class_weight, max_rows
+    )
     tr, va = data['train'], data['val']
     better = (lambda a, b: a > b) if 'acc' in monitor else (lambda a, b: a < b)
     hist, best, best_w, wait = {}, None, None, 0
@@ -214,18 +363,39 @@ def fit_streaming(model, h5_path=None, task: str = 'main', kind: str = 'cnn', sp
     for e in range(epochs):
         t_e = time.perf_counter()
         with tr.holding(e):
-            h = model.fit(tr, validation_data=va, initial_epoch=e, epochs=e + 1, callbacks=list(callbacks), verbose=verbose, shuffle=False)
-        for k, v in h.history.items(): hist.setdefault(k, []).extend(float(x) for x in v)
+            h = model.fit(
+                tr,
+                validation_data=va,
+                initial_epoch=e,
+                epochs=e + 1,
+                callbacks=list(callbacks),
+                verbose=verbose,
+                shuffle=False,
+            )
+        for k, v in h.history.items():
+            hist.setdefault(k, []).extend(float(x) for x in v)
         cur = hist[monitor][-1]
-        log.info("streamed epoch %d/%d: loss %.4f, %s %.4f, %.0f spectra/s", e + 1, epochs, hist['loss'][-1], monitor, cur, tr.n / (time.perf_counter() - t_e))
-        if best is None or better(cur, best): best, best_w, wait = cur, model.get_weights(), 0
-        elif (wait := wait + 1) >= patience: break
-    if best_w is not None: model.set_weights(best_w)
+        log.info(
+            "streamed epoch %d/%d: loss %.4f, %s %.4f, %.0f spectra/s",
+            e + 1,
+            epochs,
+            hist['loss'][-1],
+            monitor,
+            cur,
+            tr.n / (time.perf_counter() - t_e),
+        )
+        if best is None or better(cur, best):
+            best, best_w, wait = cur, model.get_weights(), 0
+        elif (wait := wait + 1) >= patience:
+            break
+    if best_w is not None:
+        model.set_weights(best_w)
     hist['train_seconds'] = time.perf_counter() - t
     hist['train_spectra_per_s'] = tr.n * len(hist['loss']) / hist['train_seconds']
     hist['augment'] = asdict(tr.augment) if tr.augment is not None else None
     hist['block_reads'] = tr.reads
     return hist
+
 
 def predict_streaming(model, batches: H5Batches, batch_size: int = 1024):
     """Outputs of `model` for every row of `batches` in the order of `batches.info`, never augmented (a training split
@@ -234,33 +404,51 @@ def predict_streaming(model, batches: H5Batches, batch_size: int = 1024):
     outs = None
     for g in batches.groups:
         info = batches.info.iloc[g]
-        raw = _read_rows(batches.h5_path, info['row'].to_numpy()) if batches.spec.use_flux else np.zeros((len(info), 0), np.float32)
+        raw = (
+            _read_rows(batches.h5_path, info['row'].to_numpy())
+            if batches.spec.use_flux
+            else np.zeros((len(info), 0), np.float32)
+        )
         X, F = model_input(raw, info, batches.spec, batches.scaler)
         feed = model_feed(X, F, batches.kind, batches.spec)
         for a in range(0, len(g), batch_size):
-            piece = {k: v[a:a + batch_size] for k, v in feed.items()} if isinstance(feed, dict) else feed[a:a + batch_size]
+            piece = (
+                {k: v[a : a + batch_size] for k, v in feed.items()}
+                if isinstance(feed, dict)
+                else feed[a : a + batch_size]
+            )
             r = model.predict_on_batch(piece)
             r = [np.asarray(t) for t in r] if isinstance(r, (list, tuple)) else [np.asarray(r)]
-            if outs is None: outs = [np.empty((batches.n,) + t.shape[1:], t.dtype) for t in r]
-            for o, t in zip(outs, r): o[g[a:a + batch_size]] = t
+            if outs is None:
+                outs = [np.empty((batches.n,) + t.shape[1:], t.dtype) for t in r]
+            for o, t in zip(outs, r):
+                o[g[a : a + batch_size]] = t
     return outs[0] if len(outs) == 1 else tuple(outs)
 
 # %% ../nbs/04c_streaming.ipynb #46db68e1
-STREAM_COPIES = 4.5   # bytes load_task + fit hold per byte of the task's float32 fluxes (measured: 12.1 GB for 191,106 spectra)
+STREAM_COPIES = (
+    4.5  # bytes load_task + fit hold per byte of the task's float32 fluxes (measured: 12.1 GB for 191,106 spectra)
+)
+
 
 def memory_available() -> int:
     "Bytes of memory the operating system calls available (MemAvailable of /proc/meminfo; free pages where that is missing)."
     try:
         for line in Path('/proc/meminfo').read_text().splitlines():
-            if line.startswith('MemAvailable:'): return int(line.split()[1]) * 1024
-    except OSError: pass
+            if line.startswith('MemAvailable:'):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_AVPHYS_PAGES')
+
 
 def needs_streaming(h5_path, task: str = 'main', max_rows: int | None = None, available: int | None = None) -> bool:
     "Whether training `task` on `h5_path` should stream: `SPECTRAL_NB_STREAM` ('1', '0' or 'auto'), else the task's in-memory size against 80% of `available` memory."
     env = os.environ.get('SPECTRAL_NB_STREAM', 'auto').strip().lower()
-    if env not in ('1', '0', 'auto'): raise ValueError(f"SPECTRAL_NB_STREAM must be 1, 0 or auto, got {env!r}.")
-    if env != 'auto': return env == '1'
+    if env not in ('1', '0', 'auto'):
+        raise ValueError(f"SPECTRAL_NB_STREAM must be 1, 0 or auto, got {env!r}.")
+    if env != 'auto':
+        return env == '1'
     col, _, only = check_task(task)
     info = pd.read_hdf(check_dataset(h5_path), 'source_info', columns=['label_main'])
     n = int((info['label_main'] == only).sum()) if only else len(info)
@@ -268,6 +456,13 @@ def needs_streaming(h5_path, task: str = 'main', max_rows: int | None = None, av
     need = STREAM_COPIES * n * NPIX * 4
     avail = memory_available() if available is None else int(available)
     if need > 0.8 * avail:
-        log.info("%s: %d spectra of task %r need about %.1f GB in memory, %.1f GB available: streaming", h5_path, n, task, need / 1e9, avail / 1e9)
+        log.info(
+            "%s: %d spectra of task %r need about %.1f GB in memory, %.1f GB available: streaming",
+            h5_path,
+            n,
+            task,
+            need / 1e9,
+            avail / 1e9,
+        )
         return True
     return False

@@ -5,6 +5,7 @@
 # %% ../nbs/04a_training.ipynb #0656aa24
 from __future__ import annotations
 import os
+
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 import hashlib, json, math, shutil, threading, time, uuid, weakref
 from contextlib import contextmanager
@@ -14,7 +15,18 @@ import numpy as np, pandas as pd
 from tqdm.auto import tqdm
 from .config import *
 from . import preprocess as _pp
-from .preprocess import Scaler, read_fluxes, read_flux_rows, read_info, FEATURE_COLUMNS, process_chunk, gaussian_smooth, prefetch, row_median, spectrum_scale
+from spectral_nb.preprocess import (
+    Scaler,
+    read_fluxes,
+    read_flux_rows,
+    read_info,
+    FEATURE_COLUMNS,
+    process_chunk,
+    gaussian_smooth,
+    prefetch,
+    row_median,
+    spectrum_scale,
+)
 from .records import iter_records
 
 log = get_logger(__name__)
@@ -31,108 +43,163 @@ __all__ = ['log', 'TASKS', 'NORMS', 'MIN_SPLIT', 'SKY_LINES', 'INCOMPLETE', 'UNC
            'predictions_table', 'predict', 'wilson', 'classification_metrics', 'evaluate_bundle']
 
 # %% ../nbs/04a_training.ipynb #cdc4bffd
-TASKS = {'main': ('label_main', CLASSES, None), 'galaxy': ('label_galaxy', GALAXY_SUBCLASSES, 'GALAXY'),
-         'star': ('label_star', STAR_GROUPS, 'STAR')}
+TASKS = {
+    'main': ('label_main', CLASSES, None),
+    'galaxy': ('label_galaxy', GALAXY_SUBCLASSES, 'GALAXY'),
+    'star': ('label_star', STAR_GROUPS, 'STAR'),
+}
+
 
 def check_task(task: str) -> tuple:
     "(label column, classes, main class filter) of a task, or a clear error."
-    if task not in TASKS: raise ValueError(f"Unknown task {task!r}: choose one of {', '.join(TASKS)}.")
+    if task not in TASKS:
+        raise ValueError(f"Unknown task {task!r}: choose one of {', '.join(TASKS)}.")
     return TASKS[task]
+
 
 def encode_labels(labels, classes) -> np.ndarray:
     "Integer codes of `labels` in the order of `classes`; an unknown label is an error that names it."
     idx = {c: i for i, c in enumerate(classes)}
     unknown = sorted({str(l) for l in labels if l not in idx})
-    if unknown: raise ValueError(f"Unknown label(s) {unknown[:5]}; this task knows {list(classes)}.")
+    if unknown:
+        raise ValueError(f"Unknown label(s) {unknown[:5]}; this task knows {list(classes)}.")
     return np.array([idx[l] for l in labels], dtype=np.int64)
 
 # %% ../nbs/04a_training.ipynb #b2c3d4e5
 NORMS = ('median', 'none')
 
+
 @dataclass
 class InputSpec:
     "How records become model inputs; saved in a bundle's meta.json (`input`)."
-    norm: str = 'median'                 # per-spectrum normalisation: 'median' (divide by median |flux|) or 'none' (thesis)
-    sigma_model: float = 0.0             # extra Gaussian smoothing (pixels) applied at model input
-    sigma_dataset: float | None = 0.0    # smoothing the data already had at preprocessing (never applied again); None: unknown
-    feature_columns: tuple = ()          # source_info columns of the feature branch (empty: no features)
-    use_flux: bool = True                # whether the model sees the fluxes
-    def __post_init__(self):
-        if self.norm not in NORMS: raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}.")
-        if not (np.isfinite(self.sigma_model) and self.sigma_model >= 0): raise ValueError(f"sigma_model must be >= 0 pixels, got {self.sigma_model!r}.")
-        self.sigma_model = float(self.sigma_model)
-        if self.sigma_dataset is not None: self.sigma_dataset = float(self.sigma_dataset)
-        self.feature_columns = tuple(self.feature_columns or ())
-        if not self.use_flux and not self.feature_columns: raise ValueError("A model needs fluxes or feature columns: use_flux=False with no feature_columns leaves it no input.")
-    def to_dict(self) -> dict: return dict(asdict(self), feature_columns=list(self.feature_columns))
-    @classmethod
-    def from_dict(cls, d: dict) -> 'InputSpec': return cls(**{k: d[k] for k in ('norm', 'sigma_model', 'sigma_dataset', 'feature_columns', 'use_flux') if k in d})
 
-def prepare_flux(flux: np.ndarray, spec: InputSpec, inplace: bool = False, scale: np.ndarray | None = None) -> np.ndarray:
+    norm: str = 'median'  # per-spectrum normalisation: 'median' (divide by median |flux|) or 'none' (thesis)
+    sigma_model: float = 0.0  # extra Gaussian smoothing (pixels) applied at model input
+    sigma_dataset: float | None = (
+        0.0  # smoothing the data already had at preprocessing (never applied again); None: unknown
+    )
+    feature_columns: tuple = ()  # source_info columns of the feature branch (empty: no features)
+    use_flux: bool = True  # whether the model sees the fluxes
+
+    def __post_init__(self):
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}.")
+        if not (np.isfinite(self.sigma_model) and self.sigma_model >= 0):
+            raise ValueError(f"sigma_model must be >= 0 pixels, got {self.sigma_model!r}.")
+        self.sigma_model = float(self.sigma_model)
+        if self.sigma_dataset is not None:
+            self.sigma_dataset = float(self.sigma_dataset)
+        self.feature_columns = tuple(self.feature_columns or ())
+        if not self.use_flux and not self.feature_columns:
+            raise ValueError(
+                "A model needs fluxes or feature columns: use_flux=False with no feature_columns leaves it no input."
+            )
+
+    def to_dict(self) -> dict:
+        return dict(asdict(self), feature_columns=list(self.feature_columns))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> 'InputSpec':
+        return cls(
+            **{k: d[k] for k in ('norm', 'sigma_model', 'sigma_dataset', 'feature_columns', 'use_flux') if k in d}
+        )
+
+
+def prepare_flux(
+    flux: np.ndarray, spec: InputSpec, inplace: bool = False, scale: np.ndarray | None = None
+) -> np.ndarray:
     """Fluxes after the model's extra smoothing and per-spectrum normalisation (before the per-pixel standardisation).
     `inplace`: divide `flux` itself (a float32 array the caller owns and no longer needs) instead of a copy. `scale`: each
     row's `spectrum_scale` when it is already known (a dataset's `flux_scale` column, stored by preprocessing); ignored when
     the model smooths the fluxes itself, since smoothing changes the scale."""
     f = np.asarray(flux, np.float32)
-    if f.ndim != 2: raise ValueError(f"Fluxes must be a 2-D array (spectra, pixels), got shape {f.shape}.")
-    if spec.sigma_model: f, inplace, scale = gaussian_smooth(f, spec.sigma_model), True, None
+    if f.ndim != 2:
+        raise ValueError(f"Fluxes must be a 2-D array (spectra, pixels), got shape {f.shape}.")
+    if spec.sigma_model:
+        f, inplace, scale = gaussian_smooth(f, spec.sigma_model), True, None
     if spec.norm == 'median':
-        if scale is None: s = spectrum_scale(f)[:, None]
+        if scale is None:
+            s = spectrum_scale(f)[:, None]
         else:
             s = np.asarray(scale, np.float32).reshape(-1, 1)
-            if len(s) != len(f): raise ValueError(f"{len(s)} scales for {len(f)} spectra; give one `spectrum_scale` per row (or none).")
-        if inplace and f.flags.writeable: f /= s
-        else: f = f / s
+            if len(s) != len(f):
+                raise ValueError(f"{len(s)} scales for {len(f)} spectra; give one `spectrum_scale` per row (or none).")
+        if inplace and f.flags.writeable:
+            f /= s
+        else:
+            f = f / s
     return np.asarray(f, np.float32)
 
 # %% ../nbs/04a_training.ipynb #d4e5f6a7
 def _moments(chunks) -> tuple:
     "(mean, std) per column over an iterable of 2-D arrays, summed in float64 (a zero std becomes 1)."
-    s1 = s2 = None; n = 0
+    s1 = s2 = None
+    n = 0
     for x in chunks:
         x = np.asarray(x, np.float64)
-        if s1 is None: s1, s2 = np.zeros(x.shape[1]), np.zeros(x.shape[1])
-        s1 += x.sum(0); s2 += (x * x).sum(0); n += len(x)
-    if not n: raise ValueError("No training rows to fit the input scaler on: the dataset is too small for a split; use more spectra.")
-    mean = s1 / n; std = np.sqrt(np.maximum(s2 / n - mean ** 2, 0))
+        if s1 is None:
+            s1, s2 = np.zeros(x.shape[1]), np.zeros(x.shape[1])
+        s1 += x.sum(0)
+        s2 += (x * x).sum(0)
+        n += len(x)
+    if not n:
+        raise ValueError(
+            "No training rows to fit the input scaler on: the dataset is too small for a split; use more spectra."
+        )
+    mean = s1 / n
+    std = np.sqrt(np.maximum(s2 / n - mean**2, 0))
     return mean, np.where(std > 0, std, 1.0)
+
 
 def fit_input_scaler(flux: np.ndarray | None, info: pd.DataFrame, spec: InputSpec, chunk: int = 4096) -> Scaler:
     "The model's own Scaler, fitted on the given (training) rows through `prepare_flux`: per-pixel flux and per-column feature statistics."
     fm, fs = [], []
     if spec.use_flux:
-        m, s = _moments(prepare_flux(flux[a:a + chunk], spec) for a in range(0, len(flux), chunk))
+        m, s = _moments(prepare_flux(flux[a : a + chunk], spec) for a in range(0, len(flux), chunk))
         fm, fs = m.tolist(), s.tolist()
     cm, cs = {}, {}
     missing = [c for c in spec.feature_columns if c not in info.columns]
-    if missing: raise ValueError(f"Feature columns {missing} are missing from the data; the model needs {list(spec.feature_columns)}.")
+    if missing:
+        raise ValueError(
+            f"Feature columns {missing} are missing from the data; the model needs {list(spec.feature_columns)}."
+        )
     for c in spec.feature_columns:
-        v = info[c].to_numpy(np.float64); v = v[np.isfinite(v)]
+        v = info[c].to_numpy(np.float64)
+        v = v[np.isfinite(v)]
         cm[c] = float(v.mean()) if len(v) else 0.0
         cs[c] = float(v.std()) if len(v) > 1 and v.std() > 0 else 1.0
     return Scaler(fm, fs, cm, cs, sigma=spec.sigma_model)
 
+
 def flux_input(flux: np.ndarray, spec: InputSpec, scaler: Scaler, chunk: int = 4096) -> np.ndarray:
     "The flux half of `model_input`: (n, npix, 1) float32, processed in chunks of rows."
     flux = np.asarray(flux, np.float32)
-    if not spec.use_flux: return np.zeros((len(flux), 0, 1), np.float32)
+    if not spec.use_flux:
+        return np.zeros((len(flux), 0, 1), np.float32)
     out = np.empty((len(flux), len(scaler.flux_mean), 1), np.float32)
-    for a in range(0, len(flux), chunk): out[a:a + chunk, :, 0] = scaler.transform_flux(prepare_flux(flux[a:a + chunk], spec))
+    for a in range(0, len(flux), chunk):
+        out[a : a + chunk, :, 0] = scaler.transform_flux(prepare_flux(flux[a : a + chunk], spec))
     return out
+
 
 def feature_input(info: pd.DataFrame, spec: InputSpec, scaler: Scaler) -> np.ndarray:
     "The feature half of `model_input`: (n, k) float32 standardised feature columns (missing values become 0, the training mean)."
-    if not spec.feature_columns: return np.zeros((len(info), 0), np.float32)
+    if not spec.feature_columns:
+        return np.zeros((len(info), 0), np.float32)
     return scaler.transform_features(info, spec.feature_columns)
+
 
 def model_input(flux: np.ndarray, info: pd.DataFrame, spec: InputSpec, scaler: Scaler) -> tuple:
     "(X_flux (n, npix, 1) float32, X_feat (n, k) float32): the one path from records to model inputs, for training, evaluation and prediction."
-    if spec.use_flux and len(flux) != len(info): raise ValueError(f"{len(flux)} flux rows but {len(info)} source_info rows; they must match.")
+    if spec.use_flux and len(flux) != len(info):
+        raise ValueError(f"{len(flux)} flux rows but {len(info)} source_info rows; they must match.")
     return flux_input(flux, spec, scaler), feature_input(info, spec, scaler)
+
 
 def model_feed(X: np.ndarray, F: np.ndarray, kind: str, spec: InputSpec):
     "What a Keras model of `kind` takes: the flux array for 'cnn', a dict of the inputs it has for 'mixed'."
-    if kind != 'mixed': return X
+    if kind != 'mixed':
+        return X
     return {**({'flux': X} if spec.use_flux else {}), **({'features': F} if spec.feature_columns else {})}
 
 # %% ../nbs/04a_training.ipynb #f6a7b8c9
@@ -140,39 +207,62 @@ def _dataset_hash(path, chunk: int = 1 << 22) -> str:
     "sha256 of a file's bytes, read in 4 MiB chunks."
     h = hashlib.sha256()
     with open(path, 'rb') as f:
-        for b in iter(lambda: f.read(chunk), b''): h.update(b)
+        for b in iter(lambda: f.read(chunk), b''):
+            h.update(b)
     return h.hexdigest()
+
 
 def dataset_sha256(h5_path) -> str:
     "Content hash of a dataset file (`preprocess.dataset_hash` where the preprocessing module provides it)."
     return getattr(_pp, 'dataset_hash', _dataset_hash)(h5_path)
 
+
 def _check_dataset_here(h5_path) -> Path:
     p = Path(h5_path)
-    if not p.exists(): raise FileNotFoundError(f"No dataset at {p}: run `spectral-nb preprocess` first.")
-    if not p.is_file(): raise ValueError(f"{p} is a folder, not a dataset file; give the dataset.h5 written by `spectral-nb preprocess`.")
+    if not p.exists():
+        raise FileNotFoundError(f"No dataset at {p}: run `spectral-nb preprocess` first.")
+    if not p.is_file():
+        raise ValueError(
+            f"{p} is a folder, not a dataset file; give the dataset.h5 written by `spectral-nb preprocess`."
+        )
     try:
         import tables
-        with tables.open_file(str(p), 'r') as h: keys = {n._v_name for n in h.root._f_iter_nodes()}
+
+        with tables.open_file(str(p), 'r') as h:
+            keys = {n._v_name for n in h.root._f_iter_nodes()}
     except Exception as e:
-        raise ValueError(f"{p} is not a readable HDF5 dataset ({type(e).__name__}: {e}); make it with `spectral-nb preprocess`.") from e
+        raise ValueError(
+            f"{p} is not a readable HDF5 dataset ({type(e).__name__}: {e}); make it with `spectral-nb preprocess`."
+        ) from e
     missing = [k for k in ('fluxes', 'wavelengths', 'source_info') if k not in keys]
-    if missing: raise ValueError(f"{p} lacks the table(s) {missing} of a spectral_nb dataset; make it with `spectral-nb preprocess`.")
+    if missing:
+        raise ValueError(
+            f"{p} lacks the table(s) {missing} of a spectral_nb dataset; make it with `spectral-nb preprocess`."
+        )
     return p
+
 
 def check_dataset(h5_path) -> Path:
     "A clear error, before any work, for a missing, junk or incomplete dataset file (`preprocess.check_dataset` where it exists)."
     other = getattr(_pp, 'check_dataset', None)
-    if other is not None: other(h5_path)
+    if other is not None:
+        other(h5_path)
     return _check_dataset_here(h5_path)
+
 
 def _train_flux_mean(h5_path, info: pd.DataFrame, chunk: int = 4096):
     "Per-pixel mean of the stored training fluxes, summed as `preprocess.fit_scaler` sums it (None without training rows)."
-    train = (info['split'] == 'train').to_numpy(); s1 = 0.0; n = 0
+    train = (info['split'] == 'train').to_numpy()
+    s1 = 0.0
+    n = 0
     for a in range(0, len(info), chunk):
-        m = train[a:a + chunk]
-        if m.any(): f = read_fluxes(h5_path, a, a + chunk)[m].astype(np.float64); s1 = s1 + f.sum(0); n += len(f)
+        m = train[a : a + chunk]
+        if m.any():
+            f = read_fluxes(h5_path, a, a + chunk)[m].astype(np.float64)
+            s1 = s1 + f.sum(0)
+            n += len(f)
     return s1 / n if n else None
+
 
 def dataset_sigma(h5_path, info: pd.DataFrame | None = None):
     "The smoothing sigma (pixels) a dataset was preprocessed with, when it can be known; None otherwise."
@@ -181,27 +271,42 @@ def dataset_sigma(h5_path, info: pd.DataFrame | None = None):
     if summary is not None:
         try:
             s = summary(h5_path)
-            if s.get('sigma_applied') is not None: return float(s['sigma_applied'])
-        except (ValueError, KeyError, OSError) as e: log.debug("no summary in %s: %s", h5_path, e)
+            if s.get('sigma_applied') is not None:
+                return float(s['sigma_applied'])
+        except (ValueError, KeyError, OSError) as e:
+            log.debug("no summary in %s: %s", h5_path, e)
     try:
         import tables
+
         with tables.open_file(str(h5_path), 'r') as h:
             at = h.root._v_attrs
             for k in ('sigma', 'spectral_nb_sigma'):
-                if k in at._v_attrnames: return float(at[k])
-    except Exception: pass
-    cands = [h5_path.with_suffix('.scaler.json'), h5_path.with_name(f'{h5_path.stem}_scaler.json'), h5_path.with_name('scaler.json')]
+                if k in at._v_attrnames:
+                    return float(at[k])
+    except Exception:
+        pass
+    cands = [
+        h5_path.with_suffix('.scaler.json'),
+        h5_path.with_name(f'{h5_path.stem}_scaler.json'),
+        h5_path.with_name('scaler.json'),
+    ]
     mean = None
     for c in cands:
-        if not c.exists(): continue
-        try: sc = json.loads(c.read_text())
-        except (OSError, ValueError): continue
+        if not c.exists():
+            continue
+        try:
+            sc = json.loads(c.read_text())
+        except (OSError, ValueError):
+            continue
         if mean is None:
             info = pd.read_hdf(h5_path, 'source_info', columns=['split']) if info is None else info
             mean = _train_flux_mean(h5_path, info)
-            if mean is None: return None
+            if mean is None:
+                return None
         ref = np.asarray(sc.get('flux_mean', []), np.float64)
-        if ref.shape == mean.shape and np.allclose(ref, mean, rtol=1e-5, atol=1e-6 * max(1.0, float(np.abs(mean).max()))):
+        if ref.shape == mean.shape and np.allclose(
+            ref, mean, rtol=1e-5, atol=1e-6 * max(1.0, float(np.abs(mean).max()))
+        ):
             return float(sc.get('sigma', 0.0))
         log.info("%s does not belong to %s (another dataset's scaler); ignoring it", c, h5_path)
     return None
@@ -209,9 +314,11 @@ def dataset_sigma(h5_path, info: pd.DataFrame | None = None):
 # %% ../nbs/04a_training.ipynb #430e70c6
 MIN_SPLIT = {'train': 10, 'val': 2, 'test': 2}
 
+
 @dataclass
 class TaskData:
     "One split of a task: model inputs (flux (n, npix, 1), features (n, k)), integer labels, source_info rows, raw fluxes, input spec and scaler."
+
     flux: np.ndarray
     feat: np.ndarray
     y: np.ndarray
@@ -220,70 +327,124 @@ class TaskData:
     raw: np.ndarray | None = None
     spec: InputSpec | None = None
     scaler: Scaler | None = None
+
     @property
-    def n(self): return len(self.y)
+    def n(self):
+        return len(self.y)
+
     def inputs(self, kind: str):
         "Model inputs for a model kind ('cnn', 'mixed', 'autoencoder')."
         return model_feed(self.flux, self.feat, kind, self.spec or InputSpec(feature_columns=FEATURE_COLUMNS))
 
+
 def subsample(info: pd.DataFrame, n: int, seed: int, by: str) -> np.ndarray:
     "Positions of a stratified, seeded subset of `n` rows (all rows if n >= len)."
-    if n is None or n >= len(info): return np.arange(len(info))
-    rng = np.random.default_rng([seed, 7])   # a stream independent of the split's (same seed would pick the test rows first)
+    if n is None or n >= len(info):
+        return np.arange(len(info))
+    rng = np.random.default_rng(
+        [seed, 7]
+    )  # a stream independent of the split's (same seed would pick the test rows first)
     key = rng.random(len(info))
     frac = n / len(info)
     keep = []
     for _, idx in info.groupby(by).indices.items():
         idx = np.asarray(idx)[np.argsort(key[idx])]
-        keep.append(idx[:max(1, int(round(frac * len(idx))))])
+        keep.append(idx[: max(1, int(round(frac * len(idx))))])
     return np.sort(np.concatenate(keep))[:n]
+
 
 def check_trainable(split: pd.Series, h5_path, task: str, minimum: dict = MIN_SPLIT):
     "A clear error when a task's rows cannot fill the train/val/test splits a training run needs."
     cnt = {s: int((split == s).sum()) for s in minimum}
     if any(cnt[s] < k for s, k in minimum.items()):
-        raise ValueError(f"{h5_path}: dataset has {len(split)} spectra for task {task!r} ({cnt['train']} train, {cnt['val']} val, {cnt['test']} test); "
-                         f"training needs at least {minimum['train']} train, {minimum['val']} validation and {minimum['test']} test spectra, "
-                         f"and the 64/16/20 split reaches every split only for classes with at least 3 spectra: use more spectra "
-                         f"(e.g. `spectral-nb mock --n 300`).")
+        raise ValueError(
+            f"{h5_path}: dataset has {len(split)} spectra for task {task!r} ({cnt['train']} train, {cnt['val']} val, {cnt['test']} test); "
+            f"training needs at least {minimum['train']} train, {minimum['val']} validation and {minimum['test']} test spectra, "
+            f"and the 64/16/20 split reaches every split only for classes with at least 3 spectra: use more spectra "
+            f"(e.g. `spectral-nb mock --n 300`)."
+        )
 
-def load_task(h5_path, task: str = 'main', sigma: float = 0.0, max_rows: int | None = None, seed: int = SEED,
-              scaler: Scaler | None = None, spec: InputSpec | None = None, norm: str = 'median',
-              feature_columns=FEATURE_COLUMNS, use_flux: bool = True, sigma_dataset='auto', check_size: bool = True,
-              stream: bool | None = False, kind: str | None = None) -> dict:
+
+def load_task(
+    h5_path,
+    task: str = 'main',
+    sigma: float = 0.0,
+    max_rows: int | None = None,
+    seed: int = SEED,
+    scaler: Scaler | None = None,
+    spec: InputSpec | None = None,
+    norm: str = 'median',
+    feature_columns=FEATURE_COLUMNS,
+    use_flux: bool = True,
+    sigma_dataset='auto',
+    check_size: bool = True,
+    stream: bool | None = False,
+    kind: str | None = None,
+) -> dict:
     """{'train'|'val'|'test': TaskData, 'scaler', 'spec', 'dataset'} for `task`; `sigma` is extra smoothing at model input.
     `stream=True` gives the same task as streamed batches (`streaming.stream_task`, for the model `kind`: 'cnn' or 'mixed'),
     which `fit_model` and `evaluate.report_classifier` take like arrays; `stream=None` streams when the task would not fit in
     memory (`streaming.needs_streaming`)."""
     if stream is None:
         from .streaming import needs_streaming
+
         stream = needs_streaming(h5_path, task, max_rows)
     if stream:
         from .streaming import stream_task
-        flux_only = (spec.use_flux and not spec.feature_columns) if spec is not None else (use_flux and not feature_columns)
+
+        flux_only = (
+            (spec.use_flux and not spec.feature_columns) if spec is not None else (use_flux and not feature_columns)
+        )
         kind = kind or ('cnn' if flux_only else 'mixed')
-        return stream_task(h5_path, task, kind, spec, scaler, seed=seed, max_rows=max_rows, norm=norm, sigma=sigma,
-                           feature_columns=feature_columns, use_flux=use_flux, sigma_dataset=sigma_dataset, check_size=check_size)
+        return stream_task(
+            h5_path,
+            task,
+            kind,
+            spec,
+            scaler,
+            seed=seed,
+            max_rows=max_rows,
+            norm=norm,
+            sigma=sigma,
+            feature_columns=feature_columns,
+            use_flux=use_flux,
+            sigma_dataset=sigma_dataset,
+            check_size=check_size,
+        )
     col, classes, only = check_task(task)
     h5_path = check_dataset(h5_path)
     info = pd.read_hdf(h5_path, 'source_info')
     rows = np.flatnonzero((info['label_main'] == only).to_numpy()) if only else np.arange(len(info))
-    if len(rows) == 0: raise ValueError(f"Task {task!r} has no rows in {h5_path} (no {only} sources).")
+    if len(rows) == 0:
+        raise ValueError(f"Task {task!r} has no rows in {h5_path} (no {only} sources).")
     pos = rows[subsample(info.iloc[rows], max_rows, seed, col)]
     sub = info.iloc[pos].reset_index(drop=True)
-    if check_size: check_trainable(sub['split'], h5_path, task)
+    if check_size:
+        check_trainable(sub['split'], h5_path, task)
     known = dataset_sigma(h5_path, info)
     if spec is None:
-        spec = InputSpec(norm, sigma, known if sigma_dataset == 'auto' else sigma_dataset, tuple(feature_columns or ()), use_flux)
+        spec = InputSpec(
+            norm, sigma, known if sigma_dataset == 'auto' else sigma_dataset, tuple(feature_columns or ()), use_flux
+        )
     elif known is not None and spec.sigma_dataset is not None and not np.isclose(known, spec.sigma_dataset):
-        raise ValueError(f"{h5_path} was preprocessed with sigma={known:g} but the input spec expects sigma_dataset={spec.sigma_dataset:g}; "
-                         f"preprocess the data with --sigma {spec.sigma_dataset:g}.")
+        raise ValueError(
+            f"{h5_path} was preprocessed with sigma={known:g} but the input spec expects sigma_dataset={spec.sigma_dataset:g}; "
+            f"preprocess the data with --sigma {spec.sigma_dataset:g}."
+        )
     if spec.sigma_dataset is None:
-        log.warning("%s does not record its preprocessing sigma (and no scaler.json beside it belongs to it): the model will not know it; "
-                    "pass sigma_dataset= or re-run `spectral-nb preprocess`", h5_path)
-    if spec.sigma_model and spec.sigma_dataset: log.warning("smoothing at sigma=%g on top of a dataset already smoothed at sigma=%g", spec.sigma_model, spec.sigma_dataset)
-    sub['row'] = pos                       # position in the dataset file (to fetch the unscaled spectrum for plots)
-    flux = read_flux_rows(h5_path, pos)   # only the task's rows: memory of the task, not of the file
+        log.warning(
+            "%s does not record its preprocessing sigma (and no scaler.json beside it belongs to it): the model will not know it; "
+            "pass sigma_dataset= or re-run `spectral-nb preprocess`",
+            h5_path,
+        )
+    if spec.sigma_model and spec.sigma_dataset:
+        log.warning(
+            "smoothing at sigma=%g on top of a dataset already smoothed at sigma=%g",
+            spec.sigma_model,
+            spec.sigma_dataset,
+        )
+    sub['row'] = pos  # position in the dataset file (to fetch the unscaled spectrum for plots)
+    flux = read_flux_rows(h5_path, pos)  # only the task's rows: memory of the task, not of the file
     train = (sub['split'] == 'train').to_numpy()
     sc = scaler or fit_input_scaler(flux[train], sub[train], spec)
     X, F = model_input(flux, sub, spec, sc)
@@ -297,24 +458,30 @@ def load_task(h5_path, task: str = 'main', sigma: float = 0.0, max_rows: int | N
     return out
 
 # %% ../nbs/04a_training.ipynb #b8c9d0e1
-SKY_LINES = (5578.9, 5891.6, 6302.0, 6365.5, 6865.9, 7343.0, 7796.2, 8346.9, 8401.6, 8829.5)   # vacuum A, approximate
+SKY_LINES = (5578.9, 5891.6, 6302.0, 6365.5, 6865.9, 7343.0, 7796.2, 8346.9, 8401.6, 8829.5)  # vacuum A, approximate
+
 
 @dataclass
 class Augment:
     "Random perturbations of raw training fluxes; each applied to a spectrum with probability `p`."
-    noise: float = 1.0        # extra Gaussian noise, up to this many times the spectrum's own noise
-    shift: int = 3            # roll by up to this many pixels (69 km/s each), edge fill
-    tilt: float = 0.2         # flux-calibration tilt (lambda / 6000 A)^a, a ~ N(0, tilt)
-    sky: float = 3.0          # sky-line residual spikes, up to this many times the spectrum's noise
-    brightness: float = 1.0   # overall scale 10^U(-b, b) (a no-op after median normalisation)
-    p: float = 0.5            # probability of each perturbation per spectrum
+
+    noise: float = 1.0  # extra Gaussian noise, up to this many times the spectrum's own noise
+    shift: int = 3  # roll by up to this many pixels (69 km/s each), edge fill
+    tilt: float = 0.2  # flux-calibration tilt (lambda / 6000 A)^a, a ~ N(0, tilt)
+    sky: float = 3.0  # sky-line residual spikes, up to this many times the spectrum's noise
+    brightness: float = 1.0  # overall scale 10^U(-b, b) (a no-op after median normalisation)
+    p: float = 0.5  # probability of each perturbation per spectrum
+
 
 def noise_level(flux: np.ndarray, step: int = 4) -> np.ndarray:
     "Per-spectrum noise estimate: 1.4826 x median |pixel-to-pixel difference| / sqrt(2), over every `step`-th difference."
     f = np.asarray(flux, np.float32)
     return (1.4826 / np.sqrt(2)) * np.median(np.abs(f[:, 1::step] - f[:, :-1:step]), axis=1)
 
+
 _SKY = {}
+
+
 def _sky_windows(npix: int, half: int = 5) -> tuple:
     "(pixel indices (lines, 2 half + 1), Gaussian profile of sigma 1.5 pixels) of the sky lines on a grid of `npix` pixels."
     if npix not in _SKY:
@@ -323,9 +490,11 @@ def _sky_windows(npix: int, half: int = 5) -> tuple:
         _SKY[npix] = idx, np.exp(-0.5 * ((idx - cen[:, None]) / 1.5) ** 2).astype(np.float32)
     return _SKY[npix]
 
+
 def augment_flux(flux: np.ndarray, rng: np.random.Generator, cfg: Augment = Augment()) -> np.ndarray:
     "A perturbed copy of raw fluxes (n, npix): shift, tilt, sky residuals, noise, brightness."
-    f = np.array(flux, np.float32, copy=True); n, npix = f.shape
+    f = np.array(flux, np.float32, copy=True)
+    n, npix = f.shape
     pick = lambda: np.flatnonzero(rng.random(n) < cfg.p)
     sig = noise_level(f)
     if cfg.shift and len(r := pick()):
@@ -337,9 +506,12 @@ def augment_flux(flux: np.ndarray, rng: np.random.Generator, cfg: Augment = Augm
     if cfg.sky and len(r := pick()):
         idx, prof = _sky_windows(npix)
         amp = rng.uniform(0, cfg.sky, (len(r), len(SKY_LINES))).astype(np.float32) * sig[r, None]
-        for j in range(len(SKY_LINES)): f[r[:, None], idx[j][None]] += amp[:, j, None] * prof[j][None]
+        for j in range(len(SKY_LINES)):
+            f[r[:, None], idx[j][None]] += amp[:, j, None] * prof[j][None]
     if cfg.noise and len(r := pick()):
-        f[r] += rng.standard_normal((len(r), npix), dtype=np.float32) * (rng.uniform(0, cfg.noise, len(r)) * sig[r])[:, None].astype(np.float32)
+        f[r] += rng.standard_normal((len(r), npix), dtype=np.float32) * (rng.uniform(0, cfg.noise, len(r)) * sig[r])[
+            :, None
+        ].astype(np.float32)
     if cfg.brightness and len(r := pick()):
         f[r] *= (10 ** rng.uniform(-cfg.brightness, cfg.brightness, (len(r), 1))).astype(np.float32)
     return f
@@ -348,82 +520,187 @@ def augment_flux(flux: np.ndarray, rng: np.random.Generator, cfg: Augment = Augm
 def seed_everything(seed: int = SEED):
     "Seed Python, NumPy and TensorFlow, and make TensorFlow ops deterministic."
     import keras, tensorflow as tf
+
     keras.utils.set_random_seed(int(seed))
-    try: tf.config.experimental.enable_op_determinism()
-    except Exception: pass
+    try:
+        tf.config.experimental.enable_op_determinism()
+    except Exception:
+        pass
+
 
 def class_weights(y: np.ndarray, n_classes: int, mode: str | None = 'sqrt') -> dict | None:
     "Keras class_weight dict for integer labels `y` ('sqrt', 'balanced' or None)."
-    if mode is None or mode == 'none': return None
-    if mode not in ('sqrt', 'balanced'): raise ValueError(f"class weight mode must be 'sqrt', 'balanced' or None, got {mode!r}.")
+    if mode is None or mode == 'none':
+        return None
+    if mode not in ('sqrt', 'balanced'):
+        raise ValueError(f"class weight mode must be 'sqrt', 'balanced' or None, got {mode!r}.")
     cnt = np.bincount(y, minlength=n_classes).astype(float)
     f = np.where(cnt > 0, cnt / cnt.sum(), np.nan)
     w = 1 / np.sqrt(f) if mode == 'sqrt' else 1 / f
     w = w / np.nanmean(w[cnt > 0])
     return {i: float(np.clip(np.nan_to_num(w[i], nan=1.0), 0.05, 50)) for i in range(n_classes)}
 
-def augmented_inputs(data: TaskData, kind: str, seed: int = SEED, epoch: int = 0, cfg: Augment | None = None, chunk: int = 4096):
+
+def augmented_inputs(
+    data: TaskData, kind: str, seed: int = SEED, epoch: int = 0, cfg: Augment | None = None, chunk: int = 4096
+):
     "Model inputs of a whole training split whose raw fluxes are freshly augmented for `epoch` (seeded by (seed, epoch, chunk), built `chunk` rows at a time)."
     if data.raw is None or data.spec is None or data.scaler is None:
-        raise ValueError("Augmentation needs the raw fluxes, input spec and scaler of the split: load it with load_task.")
+        raise ValueError(
+            "Augmentation needs the raw fluxes, input spec and scaler of the split: load it with load_task."
+        )
     X = None
     for a in range(0, data.n, chunk):
-        p = flux_input(augment_flux(data.raw[a:a + chunk], np.random.default_rng([seed, epoch, 2, a // chunk]), cfg or Augment()), data.spec, data.scaler)
-        if X is None: X = np.empty((data.n,) + p.shape[1:], np.float32)
-        X[a:a + len(p)] = p
+        p = flux_input(
+            augment_flux(
+                data.raw[a : a + chunk], np.random.default_rng([seed, epoch, 2, a // chunk]), cfg or Augment()
+            ),
+            data.spec,
+            data.scaler,
+        )
+        if X is None:
+            X = np.empty((data.n,) + p.shape[1:], np.float32)
+        X[a : a + len(p)] = p
     return model_feed(X, data.feat, kind, data.spec)
 
-def fit_epochs(model, inputs, y, validation_data, epochs: int, batch_size: int = 64, monitor: str = 'val_accuracy', patience: int = 4,
-               class_weight: dict | None = None, callbacks=(), verbose: int = 0) -> dict:
+
+def fit_epochs(
+    model,
+    inputs,
+    y,
+    validation_data,
+    epochs: int,
+    batch_size: int = 64,
+    monitor: str = 'val_accuracy',
+    patience: int = 4,
+    class_weight: dict | None = None,
+    callbacks=(),
+    verbose: int = 0,
+) -> dict:
     "Fit one epoch at a time on `inputs(epoch)` (fresh augmentation per epoch), stopping early on `monitor` (accuracies: higher is better; losses: lower) and restoring the best weights; returns the history dict."
     better = (lambda a, b: a > b) if 'acc' in monitor else (lambda a, b: a < b)
     hist, best, best_w, wait = {}, None, None, 0
     for e in range(epochs):
-        h = model.fit(inputs(e), y, validation_data=validation_data, initial_epoch=e, epochs=e + 1, batch_size=batch_size,
-                      class_weight=class_weight, callbacks=list(callbacks), verbose=verbose, shuffle=True)
-        for k, v in h.history.items(): hist.setdefault(k, []).extend(float(x) for x in v)
+        h = model.fit(
+            inputs(e),
+            y,
+            validation_data=validation_data,
+            initial_epoch=e,
+            epochs=e + 1,
+            batch_size=batch_size,
+            class_weight=class_weight,
+            callbacks=list(callbacks),
+            verbose=verbose,
+            shuffle=True,
+        )
+        for k, v in h.history.items():
+            hist.setdefault(k, []).extend(float(x) for x in v)
         cur = hist[monitor][-1]
-        if best is None or better(cur, best): best, best_w, wait = cur, model.get_weights(), 0
-        elif (wait := wait + 1) >= patience: break
-    if best_w is not None: model.set_weights(best_w)
+        if best is None or better(cur, best):
+            best, best_w, wait = cur, model.get_weights(), 0
+        elif (wait := wait + 1) >= patience:
+            break
+    if best_w is not None:
+        model.set_weights(best_w)
     return hist
+
 
 def _epoch_log(n_train: int, epochs: int, name: str):
     import keras
+
     class EpochLog(keras.callbacks.Callback):
         "One INFO line per epoch: a heartbeat with loss, accuracy and speed."
-        def on_epoch_begin(self, epoch, logs=None): self.t = time.perf_counter()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t = time.perf_counter()
+
         def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}; dt = time.perf_counter() - self.t
-            log.info("%s epoch %d/%d: loss %.4f, accuracy %.4f, val_accuracy %.4f, %.0f spectra/s", name, epoch + 1, epochs,
-                     logs.get('loss', np.nan), logs.get('accuracy', np.nan), logs.get('val_accuracy', np.nan), n_train / max(dt, 1e-9))
+            logs = logs or {}
+            dt = time.perf_counter() - self.t
+            log.info(
+                "%s epoch %d/%d: loss %.4f, accuracy %.4f, val_accuracy %.4f, %.0f spectra/s",
+                name,
+                epoch + 1,
+                epochs,
+                logs.get('loss', np.nan),
+                logs.get('accuracy', np.nan),
+                logs.get('val_accuracy', np.nan),
+                n_train / max(dt, 1e-9),
+            )
+
     return EpochLog()
+
 
 def is_streamed(data: dict) -> bool:
     "Whether a task dict holds streamed batches (`stream_task`) rather than arrays (`load_task`)."
     return hasattr(data['train'], 'batch_positions')
 
-def fit_model(model, data: dict, kind: str, epochs: int, batch_size: int = 64, class_weight: dict | None = None,
-              patience: int = 4, verbose: int = 0, augment: bool | Augment = False, seed: int = SEED, name: str | None = None) -> dict:
+
+def fit_model(
+    model,
+    data: dict,
+    kind: str,
+    epochs: int,
+    batch_size: int = 64,
+    class_weight: dict | None = None,
+    patience: int = 4,
+    verbose: int = 0,
+    augment: bool | Augment = False,
+    seed: int = SEED,
+    name: str | None = None,
+) -> dict:
     "Fit with early stopping on val_accuracy (best weights restored), optionally augmenting training batches; returns the history dict with the epoch times."
     import keras
+
     tr, va = data['train'], data['val']
-    if is_streamed(data):   # a task from stream_task (load_task(stream=...)): the same fit, one file block at a time
+    if is_streamed(data):  # a task from stream_task (load_task(stream=...)): the same fit, one file block at a time
         from .streaming import fit_streaming
+
         tr.configure(batch_size, augment, class_weight)
-        return fit_streaming(model, data=data, epochs=epochs, seed=seed, patience=patience, callbacks=[_epoch_log(tr.n, epochs, name or model.name)], verbose=verbose)
-    cb = [keras.callbacks.EarlyStopping(monitor='val_accuracy', patience=patience, restore_best_weights=True),
-          _epoch_log(tr.n, epochs, name or model.name)]
+        return fit_streaming(
+            model,
+            data=data,
+            epochs=epochs,
+            seed=seed,
+            patience=patience,
+            callbacks=[_epoch_log(tr.n, epochs, name or model.name)],
+            verbose=verbose,
+        )
+    cb = [
+        keras.callbacks.EarlyStopping(monitor='val_accuracy', patience=patience, restore_best_weights=True),
+        _epoch_log(tr.n, epochs, name or model.name),
+    ]
     aug = Augment() if augment is True else (augment or None)
-    if aug is not None and tr.spec is not None and not tr.spec.use_flux: aug = None   # nothing to augment without fluxes
+    if aug is not None and tr.spec is not None and not tr.spec.use_flux:
+        aug = None  # nothing to augment without fluxes
     t = time.perf_counter()
     if aug is None:
-        h = model.fit(tr.inputs(kind), tr.y, validation_data=(va.inputs(kind), va.y), epochs=epochs, batch_size=batch_size,
-                      class_weight=class_weight, callbacks=cb, verbose=verbose, shuffle=True)
+        h = model.fit(
+            tr.inputs(kind),
+            tr.y,
+            validation_data=(va.inputs(kind), va.y),
+            epochs=epochs,
+            batch_size=batch_size,
+            class_weight=class_weight,
+            callbacks=cb,
+            verbose=verbose,
+            shuffle=True,
+        )
         hist = {k: [float(v) for v in vs] for k, vs in h.history.items()}
     else:
-        hist = fit_epochs(model, lambda e: augmented_inputs(tr, kind, seed, e, aug), tr.y, (va.inputs(kind), va.y), epochs, batch_size,
-                          'val_accuracy', patience, class_weight, cb[1:], verbose)
+        hist = fit_epochs(
+            model,
+            lambda e: augmented_inputs(tr, kind, seed, e, aug),
+            tr.y,
+            (va.inputs(kind), va.y),
+            epochs,
+            batch_size,
+            'val_accuracy',
+            patience,
+            class_weight,
+            cb[1:],
+            verbose,
+        )
     hist['train_seconds'] = time.perf_counter() - t
     hist['train_spectra_per_s'] = tr.n * len(hist['loss']) / hist['train_seconds']
     hist['augment'] = asdict(aug) if aug is not None else None
@@ -431,144 +708,241 @@ def fit_model(model, data: dict, kind: str, epochs: int, batch_size: int = 64, c
 
 # %% ../nbs/04a_training.ipynb #7ca71506
 INCOMPLETE = '.incomplete'
-_CALIBRATION = weakref.WeakKeyDictionary()   # model -> {'calibration', 'flag'[, 'novelty']}, set by evaluate.report_classifier
+_CALIBRATION = (
+    weakref.WeakKeyDictionary()
+)  # model -> {'calibration', 'flag'[, 'novelty']}, set by evaluate.report_classifier
+
 
 def attach_calibration(model, calibration: dict, flag: dict, novelty: dict | None = None):
     "Attach a model's temperature (`calibration`), quality-flag thresholds (`flag`) and novelty model (`fit_novelty`) so that `save_bundle` writes them into meta.json."
     for k, d in (('temperature', calibration), ('threshold', flag)):
-        if k not in d: raise ValueError(f"attach_calibration needs {k!r} in its {'calibration' if d is calibration else 'flag'} dict, got {sorted(d)}.")
+        if k not in d:
+            raise ValueError(
+                f"attach_calibration needs {k!r} in its {'calibration' if d is calibration else 'flag'} dict, got {sorted(d)}."
+            )
     if novelty is not None and not {'means', 'precision'} <= set(novelty):
-        raise ValueError(f"attach_calibration: a novelty model needs 'means' and 'precision' (from fit_novelty), got {sorted(novelty)}.")
-    _CALIBRATION[model] = dict(calibration=dict(calibration), flag=dict(flag), **({'novelty': dict(novelty)} if novelty else {}))
+        raise ValueError(
+            f"attach_calibration: a novelty model needs 'means' and 'precision' (from fit_novelty), got {sorted(novelty)}."
+        )
+    _CALIBRATION[model] = dict(
+        calibration=dict(calibration), flag=dict(flag), **({'novelty': dict(novelty)} if novelty else {})
+    )
+
 
 def attached_calibration(model) -> dict:
     "{'calibration', 'flag'[, 'novelty']} attached to `model` by `attach_calibration` ({} if none)."
-    try: return dict(_CALIBRATION.get(model, {}))
-    except TypeError: return {}   # an object that cannot be weakly referenced carries none
+    try:
+        return dict(_CALIBRATION.get(model, {}))
+    except TypeError:
+        return {}  # an object that cannot be weakly referenced carries none
 
-def save_bundle(path, model, kind: str, task: str, classes, scaler: Scaler, spec: InputSpec | None = None,
-                extra: dict | None = None, dataset: dict | None = None) -> Path:
+
+def save_bundle(
+    path,
+    model,
+    kind: str,
+    task: str,
+    classes,
+    scaler: Scaler,
+    spec: InputSpec | None = None,
+    extra: dict | None = None,
+    dataset: dict | None = None,
+) -> Path:
     "Save a model with everything needed to apply it to new spectra (the folder is marked incomplete until done)."
-    if spec is None: raise ValueError("save_bundle needs the InputSpec the model was trained with (data['spec'] from load_task); without it the bundle could not prepare new spectra the same way.")
-    path = Path(path); path.mkdir(parents=True, exist_ok=True)
+    if spec is None:
+        raise ValueError(
+            "save_bundle needs the InputSpec the model was trained with (data['spec'] from load_task); without it the bundle could not prepare new spectra the same way."
+        )
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
     (path / INCOMPLETE).write_text('being written\n')
     model.save(path / 'model.keras')
-    meta = dict(kind=kind, task=task, classes=list(classes), loglam0=LOGLAM0, dloglam=DLOGLAM, npix=NPIX, input=spec.to_dict(),
-                feature_columns=list(spec.feature_columns), dataset=dataset or {}, **{**attached_calibration(model), **(extra or {})})
+    meta = dict(
+        kind=kind,
+        task=task,
+        classes=list(classes),
+        loglam0=LOGLAM0,
+        dloglam=DLOGLAM,
+        npix=NPIX,
+        input=spec.to_dict(),
+        feature_columns=list(spec.feature_columns),
+        dataset=dataset or {},
+        **{**attached_calibration(model), **(extra or {})},
+    )
     (path / 'meta.json').write_text(json.dumps(meta, indent=1, default=float))
     scaler.save(path / 'scaler.json')
     (path / INCOMPLETE).unlink()
     return path
 
+
 def bundle_spec(meta: dict) -> InputSpec:
     "The InputSpec of a bundle's meta (bundles from before `input` existed: thesis normalisation, their `sigma` as the dataset's)."
-    if 'input' in meta: return InputSpec.from_dict(meta['input'])
-    return InputSpec(norm='none', sigma_model=0.0, sigma_dataset=meta.get('sigma', 0.0), feature_columns=tuple(meta.get('feature_columns', ())))
+    if 'input' in meta:
+        return InputSpec.from_dict(meta['input'])
+    return InputSpec(
+        norm='none',
+        sigma_model=0.0,
+        sigma_dataset=meta.get('sigma', 0.0),
+        feature_columns=tuple(meta.get('feature_columns', ())),
+    )
+
 
 def check_bundle(path) -> Path:
     "`path` as a Path if it holds a complete bundle; otherwise a clear error (not a model folder, or marked incomplete)."
     path = Path(path)
     for f in ('model.keras', 'meta.json', 'scaler.json'):
-        if not (path / f).exists(): raise FileNotFoundError(f"{path} is not a spectral_nb model folder (no {f}); train one with `spectral-nb train`.")
+        if not (path / f).exists():
+            raise FileNotFoundError(
+                f"{path} is not a spectral_nb model folder (no {f}); train one with `spectral-nb train`."
+            )
     for d in (path, path.parent.parent):
         if (d / INCOMPLETE).exists():
-            raise ValueError(f"{d} carries an {INCOMPLETE} marker: a training run was interrupted while writing it; train again (`spectral-nb train`).")
+            raise ValueError(
+                f"{d} carries an {INCOMPLETE} marker: a training run was interrupted while writing it; train again (`spectral-nb train`)."
+            )
     return path
+
 
 def load_bundle(path) -> tuple:
     "(keras model, meta dict, Scaler) of a saved bundle; refuses a bundle that is incomplete or in a run being swapped in."
     import keras
+
     path = check_bundle(path)
-    return keras.models.load_model(path / 'model.keras'), json.loads((path / 'meta.json').read_text()), Scaler.load(path / 'scaler.json')
+    return (
+        keras.models.load_model(path / 'model.keras'),
+        json.loads((path / 'meta.json').read_text()),
+        Scaler.load(path / 'scaler.json'),
+    )
+
 
 def _swap_in(src: Path, dst: Path):
     "Replace `dst` (file or folder) by `src` with renames on one file system."
     if src.is_dir() and dst.exists():
         old = dst.with_name(f'.{dst.name}.old-{uuid.uuid4().hex[:8]}')
-        os.replace(dst, old); os.replace(src, dst)
+        os.replace(dst, old)
+        os.replace(src, dst)
         shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
     else:
-        if dst.is_dir(): shutil.rmtree(dst)
+        if dst.is_dir():
+            shutil.rmtree(dst)
         os.replace(src, dst)
+
 
 @contextmanager
 def staged_run(out_dir):
     "Yield a hidden staging folder inside `out_dir`; on success move its files and model folders into `out_dir`, on failure delete it."
     out = Path(out_dir)
-    try: out.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as e: raise ValueError(f"--out {out} is a file, not a folder; give a run folder.") from e
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        raise ValueError(f"--out {out} is a file, not a folder; give a run folder.") from e
     stage = out / f'.staging-{uuid.uuid4().hex[:12]}'
     stage.mkdir()
     try:
         yield stage
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True); raise
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     shutil.rmtree(stage / 'tuner', ignore_errors=True)
-    marker = out / INCOMPLETE; marker.write_text('models are being swapped in\n')
+    marker = out / INCOMPLETE
+    marker.write_text('models are being swapped in\n')
     if (stage / 'models').exists():
         (out / 'models').mkdir(exist_ok=True)
-        for b in sorted((stage / 'models').iterdir()): _swap_in(b, out / 'models' / b.name)
+        for b in sorted((stage / 'models').iterdir()):
+            _swap_in(b, out / 'models' / b.name)
         (stage / 'models').rmdir()
-    for p in sorted(stage.iterdir()): _swap_in(p, out / p.name)
-    stage.rmdir(); marker.unlink()
+    for p in sorted(stage.iterdir()):
+        _swap_in(p, out / p.name)
+    stage.rmdir()
+    marker.unlink()
 
 # %% ../nbs/04a_training.ipynb #2404833a
 def check_grid(h5_path, meta: dict):
     "Refuse a dataset whose wavelength grid differs from the model's."
     wl = pd.read_hdf(h5_path, 'wavelengths')
-    if len(wl) != meta['npix'] or abs(wl['loglam'].iloc[0] - meta['loglam0']) > 1e-6 or abs(np.diff(wl['loglam'].to_numpy()[:2])[0] - meta['dloglam']) > 1e-9:
-        raise ValueError(f"{h5_path} is on another wavelength grid ({len(wl)} pixels from loglam {wl['loglam'].iloc[0]:.4f}) than the model "
-                         f"({meta['npix']} pixels from {meta['loglam0']:.4f}); preprocess the data onto the common grid first.")
+    if (
+        len(wl) != meta['npix']
+        or abs(wl['loglam'].iloc[0] - meta['loglam0']) > 1e-6
+        or abs(np.diff(wl['loglam'].to_numpy()[:2])[0] - meta['dloglam']) > 1e-9
+    ):
+        raise ValueError(
+            f"{h5_path} is on another wavelength grid ({len(wl)} pixels from loglam {wl['loglam'].iloc[0]:.4f}) than the model "
+            f"({meta['npix']} pixels from {meta['loglam0']:.4f}); preprocess the data onto the common grid first."
+        )
+
 
 def check_out_file(path) -> Path:
     "A clear error, before any work, when `path` cannot be an output file: it is a folder, or a file stands where its folder should be."
     p = Path(path)
-    if p.is_dir(): raise ValueError(f"Output {p} is an existing folder; give a file path such as {p / 'predictions.csv'}.")
+    if p.is_dir():
+        raise ValueError(f"Output {p} is an existing folder; give a file path such as {p / 'predictions.csv'}.")
     for a in p.parents:
         if a.exists():
-            if not a.is_dir(): raise ValueError(f"Output {p}: {a} is a file, so the folder cannot be made; choose another --out.")
-            if not os.access(a, os.W_OK): raise PermissionError(f"Output {p}: cannot write in {a}; choose another --out.")
+            if not a.is_dir():
+                raise ValueError(f"Output {p}: {a} is a file, so the folder cannot be made; choose another --out.")
+            if not os.access(a, os.W_OK):
+                raise PermissionError(f"Output {p}: cannot write in {a}; choose another --out.")
             break
     return p
 
-UNCALIBRATED_THRESHOLD = 0.9   # flag threshold of a bundle saved before calibration existed (on its raw top probability)
+
+UNCALIBRATED_THRESHOLD = 0.9  # flag threshold of a bundle saved before calibration existed (on its raw top probability)
+
 
 def apply_temperature(prob, temperature: float) -> np.ndarray:
     "softmax(log p / T) of softmax probabilities `p` (rows): T > 1 softens, T < 1 sharpens, T = 1 returns `p`; the argmax is unchanged."
     p = np.asarray(prob)
     t = float(temperature)
-    if not (np.isfinite(t) and t > 0): raise ValueError(f"temperature must be a positive number, got {temperature!r}.")
-    if t == 1.0: return p
+    if not (np.isfinite(t) and t > 0):
+        raise ValueError(f"temperature must be a positive number, got {temperature!r}.")
+    if t == 1.0:
+        return p
     z = np.log(np.clip(p.astype(np.float64), 1e-300, None)) / t
     e = np.exp(z - z.max(-1, keepdims=True))
     return (e / e.sum(-1, keepdims=True)).astype(p.dtype if p.dtype.kind == 'f' else np.float64)
 
+
 def flag_low_confidence(prob, threshold: float, novelty=None, novelty_threshold: float | None = None) -> np.ndarray:
     "Quality flag per row: 1 (do not trust) where the top probability is below `threshold` or the novelty score above `novelty_threshold`, else 0."
     f = np.asarray(prob).max(-1) < threshold
-    if novelty is not None and novelty_threshold is not None: f |= np.asarray(novelty) > novelty_threshold
+    if novelty is not None and novelty_threshold is not None:
+        f |= np.asarray(novelty) > novelty_threshold
     return f.astype(np.int8)
+
 
 def embedding_model(model):
     "A Keras model giving (probabilities, penultimate features) of a classifier whose output layer is named 'probs'; None for one without."
     import keras
-    try: return keras.Model(model.inputs, [model.output, model.get_layer('probs').input])
-    except (ValueError, AttributeError): return None
+
+    try:
+        return keras.Model(model.inputs, [model.output, model.get_layer('probs').input])
+    except (ValueError, AttributeError):
+        return None
+
 
 def fit_novelty(emb, y, n_classes: int, shrink: float = 0.1, ridge: float = 1e-2) -> dict:
     "Gaussian model of training embeddings: per-class means and one shared covariance (shrunk towards its diagonal, plus a ridge), kept as its inverse."
     emb, y = np.asarray(emb, np.float64), np.asarray(y, int)
     if emb.ndim != 2 or len(emb) != len(y) or len(y) <= n_classes:
-        raise ValueError(f"fit_novelty needs (n, d) embeddings of more than {n_classes} labelled training spectra, got {emb.shape} and {len(y)} labels.")
-    means = np.stack([emb[y == c].mean(0) if (y == c).any() else np.full(emb.shape[1], np.nan) for c in range(n_classes)])
+        raise ValueError(
+            f"fit_novelty needs (n, d) embeddings of more than {n_classes} labelled training spectra, got {emb.shape} and {len(y)} labels."
+        )
+    means = np.stack(
+        [emb[y == c].mean(0) if (y == c).any() else np.full(emb.shape[1], np.nan) for c in range(n_classes)]
+    )
     r = emb - means[y]
     cov = r.T @ r / (len(y) - n_classes)
     cov = (1 - shrink) * cov + shrink * np.diag(np.diag(cov))
-    cov += ridge * max(np.trace(cov) / len(cov), 1e-12) * np.eye(len(cov))   # dead ReLU units have no variance
-    return dict(means=np.where(np.isfinite(means), means, None).tolist(), precision=np.linalg.inv(cov).tolist(),
-                rule='squared Mahalanobis distance of the penultimate features to the nearest class mean of the training split, per dimension')
+    cov += ridge * max(np.trace(cov) / len(cov), 1e-12) * np.eye(len(cov))  # dead ReLU units have no variance
+    return dict(
+        means=np.where(np.isfinite(means), means, None).tolist(),
+        precision=np.linalg.inv(cov).tolist(),
+        rule='squared Mahalanobis distance of the penultimate features to the nearest class mean of the training split, per dimension',
+    )
+
 
 _BLAS = dict(controller=None, users=0, limiter=None, lock=threading.Lock())
+
 
 @contextmanager
 def one_blas_thread():
@@ -579,40 +953,60 @@ def one_blas_thread():
     with b['lock']:
         if b['controller'] is None:
             from threadpoolctl import ThreadpoolController
-            b['controller'] = ThreadpoolController()   # finds the loaded BLAS libraries once (0.5 ms); each limit() after that ~30 us
-        if b['users'] == 0: b['limiter'] = b['controller'].limit(limits=1, user_api='blas')
+
+            b['controller'] = (
+                ThreadpoolController()
+            )  # finds the loaded BLAS libraries once (0.5 ms); each limit() after that ~30 us
+        if b['users'] == 0:
+            b['limiter'] = b['controller'].limit(limits=1, user_api='blas')
         b['users'] += 1
-    try: yield
+    try:
+        yield
     finally:
         with b['lock']:
             b['users'] -= 1
-            if b['users'] == 0: b['limiter'].restore_original_limits(); b['limiter'] = None
+            if b['users'] == 0:
+                b['limiter'].restore_original_limits()
+                b['limiter'] = None
+
 
 def novelty_score(emb, novelty: dict, chunk: int = 8192) -> np.ndarray:
     "Squared Mahalanobis distance of each embedding row to the nearest class mean, divided by the dimension (about 1 for training-like spectra)."
-    m = np.asarray(novelty['means'], dtype=np.float64); P = np.asarray(novelty['precision'], np.float64)
+    m = np.asarray(novelty['means'], dtype=np.float64)
+    P = np.asarray(novelty['precision'], np.float64)
     m = m[np.isfinite(m).all(1)]
     emb = np.asarray(emb, np.float64)
     if emb.ndim != 2 or emb.shape[1] != P.shape[0]:
-        raise ValueError(f"novelty_score: embeddings of shape {emb.shape} do not match a novelty model of dimension {P.shape[0]}.")
+        raise ValueError(
+            f"novelty_score: embeddings of shape {emb.shape} do not match a novelty model of dimension {P.shape[0]}."
+        )
     out = np.empty(len(emb))
     for a in range(0, len(emb), chunk):
-        d = (emb[a:a + chunk, None, :] - m[None]).reshape(-1, P.shape[0])   # (rows x classes, dim)
-        out[a:a + chunk] = ((d @ P) * d).sum(-1).reshape(-1, len(m)).min(1)   # one matrix product: ~50x faster than an einsum
+        d = (emb[a : a + chunk, None, :] - m[None]).reshape(-1, P.shape[0])  # (rows x classes, dim)
+        out[a : a + chunk] = (
+            ((d @ P) * d).sum(-1).reshape(-1, len(m)).min(1)
+        )  # one matrix product: ~50x faster than an einsum
     return out / P.shape[0]
+
 
 def bundle_calibration(meta: dict, where='') -> tuple:
     "(temperature, flag threshold) of a bundle's meta; a bundle saved before calibration existed gives (1.0, 0.9) and one warning."
     cal, flag = meta.get('calibration') or {}, meta.get('flag') or {}
-    if 'temperature' in cal and 'threshold' in flag: return float(cal['temperature']), float(flag['threshold'])
-    log.warning("%s has no calibration in its meta.json (saved before temperature scaling): its probabilities are uncalibrated and "
-                "its flag is set where the uncalibrated top probability is below %g; retrain it to calibrate.", where or 'This model',
-                UNCALIBRATED_THRESHOLD)
+    if 'temperature' in cal and 'threshold' in flag:
+        return float(cal['temperature']), float(flag['threshold'])
+    log.warning(
+        "%s has no calibration in its meta.json (saved before temperature scaling): its probabilities are uncalibrated and "
+        "its flag is set where the uncalibrated top probability is below %g; retrain it to calibrate.",
+        where or 'This model',
+        UNCALIBRATED_THRESHOLD,
+    )
     return 1.0, UNCALIBRATED_THRESHOLD
+
 
 def _bucket(n: int, batch: int) -> int:
     "The padded batch size of n rows: the full batch, or the next power of two (at least 16), so that the graph is traced for a few shapes only."
     return batch if n >= batch else min(batch, max(16, 1 << (n - 1).bit_length()))
+
 
 def fold_batchnorm(model):
     """An inference copy of a functional Keras model in which every BatchNormalization that directly follows a convolution
@@ -621,86 +1015,133 @@ def fold_batchnorm(model):
     are copied with their weights. Not for training (the copy has no BatchNormalization left to update)."""
     import keras
     from keras import layers as L
-    class _Folded(L.Layer):   # stands in for a folded BatchNormalization
-        def call(self, inputs, training=None, mask=None): return inputs
+
+    class _Folded(L.Layer):  # stands in for a folded BatchNormalization
+        def call(self, inputs, training=None, mask=None):
+            return inputs
+
     pairs = {}
     for l in model.layers:
-        if not isinstance(l, L.BatchNormalization) or len(l._inbound_nodes) != 1: continue
+        if not isinstance(l, L.BatchNormalization) or len(l._inbound_nodes) != 1:
+            continue
         parents = l._inbound_nodes[0].parent_nodes
         prev = parents[0].operation if len(parents) == 1 else None
         axis = l.axis if isinstance(l.axis, int) else (l.axis[0] if len(l.axis) == 1 else None)
-        if (isinstance(prev, (L.Conv1D, L.Conv2D, L.Dense)) and len(prev._outbound_nodes) == 1 and prev.activation in (None, keras.activations.linear)
-                and axis in (-1, len(l.input.shape) - 1)):
+        if (
+            isinstance(prev, (L.Conv1D, L.Conv2D, L.Dense))
+            and len(prev._outbound_nodes) == 1
+            and prev.activation in (None, keras.activations.linear)
+            and axis in (-1, len(l.input.shape) - 1)
+        ):
             pairs[prev.name] = l
-    if not pairs: return model
+    if not pairs:
+        return model
     folded = {b.name for b in pairs.values()}
+
     def clone(layer):
-        if layer.name in folded: return _Folded(name=layer.name)
+        if layer.name in folded:
+            return _Folded(name=layer.name)
         cfg = layer.get_config()
-        if layer.name in pairs: cfg['use_bias'] = True
+        if layer.name in pairs:
+            cfg['use_bias'] = True
         return layer.__class__.from_config(cfg)
+
     new = keras.models.clone_model(model, clone_function=clone)
     for l in model.layers:
-        if l.name in folded or not l.weights: continue
+        if l.name in folded or not l.weights:
+            continue
         n = new.get_layer(l.name)
-        if l.name not in pairs: n.set_weights(l.get_weights()); continue
+        if l.name not in pairs:
+            n.set_weights(l.get_weights())
+            continue
         b = pairs[l.name]
         g = np.asarray(b.gamma) if b.scale else 1.0
         s = g / np.sqrt(np.asarray(b.moving_variance, np.float64) + b.epsilon)
         bias = (np.asarray(l.bias) if l.use_bias else 0.0) - np.asarray(b.moving_mean)
-        n.set_weights([(np.asarray(l.kernel) * s).astype(np.float32), (bias * s + (np.asarray(b.beta) if b.center else 0.0)).astype(np.float32)])
+        n.set_weights(
+            [
+                (np.asarray(l.kernel) * s).astype(np.float32),
+                (bias * s + (np.asarray(b.beta) if b.center else 0.0)).astype(np.float32),
+            ]
+        )
     return new
 
-MODEL_BATCH = 256   # rows per model call in predict: intermediate tensors stay in the CPU's caches
 
-def _predictor(model, kind: str, spec: InputSpec | None = None, scaler: Scaler | None = None, jit: bool = False, batch: int = MODEL_BATCH):
+MODEL_BATCH = 256  # rows per model call in predict: intermediate tensors stay in the CPU's caches
+
+
+def _predictor(
+    model,
+    kind: str,
+    spec: InputSpec | None = None,
+    scaler: Scaler | None = None,
+    jit: bool = False,
+    batch: int = MODEL_BATCH,
+):
     """A function (fluxes, features) -> probabilities; for a model with a 'probs' layer, (probabilities, penultimate features).
     Without `scaler` it takes `model_input`'s arrays. With it, it takes fluxes after `prepare_flux` ((n, npix), not yet
     standardised) and standardises them inside the graph; the model is called on pieces of `batch` rows, padded to a few
     fixed sizes (`_bucket`) so the graph is traced once per size. BatchNormalization is folded into the layer before it
     (`fold_batchnorm`). `jit`: compile with XLA (slower for these networks on CPU once batch norm is folded)."""
     import tensorflow as tf
+
     spec = spec or InputSpec(feature_columns=FEATURE_COLUMNS)
     model = fold_batchnorm(model)
     both = embedding_model(model)
     net = both or model
     fused = scaler is not None and spec.use_flux
-    if fused: mu, sd = (tf.constant(np.asarray(v, np.float32)) for v in (scaler.flux_mean, scaler.flux_std))
+    if fused:
+        mu, sd = (tf.constant(np.asarray(v, np.float32)) for v in (scaler.flux_mean, scaler.flux_std))
+
     def call(d):
         if fused:
             x = (d['flux'] - mu) / sd
             d = {**d, 'flux': x[..., None]}
         return net(d if kind == 'mixed' else d['flux'], training=False)
-    if kind == 'mixed': sig = {i.name: tf.TensorSpec((None,) + tuple(i.shape[1:]), tf.float32) for i in model.inputs}
-    else: sig = {'flux': tf.TensorSpec((None,) + tuple(model.inputs[0].shape[1:]), tf.float32)}
-    if fused: sig['flux'] = tf.TensorSpec((None, len(scaler.flux_mean)), tf.float32)
-    f = tf.function(call, input_signature=[sig], jit_compile=jit).get_concrete_function()   # called directly: no per-call signature binding
+
+    if kind == 'mixed':
+        sig = {i.name: tf.TensorSpec((None,) + tuple(i.shape[1:]), tf.float32) for i in model.inputs}
+    else:
+        sig = {'flux': tf.TensorSpec((None,) + tuple(model.inputs[0].shape[1:]), tf.float32)}
+    if fused:
+        sig['flux'] = tf.TensorSpec((None, len(scaler.flux_mean)), tf.float32)
+    f = tf.function(
+        call, input_signature=[sig], jit_compile=jit
+    ).get_concrete_function()  # called directly: no per-call signature binding
     names = list(sig)
+
     def run(x, F):
         d = model_feed(x, F, 'mixed', spec) if kind == 'mixed' else {'flux': x}
         n = len(next(iter(d.values())))
         outs = []
-        for a in range(0, n, batch):   # pad each piece to its bucket: one compiled graph per bucket size
-            m = min(batch, n - a); b = _bucket(m, batch)
-            piece = {k: np.asarray(d[k][a:a + m], np.float32) for k in names}
-            if b > m: piece = {k: np.concatenate([v, np.zeros((b - m,) + v.shape[1:], np.float32)]) for k, v in piece.items()}
+        for a in range(0, n, batch):  # pad each piece to its bucket: one compiled graph per bucket size
+            m = min(batch, n - a)
+            b = _bucket(m, batch)
+            piece = {k: np.asarray(d[k][a : a + m], np.float32) for k in names}
+            if b > m:
+                piece = {k: np.concatenate([v, np.zeros((b - m,) + v.shape[1:], np.float32)]) for k, v in piece.items()}
             r = f(piece)
             outs.append(tuple(t.numpy()[:m] for t in r) if both is not None else r.numpy()[:m])
-        if both is not None: return tuple(np.concatenate(o) for o in zip(*outs))
+        if both is not None:
+            return tuple(np.concatenate(o) for o in zip(*outs))
         return np.concatenate(outs)
+
     return run
 
 
-INFO_BLOCK = 65_536   # source_info rows read at a time by `_chunks_h5`
+INFO_BLOCK = 65_536  # source_info rows read at a time by `_chunks_h5`
+
 
 def stored_scale(info: pd.DataFrame, flux: np.ndarray, probe: int = 4):
     """A chunk's stored per-spectrum scale (`flux_scale`, written by preprocessing), after checking it on `probe` rows spread
     over the chunk against `spectrum_scale` of their fluxes; None when the chunk has none, False when it does not match
     (fluxes changed after preprocessing): then the caller finds the scale from the fluxes."""
-    if 'flux_scale' not in info or not len(info): return None
+    if 'flux_scale' not in info or not len(info):
+        return None
     s = info['flux_scale'].to_numpy(np.float32)
     k = np.unique(np.linspace(0, len(s) - 1, min(probe, len(s))).astype(int))
     return s if spectrum_scale(flux[k]).tobytes() == s[k].tobytes() else False
+
 
 def _chunks_h5(h5_path, batch: int, rows: range | None = None, columns=None):
     """(info, fluxes, {}) chunks of `batch` rows of a dataset: of its `rows` only, if given (a slice for one worker), and of
@@ -708,62 +1149,98 @@ def _chunks_h5(h5_path, batch: int, rows: range | None = None, columns=None):
     reused buffer (PyTables reads whole rows about twice as fast as one field of them) and the fluxes copied out, so every
     chunk is a fresh float32 array; `source_info` is read `INFO_BLOCK` rows at a time (`read_info`)."""
     import tables
-    with tables.open_file(str(h5_path), 'r') as h:   # opened once for all chunks (read_fluxes opens the file per call)
+
+    with tables.open_file(str(h5_path), 'r') as h:  # opened once for all chunks (read_fluxes opens the file per call)
         t = h.root.fluxes.table
         a0, a1 = (0, t.nrows) if rows is None else (max(rows.start, 0), min(rows.stop, t.nrows))
         buf, block = np.empty(max(min(batch, a1 - a0), 0), t.dtype), max(batch, INFO_BLOCK // batch * batch)
         for b0 in range(a0, a1, block):
             info = read_info(h5_path, b0, min(b0 + block, a1), columns).reset_index(drop=True)
             for a in range(0, len(info), batch):
-                part = buf[:min(batch, len(info) - a)]
+                part = buf[: min(batch, len(info) - a)]
                 t.read(b0 + a, b0 + a + len(part), out=part)
-                yield info.iloc[a:a + batch].reset_index(drop=True), np.array(part['values_block_0'], np.float32), {}
+                yield info.iloc[a : a + batch].reset_index(drop=True), np.array(part['values_block_0'], np.float32), {}
+
 
 def _chunks_raw(raw_path, batch: int, sigma: float, row_groups: range | None = None):
     "(info, fluxes, dropped) of `process_chunk` per chunk of raw records (of its `row_groups` only, if given)."
     for cat, pix in iter_records(raw_path, batch_size=batch, row_groups=row_groups):
         info, flux, dropped = process_chunk(cat, pix, sigma=sigma)
         dropped = {k: int(v) for k, v in dropped.items() if not k.startswith('_')}
-        if dropped: log.warning("predict: %d raw spectra could not be used: %s", sum(dropped.values()), dropped)
+        if dropped:
+            log.warning("predict: %d raw spectra could not be used: %s", sum(dropped.values()), dropped)
         yield info, flux, dropped
+
 
 class Predictor:
     "A saved classifier ready to apply to data: its meta, scaler and calibration read once, the Keras model loaded on first use (once per process)."
+
     def __init__(self, model_path):
         self.path = check_bundle(model_path)
-        self.meta = meta = json.loads((self.path / 'meta.json').read_text()); self.scaler = Scaler.load(self.path / 'scaler.json')
-        if meta['kind'] not in ('cnn', 'mixed'): raise ValueError(f"{model_path} holds a {meta['kind']} model, not a classifier.")
+        self.meta = meta = json.loads((self.path / 'meta.json').read_text())
+        self.scaler = Scaler.load(self.path / 'scaler.json')
+        if meta['kind'] not in ('cnn', 'mixed'):
+            raise ValueError(f"{model_path} holds a {meta['kind']} model, not a classifier.")
         self.spec = bundle_spec(meta)
         self.temperature, self.threshold = bundle_calibration(meta, f'Model {model_path}')
         self.novelty, self.nov_th = meta.get('novelty'), (meta.get('flag') or {}).get('novelty_threshold')
         if meta.get('calibration') and not (self.novelty and self.nov_th is not None):
-            log.warning("Model %s has no novelty model in its meta.json (saved before the flag had one): its flag marks low confidence only, "
-                        "not spectra unlike its training data, and its novelty column is empty; retrain it for both.", model_path)
+            log.warning(
+                "Model %s has no novelty model in its meta.json (saved before the flag had one): its flag marks low confidence only, "
+                "not spectra unlike its training data, and its novelty column is empty; retrain it for both.",
+                model_path,
+            )
         self.col = TASKS[meta['task']][0]
         self._run = None
+
     def check_data(self, data_path) -> tuple:
         "('h5' or 'raw', number of spectra) of a data file this model can be applied to; otherwise a clear error naming it and the fix."
         data_path, meta, spec = Path(data_path), self.meta, self.spec
-        if not data_path.exists(): raise FileNotFoundError(f"No data at {data_path}.")
+        if not data_path.exists():
+            raise FileNotFoundError(f"No data at {data_path}.")
         if data_path.suffix in ('.h5', '.hdf5'):
-            check_dataset(data_path); check_grid(data_path, meta)
+            check_dataset(data_path)
+            check_grid(data_path, meta)
             have = read_info(data_path, 0, 0).columns
             missing = [c for c in spec.feature_columns if c not in have]
-            if missing: raise ValueError(f"Feature columns {missing} are missing from {data_path}; the model needs {list(spec.feature_columns)}.")
+            if missing:
+                raise ValueError(
+                    f"Feature columns {missing} are missing from {data_path}; the model needs {list(spec.feature_columns)}."
+                )
             known = dataset_sigma(data_path)
             if known is not None and spec.sigma_dataset is not None and not np.isclose(known, spec.sigma_dataset):
-                raise ValueError(f"{data_path} was preprocessed with sigma={known:g} but the model was trained on data preprocessed with "
-                                 f"sigma={spec.sigma_dataset:g}; preprocess it with --sigma {spec.sigma_dataset:g} (or give raw.parquet).")
+                raise ValueError(
+                    f"{data_path} was preprocessed with sigma={known:g} but the model was trained on data preprocessed with "
+                    f"sigma={spec.sigma_dataset:g}; preprocess it with --sigma {spec.sigma_dataset:g} (or give raw.parquet)."
+                )
             import tables
-            with tables.open_file(str(data_path), 'r') as h: return 'h5', h.root.source_info.table.nrows
+
+            with tables.open_file(str(data_path), 'r') as h:
+                return 'h5', h.root.source_info.table.nrows
         if data_path.suffix == '.parquet':
             from spectral_nb.records import count_records
+
             if spec.sigma_dataset is None:
-                raise ValueError(f"{self.path} does not record the smoothing its training data had, so raw records cannot be prepared "
-                                 f"like them; apply it to a dataset.h5 preprocessed like its training data instead.")
+                raise ValueError(
+                    f"{self.path} does not record the smoothing its training data had, so raw records cannot be prepared "
+                    f"like them; apply it to a dataset.h5 preprocessed like its training data instead."
+                )
             return 'raw', count_records(data_path)
         raise ValueError(f"{data_path}: give a dataset .h5 or a raw-record .parquet file.")
-    INFO_COLUMNS = ('specObjID', 'plate', 'mjd', 'fiberID', 'z', 'split', 'source', 'sn_median', 'label_main', 'flux_scale')   # what `table` reads
+
+    INFO_COLUMNS = (
+        'specObjID',
+        'plate',
+        'mjd',
+        'fiberID',
+        'z',
+        'split',
+        'source',
+        'sn_median',
+        'label_main',
+        'flux_scale',
+    )  # what `table` reads
+
     def chunks(self, data_path, kind: str, batch_size: int = 1024, rows: range | None = None):
         """(info, fluxes, dropped) chunks of a checked data file of `kind` ('h5': `rows` are row numbers, and only the
         `source_info` columns the predictions table and the model use are read; 'raw': Parquet row groups)."""
@@ -772,55 +1249,105 @@ class Predictor:
             cols = [c for c in dict.fromkeys((*self.INFO_COLUMNS, self.col, *self.spec.feature_columns)) if c in have]
             return _chunks_h5(data_path, batch_size, rows, cols)
         return _chunks_raw(data_path, batch_size, self.spec.sigma_dataset, rows)
+
     def prepared(self, flux: np.ndarray, inplace: bool = False, scale: np.ndarray | None = None) -> np.ndarray:
         """Fluxes after the model's smoothing and per-spectrum scale (`prepare_flux`; `inplace`: in `flux` itself; `scale`: the
         rows' stored `flux_scale`, when known); the compiled graph standardises them."""
-        return prepare_flux(flux, self.spec, inplace, scale) if self.spec.use_flux and len(flux) else np.asarray(flux, np.float32)
-    def table(self, info: pd.DataFrame, flux: np.ndarray, prepared: bool = False, batch_size: int = 1024) -> pd.DataFrame:
+        return (
+            prepare_flux(flux, self.spec, inplace, scale)
+            if self.spec.use_flux and len(flux)
+            else np.asarray(flux, np.float32)
+        )
+
+    def table(
+        self, info: pd.DataFrame, flux: np.ndarray, prepared: bool = False, batch_size: int = 1024
+    ) -> pd.DataFrame:
         "The predictions table of one chunk (`prepared`: its fluxes already through `prepared`): ids, known labels, novelty, flag, one probability per class, the predicted class."
-        if self._run is None:   # the model is loaded and its graph built once, on first use
-            self._run = _predictor(load_bundle(self.path)[0], self.meta['kind'], self.spec, self.scaler, batch=min(batch_size, MODEL_BATCH))
-        with one_blas_thread():   # the novelty score's matrix product must not leave BLAS threads spinning beside the model's
+        if self._run is None:  # the model is loaded and its graph built once, on first use
+            self._run = _predictor(
+                load_bundle(self.path)[0], self.meta['kind'], self.spec, self.scaler, batch=min(batch_size, MODEL_BATCH)
+            )
+        with (
+            one_blas_thread()
+        ):  # the novelty score's matrix product must not leave BLAS threads spinning beside the model's
             r = self._run(flux if prepared else self.prepared(flux), feature_input(info, self.spec, self.scaler))
             p, emb = r if isinstance(r, tuple) else (r, None)
             p = apply_temperature(p, self.temperature)
             nov = novelty_score(emb, self.novelty) if (self.novelty and emb is not None) else np.full(len(info), np.nan)
-        o = info[[c for c in dict.fromkeys(('specObjID', 'plate', 'mjd', 'fiberID', 'z', 'split', 'source', 'sn_median', 'label_main', self.col)) if c in info]].copy()
+        o = info[
+            [
+                c
+                for c in dict.fromkeys(
+                    (
+                        'specObjID',
+                        'plate',
+                        'mjd',
+                        'fiberID',
+                        'z',
+                        'split',
+                        'source',
+                        'sn_median',
+                        'label_main',
+                        self.col,
+                    )
+                )
+                if c in info
+            ]
+        ].copy()
         o['novelty'] = nov
         o['flag'] = flag_low_confidence(p, self.threshold, nov if self.nov_th is not None else None, self.nov_th)
-        for j, c in enumerate(self.meta['classes']): o[f'prob_{c}'] = p[:, j]
+        for j, c in enumerate(self.meta['classes']):
+            o[f'prob_{c}'] = p[:, j]
         o['predicted'] = np.asarray(self.meta['classes'])[p.argmax(1)]
         return o
+
     def apply(self, data_path, kind: str, batch_size: int = 1024, rows: range | None = None, bar=None) -> tuple:
         "(list of prediction tables, {reason: spectra dropped}) of a checked data file (or of its `rows`)."
         outs, dropped, stale = [], {}, []
-        def read(it):   # in a background thread: reading and the per-spectrum scale overlap the model's calls
-            for info, flux, drop in it:   # chunks are fresh arrays; the scale stored with them is used when there is one
+
+        def read(it):  # in a background thread: reading and the per-spectrum scale overlap the model's calls
+            for info, flux, drop in it:  # chunks are fresh arrays; the scale stored with them is used when there is one
                 s = None if stale else stored_scale(info, flux)
                 if s is False:
-                    stale.append(1); s = None
-                    log.warning("%s: its stored flux_scale does not match its fluxes (were they changed after preprocessing?); the "
-                                "scale is found from the fluxes instead, which is slower. Preprocess the file again to store it.", data_path)
+                    stale.append(1)
+                    s = None
+                    log.warning(
+                        "%s: its stored flux_scale does not match its fluxes (were they changed after preprocessing?); the "
+                        "scale is found from the fluxes instead, which is slower. Preprocess the file again to store it.",
+                        data_path,
+                    )
                 yield info, self.prepared(flux, inplace=True, scale=s), drop
+
         for info, P, drop in prefetch(read(self.chunks(data_path, kind, batch_size, rows))):
-            for k, v in drop.items(): dropped[k] = dropped.get(k, 0) + v
-            if len(info): outs.append(self.table(info, P, prepared=True, batch_size=batch_size))
-            if bar is not None: bar.update(len(info) + sum(drop.values()))
+            for k, v in drop.items():
+                dropped[k] = dropped.get(k, 0) + v
+            if len(info):
+                outs.append(self.table(info, P, prepared=True, batch_size=batch_size))
+            if bar is not None:
+                bar.update(len(info) + sum(drop.values()))
         return outs, dropped
+
 
 def predictions_table(outs: list, dropped: dict, total: int, where, out_csv=None) -> pd.DataFrame:
     "Concatenate prediction tables (in order) and write them atomically to `out_csv`; no usable spectrum at all is an error that names `where`."
     if not outs:
-        raise ValueError(f"None of the {total} spectra in {where} could be used ({dropped or 'empty input'}); no predictions written. "
-                         f"Check the input (too many missing pixels, no redshift, off the wavelength grid).")
+        raise ValueError(
+            f"None of the {total} spectra in {where} could be used ({dropped or 'empty input'}); no predictions written. "
+            f"Check the input (too many missing pixels, no redshift, off the wavelength grid)."
+        )
     df = pd.concat(outs, ignore_index=True)
     if out_csv:
-        out_csv = Path(out_csv); out_csv.parent.mkdir(parents=True, exist_ok=True)
+        out_csv = Path(out_csv)
+        out_csv.parent.mkdir(parents=True, exist_ok=True)
         tmp = out_csv.with_name(f'.{out_csv.name}.{uuid.uuid4().hex[:8]}.tmp')
-        try: df.to_csv(tmp, index=False); os.replace(tmp, out_csv)
+        try:
+            df.to_csv(tmp, index=False)
+            os.replace(tmp, out_csv)
         finally:
-            if tmp.exists(): tmp.unlink()
+            if tmp.exists():
+                tmp.unlink()
     return df
+
 
 def predict(model_path, data_path, out_csv=None, batch_size: int = 1024, progress: bool = True) -> pd.DataFrame:
     "Apply a saved classifier to a dataset.h5 or raw.parquet through `model_input`; returns (and writes, if `out_csv`) the predictions table."
@@ -834,45 +1361,83 @@ def predict(model_path, data_path, out_csv=None, batch_size: int = 1024, progres
 # %% ../nbs/04a_training.ipynb #bf50259a
 def wilson(k: int, n: int, confidence: float = 0.95) -> tuple:
     "Wilson score interval (lo, hi) of a proportion k/n (scipy's binomtest)."
-    if n == 0: return (float('nan'), float('nan'))
+    if n == 0:
+        return (float('nan'), float('nan'))
     from scipy.stats import binomtest
+
     ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method='wilson')
     return (float(ci.low), float(ci.high))
 
+
 SN_BINS = (0, 2, 5, 10, 20, np.inf)
+
 
 def classification_metrics(y_true, y_pred, classes, sn=None) -> dict:
     "Headline metrics of a classifier on one split."
     from sklearn.metrics import precision_recall_fscore_support, confusion_matrix
+
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    k = len(classes); n = len(y_true); ok = int((y_true == y_pred).sum())
+    k = len(classes)
+    n = len(y_true)
+    ok = int((y_true == y_pred).sum())
     cm = confusion_matrix(y_true, y_pred, labels=range(k))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=range(k), zero_division=0)
-    out = dict(n=n, accuracy=ok / n if n else float('nan'), accuracy_ci95=wilson(ok, n),
-               majority_baseline=float(np.bincount(y_true, minlength=k).max() / n) if n else float('nan'),
-               confusion=cm.tolist(), classes=list(classes),
-               per_class={c: dict(precision=float(p[i]), recall=float(r[i]), f1=float(f[i]), support=int(s[i])) for i, c in enumerate(classes)},
-               recall={c: (float(r[i]) if s[i] else None) for i, c in enumerate(classes)})
+    out = dict(
+        n=n,
+        accuracy=ok / n if n else float('nan'),
+        accuracy_ci95=wilson(ok, n),
+        majority_baseline=float(np.bincount(y_true, minlength=k).max() / n) if n else float('nan'),
+        confusion=cm.tolist(),
+        classes=list(classes),
+        per_class={
+            c: dict(precision=float(p[i]), recall=float(r[i]), f1=float(f[i]), support=int(s[i]))
+            for i, c in enumerate(classes)
+        },
+        recall={c: (float(r[i]) if s[i] else None) for i, c in enumerate(classes)},
+    )
     if sn is not None:
-        sn = np.asarray(sn); b = np.digitize(sn, SN_BINS[1:-1])
-        out['accuracy_by_sn'] = [dict(lo=float(SN_BINS[i]), hi=float(SN_BINS[i + 1]), n=int((b == i).sum()),
-                                      accuracy=float((y_true[b == i] == y_pred[b == i]).mean()) if (b == i).any() else None)
-                                 for i in range(len(SN_BINS) - 1)]
+        sn = np.asarray(sn)
+        b = np.digitize(sn, SN_BINS[1:-1])
+        out['accuracy_by_sn'] = [
+            dict(
+                lo=float(SN_BINS[i]),
+                hi=float(SN_BINS[i + 1]),
+                n=int((b == i).sum()),
+                accuracy=float((y_true[b == i] == y_pred[b == i]).mean()) if (b == i).any() else None,
+            )
+            for i in range(len(SN_BINS) - 1)
+        ]
     return out
+
 
 def evaluate_bundle(model_path, h5_path, split: str | None = None, batch_size: int = 1024) -> dict:
     "Metrics of a saved classifier on a dataset.h5 (all of the task's rows, or one split): classification_metrics + per-class recall + accuracy by S/N."
-    meta = json.loads((Path(model_path) / 'meta.json').read_text()) if (Path(model_path) / 'meta.json').exists() else None
-    if meta is None: load_bundle(model_path)   # raises the clear error
+    meta = (
+        json.loads((Path(model_path) / 'meta.json').read_text()) if (Path(model_path) / 'meta.json').exists() else None
+    )
+    if meta is None:
+        load_bundle(model_path)  # raises the clear error
     col, classes, only = check_task(meta['task'])
     df = predict(model_path, h5_path, batch_size=batch_size, progress=False)
-    if only: df = df[df['label_main'] == only]
+    if only:
+        df = df[df['label_main'] == only]
     if split is not None:
-        if split not in ('train', 'val', 'test'): raise ValueError(f"split must be 'train', 'val', 'test' or None (all rows), got {split!r}.")
+        if split not in ('train', 'val', 'test'):
+            raise ValueError(f"split must be 'train', 'val', 'test' or None (all rows), got {split!r}.")
         df = df[df['split'] == split]
-    if not len(df): raise ValueError(f"{h5_path} has no rows of task {meta['task']!r}{'' if split is None else f' in split {split!r}'} to evaluate on.")
-    y = encode_labels(df[col].to_numpy(), classes); pred = encode_labels(df['predicted'].to_numpy(), classes)
+    if not len(df):
+        raise ValueError(
+            f"{h5_path} has no rows of task {meta['task']!r}{'' if split is None else f' in split {split!r}'} to evaluate on."
+        )
+    y = encode_labels(df[col].to_numpy(), classes)
+    pred = encode_labels(df['predicted'].to_numpy(), classes)
     m = classification_metrics(y, pred, classes, df['sn_median'].to_numpy() if 'sn_median' in df else None)
-    m.update(model=str(model_path), dataset=str(h5_path), dataset_sha256=dataset_sha256(h5_path), split=split, task=meta['task'],
-             trained_on=meta.get('dataset', {}).get('sha256'))
+    m.update(
+        model=str(model_path),
+        dataset=str(h5_path),
+        dataset_sha256=dataset_sha256(h5_path),
+        split=split,
+        task=meta['task'],
+        trained_on=meta.get('dataset', {}).get('sha256'),
+    )
     return m
