@@ -25,6 +25,7 @@ report: $(STAMP)
 	$(VENV)/bin/spectral-nb reproduce --profile $(PROFILE) --source mock --out $(OUT)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff format --check nbs  # notebooks formatted (line length 120, one statement a line): `ruff format nbs` fixes them
 	cd nbs && ../$(VENV)/bin/nbdev_test --n_workers 2
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=15 tests  # two workers, a test file each at a time; conftest puts the end-to-end smoke chain (the longest file) first
 

@@ -1,4 +1,4 @@
-"""Benchmark: throughput (spectra/s) of the template fit of nbs/08_baselines.ipynb (PCA eigen-templates + chi2 redshift scan).
+"""Benchmark: throughput (spectra/s) of the template fit of nbs/08c_template_fit.ipynb (PCA eigen-templates + chi2 redshift scan).
 
 Usage: .venv/bin/python benchmarks/bench_baselines.py --data DATASET.h5 [--json OUT.json] [--max-train 300] [--n 1000] [--batch 64]
 Templates are built from the training split (at most --max-train spectra per class and star group) and the normal matrices
@@ -9,8 +9,8 @@ Prints one JSON line: spectra per wall-clock second and per CPU second of this p
 import argparse, json, os, time
 from pathlib import Path
 import numpy as np, pandas as pd
-from spectral_nb.baselines import build_templates, design, fit_templates
-from spectral_nb.preprocess import check_dataset, read_fluxes
+from spectral_nb.template_fit import build_templates, design, fit_templates
+from spectral_nb.dataset import check_dataset, read_fluxes
 
 ap = argparse.ArgumentParser()
 ap.add_argument('--data', type=Path, required=True)

@@ -25,11 +25,13 @@ def rss_mb() -> float:
 
 def stand_in_bundle(h5: Path, out: Path) -> Path:
     "A compact CNN fitted for one epoch on up to 2,000 spectra, with a temperature, flag threshold and novelty model attached."
-    from spectral_nb.training import load_task, save_bundle, attach_calibration, fit_novelty, embedding_model, seed_everything
+    from spectral_nb.inputs import InputSpec
+    from spectral_nb.fit import load_task, seed_everything
+    from spectral_nb.bundle import save_bundle, attach_calibration, fit_novelty, embedding_model
     from spectral_nb.cnn import build_compact_cnn
     from spectral_nb.config import CLASSES
     seed_everything(1)
-    data = load_task(h5, 'main', feature_columns=(), max_rows=2000)
+    data = load_task(h5, 'main', InputSpec(), max_rows=2000)
     model = build_compact_cnn(len(CLASSES))
     model.fit(data['train'].flux, data['train'].y, epochs=1, batch_size=64, verbose=0)
     emb = embedding_model(model).predict(data['train'].flux, verbose=0)[1]
@@ -48,8 +50,9 @@ def main():
     import numpy as np, pandas as pd
     from spectral_nb.mock import write_mock
     from spectral_nb.records import count_records
-    from spectral_nb.preprocess import preprocess, dataset_hash, processed_chunks, write_dataset
-    from spectral_nb.training import predict
+    from spectral_nb.preprocess import preprocess, processed_chunks, write_dataset
+    from spectral_nb.dataset import dataset_hash
+    from spectral_nb.predict import predict
     from spectral_nb import distributed as D
 
     work = a.work or Path(tempfile.mkdtemp())

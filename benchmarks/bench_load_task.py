@@ -1,4 +1,4 @@
-"""Benchmark: loading one task of a dataset into memory (`training.load_task(..., stream=False)`): wall time and peak RSS.
+"""Benchmark: loading one task of a dataset into memory (`fit.load_task(..., stream=False)`): wall time and peak RSS.
 
 Usage: .venv/bin/python benchmarks/bench_load_task.py --h5 BIG/dataset.h5 [--task star] [--json OUT.json]
 The task's flux rows are read with `read_flux_rows` (file opened once, block by block), standardised with a scaler fitted
@@ -7,7 +7,7 @@ on its training split. Prints one JSON line: rows per split, seconds, peak RSS o
 import argparse, json, os, resource, time
 from pathlib import Path
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
-from spectral_nb.training import load_task
+from spectral_nb.fit import load_task
 
 ap = argparse.ArgumentParser()
 ap.add_argument('--h5', type=Path, required=True)

@@ -5,23 +5,25 @@ Usage: .venv/bin/python benchmarks/bench_predict.py --run reports/quick [--h5 BI
 Models are the run's bundles (RUN/*/models/NAME); the data is RUN/data/dataset.h5 unless --h5 names another dataset on the
 same grid (e.g. a 191,000-spectrum mock, to see the fixed costs amortised). For each model and batch size:
 - `stages`: where the time goes, each stage timed alone over the whole file in chunks of the largest batch: `read_fluxes`
-  (the flux field alone, file opened per chunk), `read_chunks` (what predict reads: `_chunks_h5`, whole table rows into one
+  (the flux field alone, file opened per chunk), `read_chunks` (what predict reads: `chunks_h5`, whole table rows into one
   buffer and the source_info columns the predictions table needs), `prepare_flux` (the per-spectrum scale found from the
   fluxes) and `prepare_flux_stored_scale` (divided by the dataset's stored `flux_scale`, what predict does when it has one).
-- `model_only`: the compiled predictor (`_predictor`, as predict builds it: standardisation in the graph, batch norm folded,
+- `model_only`: the compiled predictor (`predictor_fn`, as predict builds it: standardisation in the graph, batch norm folded,
   pieces of at most --model-batch rows, default MODEL_BATCH = 256) on fluxes already prepared in memory, for each --jit
   setting (0: TensorFlow's graph executor, what predict uses; 1: XLA).
 - `end_to_end_warm`: a `Predictor` already loaded and compiled applied to the whole file: reading, the per-spectrum scale in
   a background thread, the model, calibration, flag, novelty and the output table (what a survey-scale run sees per spectrum).
-- `end_to_end`: `spectral_nb.training.predict` from scratch on the whole file, so also loading the bundle and compiling.
+- `end_to_end`: `spectral_nb.predict.predict` from scratch on the whole file, so also loading the bundle and compiling.
 Batch 1 is timed on --n1 spectra. Prints one JSON line per measurement; --json writes them all, with the machine, to a file.
 """
 import argparse, json, os, platform, time
 from pathlib import Path
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 import numpy as np, pandas as pd
-from spectral_nb.preprocess import read_fluxes
-from spectral_nb.training import load_bundle, bundle_spec, prepare_flux, feature_input, predict, predictions_table, Predictor, _predictor, _chunks_h5, MODEL_BATCH
+from spectral_nb.dataset import read_fluxes
+from spectral_nb.inputs import prepare_flux, feature_input
+from spectral_nb.bundle import load_bundle, bundle_spec
+from spectral_nb.predict import predict, predictions_table, Predictor, predictor_fn, chunks_h5, MODEL_BATCH
 
 ap = argparse.ArgumentParser()
 ap.add_argument('--run', type=Path, required=True)
@@ -54,7 +56,7 @@ def each_chunk(f):
 t = best(lambda: each_chunk(lambda s, e: read_fluxes(h5, s, e)), a.repeat)
 emit(stage='read_fluxes', chunk=chunk, spectra=N, spectra_per_s=round(N / t))
 cols = [c for c in Predictor.INFO_COLUMNS if c in info]
-t = best(lambda: sum(1 for _ in _chunks_h5(h5, chunk, columns=cols)), a.repeat)
+t = best(lambda: sum(1 for _ in chunks_h5(h5, chunk, columns=cols)), a.repeat)
 emit(stage='read_chunks', chunk=chunk, columns=cols, spectra=N, spectra_per_s=round(N / t))
 n_mem = min(N, a.max_model_rows)
 flux = read_fluxes(h5, 0, n_mem)
@@ -73,7 +75,7 @@ for name in a.models:
     for bs in a.batches:
         for jit in a.jit:
             mb = min(bs, a.model_batch)   # predict reads chunks of bs rows and calls the model on pieces of at most MODEL_BATCH
-            run = _predictor(model, meta['kind'], spec, sc, jit=bool(jit), batch=mb)
+            run = predictor_fn(model, meta['kind'], spec, sc, jit=bool(jit), batch=mb)
             n = min(n_mem, a.n1) if bs == 1 else n_mem
             run(P[:mb], F[:mb]); run(P[:n % mb or mb], F[:n % mb or mb])     # trace the shapes used below
             if bs == 1:

@@ -18,7 +18,7 @@ a = ap.parse_args()
 if a.child:
     from spectral_nb.preprocess import preprocess
     out = Path(tempfile.mkdtemp()) / 'dataset.h5'
-    s = preprocess(a.raw, out, sigma=a.sigma, progress=False)
+    s = preprocess(a.raw, out, smoothing_px=a.sigma, progress=False)
     print(json.dumps(dict(n_in=s.n_in, n_out=s.n_out, dropped=s.dropped, seconds=s.seconds, spectra_per_s=s.spectra_per_s,
                           peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                           h5_mb=round(out.stat().st_size / 1e6, 1))))

@@ -45,7 +45,8 @@ if a.child:
     t0 = time.perf_counter()
     import numpy as np
     from spectral_nb.config import CLASSES, NPIX
-    from spectral_nb.training import seed_everything, load_task, fit_model
+    from spectral_nb.inputs import InputSpec
+    from spectral_nb.fit import seed_everything, load_task, fit_model
     from spectral_nb.streaming import stream_task, fit_streaming, predict_streaming
     from spectral_nb.cnn import build_compact_cnn
     seed_everything(a.seed)
@@ -53,7 +54,7 @@ if a.child:
     base = dict(rss_after_imports_mb=current_rss_mb(), peak_rss_after_imports_mb=rss_mb())
     t = time.perf_counter()
     if a.child == 'in_memory':
-        data = load_task(a.h5, 'main', seed=a.seed, feature_columns=())
+        data = load_task(a.h5, 'main', InputSpec(), seed=a.seed)
         n_train, n_val = data['train'].n, data['val'].n
         load_s = time.perf_counter() - t
         t = time.perf_counter()

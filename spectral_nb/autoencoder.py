@@ -12,8 +12,17 @@ from pathlib import Path
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 from .config import *
-from .preprocess import read_fluxes, read_flux_rows, read_info, Scaler
-from .training import seed_everything, check_task, check_dataset, check_trainable, staged_run, _epoch_log
+from spectral_nb.dataset import (
+    read_fluxes,
+    read_flux_rows,
+    read_info,
+    Scaler,
+    check_task,
+    check_dataset,
+    check_trainable,
+)
+from .fit import seed_everything, epoch_log
+from .bundle import staged_run
 from .plots import data_banner, CLASS_COLORS
 
 log = get_logger(__name__)
@@ -181,7 +190,7 @@ def run_autoencoder(
         validation_data=(sets['val'][0], sets['val'][0]),
         epochs=prof['ae_epochs'],
         batch_size=prof['batch_size'],
-        callbacks=[stop, _epoch_log(len(sets['train'][0]), prof['ae_epochs'], 'autoencoder')],
+        callbacks=[stop, epoch_log(len(sets['train'][0]), prof['ae_epochs'], 'autoencoder')],
         verbose=0,
     )
     secs = time.perf_counter() - t

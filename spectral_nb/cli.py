@@ -9,59 +9,18 @@ import os
 os.environ.setdefault(
     'TF_CPP_MIN_LOG_LEVEL', '3'
 )  # before anything imports TensorFlow: no node_def_util/oneDNN chatter
-import argparse, json, logging, sys, time
+import json, logging, sys, time
 from pathlib import Path
-from .config import SEED, get_logger
+from .config import get_logger
+from .cli_parser import build_parser
 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'cmd_mock', 'cmd_preprocess', 'cmd_train', 'cmd_predict', 'cmd_reproduce', 'cmd_query', 'cmd_download',
-           'cmd_explore', 'build_parser', 'main']
+__all__ = ['log', 'COMMANDS', 'cmd_mock', 'cmd_preprocess', 'cmd_train', 'cmd_predict', 'cmd_reproduce', 'cmd_query',
+           'cmd_download', 'cmd_explore', 'main']
 
 # %% ../nbs/90_cli.ipynb #a20b8fa8
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _nonneg_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
-
-
-def _positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}")
-    if not (v > 0 and v < float('inf')):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}")
-    return v
-
-
-def _json_dict(s: str) -> dict:
-    try:
-        v = json.loads(s)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(
-            f"expected a JSON object such as '{{\"GALAXY\": 0.5, \"QSO\": 0.3, \"STAR\": 0.2}}', got {s!r}"
-        )
-    if not isinstance(v, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {s!r}")
-    return v
-
-
 def _check_out_folder(p: Path, flag: str = '--out') -> Path:
     "A folder to write into: refuse an existing file before any work."
     if p.exists() and not p.is_dir():
@@ -102,7 +61,7 @@ def cmd_preprocess(a) -> int:
             a.out,
             scheduler=a.scheduler,
             n_workers=a.workers or 2,
-            sigma=a.sigma,
+            smoothing_px=a.sigma,
             max_missing=a.max_missing,
             seed=a.seed,
             on_bad=a.on_bad,
@@ -115,7 +74,7 @@ def cmd_preprocess(a) -> int:
             raws[0] if raws else None,
             a.out,
             fits_files=fits_files,
-            sigma=a.sigma,
+            smoothing_px=a.sigma,
             max_missing=a.max_missing,
             seed=a.seed,
             on_bad=a.on_bad,
@@ -142,7 +101,7 @@ def _train_tasks(a) -> list:
 
 def cmd_train(a) -> int:
     "Train one of the thesis's models on a dataset and write its report and bundle under OUT."
-    from spectral_nb.preprocess import check_dataset
+    from spectral_nb.dataset import check_dataset
 
     tasks = _train_tasks(a)
     check_dataset(a.data)
@@ -181,7 +140,7 @@ def cmd_predict(a) -> int:
         )
     for data in a.data:
         if data.suffix.lower() != '.parquet':
-            from spectral_nb.preprocess import check_dataset
+            from spectral_nb.dataset import check_dataset
 
             check_dataset(data)
         elif not data.is_file():
@@ -212,7 +171,7 @@ def cmd_predict(a) -> int:
             progress=not a.quiet,
         )
     else:
-        from spectral_nb.training import predict
+        from spectral_nb.predict import predict
 
         df = predict(a.model, a.data[0], a.out, batch_size=a.batch_size, progress=not a.quiet)
     if zm is not None:  # the network's redshift beside the class probabilities (in this process)
@@ -305,7 +264,7 @@ def cmd_download(a) -> int:
 
 def cmd_explore(a) -> int:
     "Serve the explorer of a run folder as a voila app (blocks until interrupted)."
-    from spectral_nb.explorer import serve_command
+    from spectral_nb.explorer_serve import serve_command
 
     cmd = serve_command(a.run, a.model, a.port)
     print(
@@ -318,190 +277,17 @@ def cmd_explore(a) -> int:
         cmd[0], cmd
     )  # this process becomes the voila server: stopping it stops the server and its kernel, leaving no orphan
 
-
-def _dask_args(p: argparse.ArgumentParser):
-    "--scheduler and --workers: where a stage runs on Dask (the output is the one-process output either way)."
-    p.add_argument(
-        '--scheduler',
-        default=None,
-        metavar='ADDRESS',
-        help='run on the Dask cluster whose scheduler is at ADDRESS (e.g. tcp://10.0.0.5:8786, or a scheduler file *.json); inputs must be readable there',
-    )
-    p.add_argument(
-        '--workers',
-        type=_positive_int,
-        default=None,
-        metavar='N',
-        help='run on a local Dask cluster of N worker processes (default 2 when several input files are given; ignored with --scheduler)',
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    "The `spectral-nb` argument parser; every option has help, and -q works before or after the subcommand."
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        '-q', '--quiet', action='store_true', default=argparse.SUPPRESS, help='no progress bars, warnings only'
-    )
-    p = argparse.ArgumentParser(
-        prog='spectral-nb', description='Spectral classification of SDSS objects with deep neural networks.'
-    )
-    p.add_argument('-q', '--quiet', action='store_true', help='no progress bars, warnings only')
-    sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND', help='one stage of the pipeline')
-    add = lambda name, help: sub.add_parser(name, help=help, description=help, parents=[common])
-    m = add('mock', 'generate a mock SDSS survey (raw records)')
-    m.add_argument('--n', type=_positive_int, default=2000, help='number of spectra')
-    m.add_argument('--seed', type=int, default=SEED, help='random seed')
-    m.add_argument('--out', type=Path, default=Path('data/mock'), help='output folder (raw.parquet is written there)')
-    m.add_argument(
-        '--class-mix', type=_json_dict, default=None, help='JSON {class: fraction}; default: the thesis stated mix'
-    )
-    m.add_argument(
-        '--missing-fraction', type=float, default=0.01, help='fraction of spectra that lose a block of pixels'
-    )
-    m.set_defaults(func=cmd_mock)
-    pp = add('preprocess', 'raw records / SDSS spec files -> dataset.h5')
-    pp.add_argument(
-        '--raw',
-        type=Path,
-        nargs='+',
-        default=None,
-        help='raw.parquet file(s) (mock or downloaded records); several go to Dask, in order',
-    )
-    pp.add_argument('--fits', nargs='*', default=None, help='SDSS spec-*.fits files or folders of them')
-    pp.add_argument(
-        '--out',
-        type=Path,
-        default=Path('data/mock/dataset.h5'),
-        help='dataset file to write (a file path, not a folder)',
-    )
-    pp.add_argument('--sigma', type=float, default=0.0, help='Gaussian smoothing sigma in pixels (thesis: 0 or 4)')
-    pp.add_argument(
-        '--max-missing', type=float, default=0.05, help='drop spectra missing more than this fraction of pixels'
-    )
-    pp.add_argument('--seed', type=int, default=SEED, help='seed of the train/val/test split')
-    pp.add_argument(
-        '--on-bad',
-        choices=['skip', 'raise'],
-        default='skip',
-        help='skip (and count) unusable spectra, or stop at the first',
-    )
-    _dask_args(pp)
-    pp.set_defaults(func=cmd_preprocess)
-    t = add('train', 'train the CNN, the mixed-input network or the autoencoder')
-    t.add_argument(
-        'model',
-        choices=['cnn', 'mixed', 'autoencoder'],
-        help='which model: cnn (main classes), mixed (tasks of --task) or autoencoder',
-    )
-    t.add_argument('--data', type=Path, required=True, help='dataset.h5 from `spectral-nb preprocess`')
-    t.add_argument('--out', type=Path, required=True, help='run folder for models, metrics and figures')
-    t.add_argument(
-        '--profile',
-        choices=['smoke', 'quick', 'full'],
-        default='quick',
-        help='run size: tuner trials, epochs, spectra (see README)',
-    )
-    t.add_argument(
-        '--task',
-        nargs='+',
-        choices=['main', 'galaxy', 'star'],
-        default=None,
-        help='tasks of the mixed-input network (default: all three); the cnn is main-task only',
-    )
-    t.add_argument('--seed', type=int, default=SEED, help='seed of the weights, the shuffling and the tuner')
-    t.add_argument('--source', choices=['mock', 'sdss'], default='mock', help='printed on every figure')
-    t.add_argument(
-        '--norm',
-        choices=['median', 'none'],
-        default='median',
-        help="per-spectrum normalisation before the per-pixel standardisation: 'median' (divide by median |flux|: brightness-free) or 'none' (the thesis's)",
-    )
-    t.add_argument(
-        '--no-augment',
-        action='store_true',
-        help='train without augmentation (noise, shifts, calibration tilt, sky residuals, brightness)',
-    )
-    t.set_defaults(func=cmd_train)
-    pr = add('predict', 'apply a saved classifier to new spectra')
-    pr.add_argument(
-        '--model', type=Path, required=True, help='model folder (model.keras, meta.json) written by `spectral-nb train`'
-    )
-    pr.add_argument(
-        '--data',
-        type=Path,
-        nargs='+',
-        required=True,
-        help='dataset.h5 or raw.parquet file(s); several go to Dask, rows in file order',
-    )
-    pr.add_argument('--out', type=Path, default=Path('predictions.csv'), help='CSV file to write, one row per spectrum')
-    pr.add_argument('--batch-size', type=_positive_int, default=1024, help='spectra per inference batch')
-    pr.add_argument(
-        '--redshift-model',
-        type=Path,
-        default=None,
-        help="also write z_pred and z_err from a redshift model folder (a run's redshift/models/cnn_compact_z)",
-    )
-    _dask_args(pr)
-    pr.set_defaults(func=cmd_predict)
-    q = add('query', 'query a class-balanced random sample of SDSS spectra (SpecObjAll x SpecPhotoAll)')
-    q.add_argument('--n', type=_positive_int, required=True, help='spectra wanted in total')
-    q.add_argument(
-        '--class-mix', type=_json_dict, default=None, help='JSON {class: fraction}; default: the thesis stated mix'
-    )
-    q.add_argument('--balanced', action='store_true', help='one third per class')
-    q.add_argument('--data-release', type=int, default=17, help='SDSS data release (8-19)')
-    q.add_argument('--seed', type=int, default=SEED, help='seed of the random sample (same seed, same spectra)')
-    q.add_argument('--out', type=Path, default=Path('data/sdss/catalog.parquet'), help='catalogue file to write')
-    q.add_argument('--page-size', type=_positive_int, default=500000, help='rows per query (SkyServer allows 500,000)')
-    q.add_argument('--emission-lines', action='store_true', help='join the Portsmouth emissionLinesPort fluxes')
-    q.add_argument('--skyserver-url', default=None, help='SkyServer base URL (default: the real one)')
-    q.set_defaults(func=cmd_query)
-    d = add('download', 'download the spec files of a catalogue and make raw.parquet')
-    d.add_argument('--catalog', type=Path, required=True, help='catalog.parquet from `spectral-nb query`')
-    d.add_argument(
-        '--out', type=Path, default=Path('data/sdss'), help='folder for the spec files (sas/...) and raw.parquet'
-    )
-    d.add_argument('--workers', type=_positive_int, default=8, help='concurrent downloads')
-    d.add_argument('--sas-url', default='https://data.sdss.org/sas', help='SAS base URL (default: the real one)')
-    d.add_argument('--data-release', type=int, default=17, help='SDSS data release of the SAS layout')
-    d.add_argument('--full', action='store_true', help='full spec files instead of lite ones')
-    d.add_argument('--timeout', type=_positive_float, default=30.0, help='seconds to wait for a server answer')
-    d.add_argument('--retries', type=_nonneg_int, default=5, help='retries per file after a failure (0: none)')
-    d.set_defaults(func=cmd_download)
-    r = add('reproduce', 'run every stage notebook headless and write the report')
-    r.add_argument(
-        '--profile',
-        choices=['smoke', 'quick', 'full'],
-        default='quick',
-        help='run size (see README: smoke, quick, full)',
-    )
-    r.add_argument(
-        '--source',
-        choices=['mock', 'sdss'],
-        default='mock',
-        help='data: the mock survey or real SDSS (query + download)',
-    )
-    r.add_argument('--out', type=Path, default=None, help='run folder (default reports/<profile>)')
-    r.add_argument('--seed', type=int, default=SEED, help='seed of every stage')
-    r.add_argument('--stages', nargs='+', default=None, help='run only these stages (default: all)')
-    r.add_argument('--force', action='store_true', help='rerun stages even when complete and up to date')
-    r.add_argument('--skyserver-url', default=None, help='SkyServer base URL for --source sdss (default: the real one)')
-    r.add_argument(
-        '--sas-url', default=None, help='SAS base URL for --source sdss (default: https://data.sdss.org/sas)'
-    )
-    r.set_defaults(func=cmd_reproduce)
-    e = add(
-        'explore', 'browse a run\'s spectra and predictions in a voila app (confusion matrix, spectra, latent space)'
-    )
-    e.add_argument(
-        '--run', type=Path, required=True, help='run folder written by `spectral-nb reproduce` (e.g. reports/quick)'
-    )
-    e.add_argument(
-        '--model', default='cnn_compact', help='classifier of the run to explore (cnn_compact, cnn, mixed_main, ...)'
-    )
-    e.add_argument('--port', type=_positive_int, default=8866, help='port on 127.0.0.1 to serve on')
-    e.set_defaults(func=cmd_explore)
-    return p
+# %% ../nbs/90_cli.ipynb #90c1a002
+COMMANDS = dict(
+    mock=cmd_mock,
+    preprocess=cmd_preprocess,
+    train=cmd_train,
+    predict=cmd_predict,
+    query=cmd_query,
+    download=cmd_download,
+    reproduce=cmd_reproduce,
+    explore=cmd_explore,
+)  # subcommand -> the function that runs it
 
 
 def _one_line(e: BaseException) -> str:
@@ -527,7 +313,7 @@ def main(argv: list | None = None) -> int:
         level=logging.WARNING if a.quiet else logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s'
     )
     try:
-        return a.func(a)
+        return COMMANDS[a.command](a)
     except (ValueError, OSError, KeyError) as e:  # bad input, missing or unwritable files, unreachable servers
         print(f"spectral-nb {a.command}: error: {_one_line(e)}", file=sys.stderr)  # printed once, not logged as well
         return 2

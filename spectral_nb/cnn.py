@@ -11,17 +11,9 @@ import json, shutil, time
 from pathlib import Path
 import numpy as np, pandas as pd
 from .config import *
-from spectral_nb.training import (
-    load_task,
-    seed_everything,
-    fit_model,
-    save_bundle,
-    class_weights,
-    TASKS,
-    staged_run,
-    Augment,
-    is_streamed,
-)
+from .inputs import InputSpec, Augment
+from .fit import load_task, seed_everything, fit_model, is_streamed
+from .bundle import save_bundle, staged_run
 from .evaluate import report_classifier
 
 log = get_logger(__name__)
@@ -214,8 +206,7 @@ def train_compact_cnn(
     epochs: int = 12,
     seed: int = SEED,
     augment: bool | Augment = True,
-    norm: str = 'median',
-    sigma: float = 0.0,
+    spec: InputSpec | None = None,
     batch_size: int = 64,
     name: str = 'cnn_compact',
     source: str = 'mock',
@@ -225,19 +216,11 @@ def train_compact_cnn(
     trunk: str = DEFAULT_TRUNK,
     stream: bool | None = None,
 ) -> tuple:
-    "Train, report and save the compact flux-only CNN (no tuner) on the main classes; returns (bundle path, test metrics). `stream`: see `load_task` (None: when the data would not fit in memory)."
+    """Train, report and save the compact flux-only CNN (no tuner) on the main classes; returns (bundle path, test metrics).
+    `spec`: its input (flux only, median-normalised, by default); `stream`: see `load_task` (None: when the data would not
+    fit in memory)."""
     seed_everything(seed)
-    data = data or load_task(
-        h5_path,
-        'main',
-        sigma=sigma,
-        max_rows=max_rows,
-        seed=seed,
-        norm=norm,
-        feature_columns=(),
-        stream=stream,
-        kind='cnn',
-    )
+    data = data or load_task(h5_path, 'main', spec or InputSpec(), max_rows, seed, stream=stream, kind='cnn')
     with staged_run(out_dir) as stage:
         seed_everything(seed)
         model = build_compact_cnn(len(CLASSES), len(data['scaler'].flux_mean), trunk=trunk)
@@ -286,7 +269,7 @@ def run_cnn(
     "The CNN experiment of the thesis (and the compact CNN) on the main classes; returns their metrics. `stream`: see `load_task` (None: when the data would not fit in memory)."
     prof = get_profile(profile)
     seed_everything(seed)
-    data = load_task(h5_path, 'main', seed=seed, norm=norm, feature_columns=(), stream=stream, kind='cnn')
+    data = load_task(h5_path, 'main', InputSpec(norm=norm), seed=seed, stream=stream, kind='cnn')
     space = REDUCED_SPACE if prof['compact'] else THESIS_SPACE
     results = {}
     with staged_run(out_dir) as stage:

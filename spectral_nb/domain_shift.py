@@ -8,8 +8,11 @@ import json
 from pathlib import Path
 import numpy as np, pandas as pd
 from .config import *
-from .preprocess import iter_fits_records, grid_chunk, bad_pixels, fill_bad, process_chunk, FEATURE_COLUMNS
-from .training import load_bundle, bundle_spec, model_input, model_feed
+from .sdssfiles import iter_fits_records
+from .spectra import grid_chunk, bad_pixels, fill_bad
+from .preprocess import process_chunk, FEATURE_COLUMNS
+from .inputs import InputSpec, model_input, model_feed
+from .bundle import load_bundle, bundle_spec
 
 log = get_logger(__name__)
 
@@ -121,7 +124,9 @@ def build_mocks(
 # %% ../nbs/08a_domain_shift.ipynb #6746f182
 def shift_metrics(model_path, heldout: dict, heldout_libraries) -> dict:
     "Metrics of a model on the held-out-source dataset: all rows, and only rows whose spectra came from `heldout_libraries`."
-    from spectral_nb.training import predict, encode_labels, classification_metrics, check_task
+    from spectral_nb.predict import predict
+    from spectral_nb.dataset import encode_labels, check_task
+    from spectral_nb.metrics import classification_metrics
 
     model, meta, _ = load_bundle(model_path)
     col, classes, only = check_task(meta['task'])

@@ -13,16 +13,9 @@ import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 from .config import *
 from .preprocess import FEATURE_COLUMNS
-from spectral_nb.training import (
-    load_task,
-    seed_everything,
-    fit_model,
-    save_bundle,
-    class_weights,
-    TASKS,
-    staged_run,
-    Augment,
-)
+from .inputs import InputSpec, Augment, class_weights
+from .fit import load_task, seed_everything, fit_model
+from .bundle import save_bundle, staged_run
 from .evaluate import report_classifier
 from .cnn import compact_trunk, inference_speed, _run_extra
 from .plots import data_banner
@@ -95,12 +88,9 @@ def train_mixed(
     task: str = 'main',
     epochs: int = 12,
     seed: int = SEED,
-    feature_columns=None,
-    use_flux: bool = True,
+    spec: InputSpec | None = None,
     name: str | None = None,
     augment: bool | Augment = True,
-    norm: str = 'median',
-    sigma: float = 0.0,
     flux_branch: str = 'compact',
     batch_size: int = 64,
     source: str = 'mock',
@@ -110,22 +100,14 @@ def train_mixed(
     figures: bool = True,
     stream: bool | None = None,
 ) -> tuple:
-    "Train, report and save one mixed-input variant for one task; returns (bundle path, test metrics). `stream`: see `load_task` (None: when the data would not fit in memory)."
-    cols = tuple(FEATURE_COLUMNS if feature_columns is None else feature_columns)
+    """Train, report and save one mixed-input variant for one task; returns (bundle path, test metrics). `spec`: its
+    inputs (by default the fluxes, median-normalised, and every feature column); `stream`: see `load_task` (None: when
+    the data would not fit in memory)."""
+    spec = spec or InputSpec(feature_columns=FEATURE_COLUMNS)
+    cols, use_flux = spec.feature_columns, spec.use_flux
     name = name or f'mixed_{task}'
     seed_everything(seed)
-    data = load_task(
-        h5_path,
-        task,
-        sigma=sigma,
-        max_rows=max_rows,
-        seed=seed,
-        norm=norm,
-        feature_columns=cols,
-        use_flux=use_flux,
-        stream=stream,
-        kind='mixed',
-    )
+    data = load_task(h5_path, task, spec, max_rows, seed, stream=stream, kind='mixed')
     k = len(data['train'].classes)
     cw_mode = TASK_WEIGHTS[task] if class_weight == 'task' else class_weight
     with staged_run(out_dir) as stage:
@@ -199,8 +181,8 @@ def run_mixed(
         task,
         prof['epochs'],
         seed,
+        spec=InputSpec(norm=norm, feature_columns=FEATURE_COLUMNS),
         augment=augment,
-        norm=norm,
         flux_branch=flux_branch,
         batch_size=prof['batch_size'],
         source=source,
@@ -225,7 +207,9 @@ def size_experiment(
         for n in sizes:
             n_eff = min(int(n), n_all)
             seed_everything(seed)
-            data = load_task(h5_path, 'main', sigma=sigma, max_rows=n_eff, seed=seed)
+            data = load_task(
+                h5_path, 'main', InputSpec(model_smoothing_px=sigma, feature_columns=FEATURE_COLUMNS), n_eff, seed
+            )
             model = build_mixed(len(CLASSES))
             h = fit_model(model, data, 'mixed', epochs, batch_size=batch_size, patience=epochs, seed=seed)
             va = h['val_accuracy']

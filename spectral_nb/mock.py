@@ -5,444 +5,21 @@
 # %% ../nbs/03_mock.ipynb #c55face0
 from __future__ import annotations
 from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 import numpy as np, pandas as pd, pyarrow as pa
 from tqdm.auto import tqdm
 from .config import *
 from .records import RecordWriter, check_writable
+from .libraries import STAR_LIBRARIES, SSP_LIBRARIES
+from .mock_templates import WIDE_LOGLAM
+from .mock_spectra import NEBULAR, line_profiles, model_spectra, observe
 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'REST_LOGLAM0', 'REST_NPIX', 'REST_LOGLAM', 'REST_WAVE', 'WIDE_LOGLAM', 'WIDE_WAVE', 'SIGMA_INST_KMS',
-           'STAR_TEFF', 'BALMER', 'TIO_HEADS', 'SWAN_HEADS', 'CN_HEADS', 'STAR_KIND', 'PHYSICAL_ONLY', 'LIBRARY_POOL',
-           'DISPERSIONS_KMS', 'GALAXY_AGES', 'QSO_WIDTHS_KMS', 'NOISE_GAIN', 'READ_NOISE', 'FIT_LINES', 'AP_TAU',
-           'NEBULAR', 'ZWARNING_SMALL_DELTA_CHI2', 'ZWARNING_Z_FITLIMIT', 'planck_lambda', 'gauss_tau', 'band_tau',
-           'star_tau', 'star_templates', 'star_templates_m_dwarf', 'library_stars', 'galaxy_templates', 'attenuation',
-           'library_ssps', 'load_qso_composite', 'qso_line_ratio', 'line_profiles', 'add_lines', 'filter_weights',
-           'synth_mags', 'sky_model', 'sdss_galaxy_subclass', 'fit_line_fluxes', 'MockConfig', 'allocate',
-           'fit_redshift', 'mag_errors', 'generate_chunk', 'truth_schema', 'iter_mock', 'generate', 'write_mock']
-
-# %% ../nbs/03_mock.ipynb #ecaeea24
-from spectral_nb.libraries import (
-    LIB_LOGLAM0,
-    LIB_NPIX,
-    STAR_LIBRARIES,
-    SSP_LIBRARIES,
-    NORMAL_SEQUENCE,
-    star_library,
-    ssp_library,
-)
-
-REST_LOGLAM0 = LIB_LOGLAM0  # the rest grid of the observed libraries: 450 A (quasars at z = 5) ...
-REST_NPIX = LIB_NPIX  # ... to 12,020 A
-REST_LOGLAM = REST_LOGLAM0 + DLOGLAM * np.arange(REST_NPIX)
-REST_WAVE = 10**REST_LOGLAM
-WIDE_LOGLAM = wide_loglam()
-WIDE_WAVE = 10**WIDE_LOGLAM
-SIGMA_INST_KMS = 69.0  # SDSS line-spread sigma, about one pixel
-
-
-def planck_lambda(wave: np.ndarray, teff) -> np.ndarray:
-    "Black-body F_lambda shape (arbitrary units) at `wave` (A) for temperature(s) `teff` (K); broadcasts."
-    x = np.minimum(1.4388e8 / (wave * np.asarray(teff, dtype=float)), 700.0)
-    return (5000.0 / wave) ** 5 / np.expm1(x)
-
-
-def gauss_tau(wave, center, sigma, depth) -> np.ndarray:
-    "Optical depth of a Gaussian absorption line (all in A)."
-    return depth * np.exp(-0.5 * ((wave - center) / sigma) ** 2)
-
-
-def band_tau(wave, head, length, depth, to_red: bool = True) -> np.ndarray:
-    "Optical depth of a molecular band: sharp at the band head, fading exponentially toward the red (or the blue)."
-    d = (wave - head) if to_red else (head - wave)
-    return np.where(d >= 0, depth * np.exp(-np.clip(d, 0, None) / length), 0.0)
-
-# %% ../nbs/03_mock.ipynb #f4411807
-STAR_TEFF = {
-    'O': 38000,
-    'OB': 28000,
-    'B6': 14000,
-    'B9': 10500,
-    'A0': 9600,
-    'A0p': 9300,
-    'F2': 7000,
-    'F5': 6500,
-    'F9': 6050,
-    'G0': 5900,
-    'G2': 5750,
-    'K1': 5100,
-    'K3': 4750,
-    'K5': 4400,
-    'K7': 4050,
-    'M0': 3850,
-    'M0V': 3850,
-    'M1': 3700,
-    'M2': 3550,
-    'M2V': 3550,
-    'M3': 3400,
-    'M4': 3250,
-    'M5': 3100,
-    'M6': 2950,
-    'M7': 2800,
-    'M8': 2650,
-    'M9': 2500,
-    'L0': 2300,
-    'L1': 2200,
-    'L2': 2100,
-    'L3': 2000,
-    'L4': 1900,
-    'L5.5': 1750,
-    'L9': 1450,
-    'T2': 1250,
-    'WD': 15000,
-    'WDmagnetic': 12000,
-    'CV': 15000,
-    'Carbon': 3000,
-    'CarbonWD': 8000,
-    'Carbon_lines': 4500,
-}
-BALMER = {
-    'Ha': 6564.61,
-    'Hb': 4862.68,
-    'Hg': 4341.68,
-    'Hd': 4102.89,
-    'Heps': 3971.20,
-    'H8': 3890.17,
-    'H9': 3836.47,
-    'H10': 3798.98,
-}
-TIO_HEADS = (4955, 5167, 5448, 5847, 6159, 6651, 7054, 7589, 8432, 8859)
-SWAN_HEADS = (4737, 5165, 5636)
-CN_HEADS = (7874, 8067, 8320, 9140)
-
-
-def _sig(x):
-    return 1 / (1 + np.exp(-np.clip(x, -500, 500)))
-
-
-def star_tau(teff: float, wave: np.ndarray = REST_WAVE, kind: str = 'normal') -> np.ndarray:
-    "Rest-frame absorption optical depth of a star of temperature `teff`; `kind` is 'normal', 'dwarf', 'wd', 'wdmag', 'carbon', 'dq', 'cemp' or 'peculiar'."
-    t, lt = float(teff), np.log10(float(teff))
-    tau = np.zeros_like(wave)
-    balmer = 1.3 * np.exp(-(((lt - np.log10(9500)) / 0.14) ** 2))
-    bw = 2.0 + 10.0 * balmer  # A-star Balmer wings are broad
-    if kind in ('wd', 'wdmag'):
-        balmer, bw = 0.9, 28.0 * (1 + (t < 12000))
-    if kind == 'dq':
-        balmer = 0.0
-    for i, (name, lam) in enumerate(BALMER.items()):
-        strength = balmer * (0.6 if name == 'Ha' else 1.0) * 0.88 ** max(i - 1, 0)
-        if kind == 'wdmag':  # Zeeman triplet, splitting growing as lambda^2
-            dl = 9e-6 * lam**2 * 0.15
-            for s in (-dl, 0, dl):
-                tau += gauss_tau(wave, lam + s, bw / 2, strength / 2)
-        else:
-            tau += gauss_tau(wave, lam, bw * lam / 4862.68, strength)
-    metal = _sig((6000 - t) / 450) * (kind not in ('wd', 'wdmag', 'dq'))
-    cak = 1.6 * _sig((7600 - t) / 500) * (kind not in ('wd', 'wdmag', 'dq'))
-    tau += gauss_tau(wave, 3934.78, 6 + 6 * metal, cak) + gauss_tau(wave, 3969.59, 6 + 6 * metal, 0.8 * cak)
-    for lam, w, d in (
-        (4305, 8, 0.5),
-        (5176.7, 7, 0.6),
-        (5270, 4, 0.25),
-        (5335, 4, 0.2),
-        (4227, 3, 0.4),
-        (5891.58, 3.5, 0.7),
-        (5897.56, 3.5, 0.6),
-        (8500.36, 3, 0.5),
-        (8544.44, 3.5, 0.7),
-        (8664.52, 3.5, 0.6),
-    ):
-        tau += gauss_tau(wave, lam, w, d * (metal + 0.15 * _sig((7500 - t) / 500)))
-    # blue line blanketing of cool atmospheres and the 4000 A break
-    tau += 1.2 * metal * np.clip((4000 - wave) / 1000, 0, 1.5) + 0.25 * metal * (wave < 4000)
-    if kind in ('normal', 'dwarf', 'peculiar'):
-        tio = 1.1 * _sig((3800 - t) / 150) * _sig((t - 2150) / 120)
-        for h in TIO_HEADS:
-            tau += band_tau(wave, h, 120, tio)
-        cah = (0.6 + 0.4 * (kind == 'dwarf')) * _sig((3900 - t) / 200)
-        tau += band_tau(wave, 6382, 60, cah) + band_tau(wave, 6830, 120, cah)
-        vo = 0.8 * _sig((2900 - t) / 150)
-        tau += band_tau(wave, 7334, 200, vo) + band_tau(wave, 7851, 200, vo)
-        late = _sig((2600 - t) / 200)  # L and T dwarfs: pressure-broadened alkali lines, hydrides, methane
-        tau += gauss_tau(wave, 7682, 20 + 180 * late, 3.0 * late) + gauss_tau(wave, 8190, 10 + 30 * late, 1.5 * late)
-        tau += band_tau(wave, 8611, 100, 0.6 * late) + band_tau(wave, 8692, 150, 0.8 * late)
-        tau += band_tau(wave, 8880, 600, 2.0 * _sig((1400 - t) / 80))
-        if t > 9000:  # He I in B stars, He II in O stars
-            he1, he2 = 0.35 * np.exp(-(((lt - np.log10(20000)) / 0.12) ** 2)), 0.3 * _sig((t - 32000) / 3000)
-            for lam in (4027.3, 4472.7, 5877.3, 6679.99):
-                tau += gauss_tau(wave, lam, 3, he1)
-            for lam in (4687.0, 5413.0, 4542.8):
-                tau += gauss_tau(wave, lam, 3, he2)
-        if kind == 'peculiar':  # Ap stars: Si II, Sr II, Cr II, Eu II lines
-            for lam in (4077.7, 4130.9, 4205.0, 4216.0, 4558.7, 5041.0):
-                tau += gauss_tau(wave, lam, 2.5, 0.4)
-    if kind in ('carbon', 'dq', 'cemp'):
-        swan = {'carbon': 1.6, 'dq': 1.0, 'cemp': 0.7}[kind]
-        for h in SWAN_HEADS:
-            tau += band_tau(wave, h, 150, swan, to_red=False)
-        cn = {'carbon': 1.0, 'dq': 0.0, 'cemp': 0.5}[kind]
-        for h in CN_HEADS:
-            tau += band_tau(wave, h, 200, cn)
-    return tau
-
-
-STAR_KIND = {
-    'WD': 'wd',
-    'WDmagnetic': 'wdmag',
-    'Carbon': 'carbon',
-    'CarbonWD': 'dq',
-    'Carbon_lines': 'cemp',
-    'A0p': 'peculiar',
-    'M0V': 'dwarf',
-    'M2V': 'dwarf',
-    'CV': 'wd',
-}
-
-
-@lru_cache(maxsize=None)
-def star_templates() -> dict:
-    "Rest-frame (continuum, optical depth) for each of the 41 star subclasses, on REST_WAVE."
-    out = {}
-    for s in STAR_SUBCLASSES:
-        cont = planck_lambda(REST_WAVE, STAR_TEFF[s])
-        tau = star_tau(STAR_TEFF[s], kind=STAR_KIND.get(s, 'normal'))
-        if s == 'CV':  # weaker, filled-in absorption on the disc
-            tau = 0.3 * tau
-            cont = cont + 0.3 * star_templates_m_dwarf()
-        out[s] = (cont / np.median(cont), tau)
-    return out
-
-
-def star_templates_m_dwarf() -> np.ndarray:
-    "An M4 dwarf spectrum scaled to the CV disc at 8000 A (the companion star of a cataclysmic variable)."
-    m = planck_lambda(REST_WAVE, 3250) * np.exp(-star_tau(3250, kind='dwarf'))
-    disc = planck_lambda(REST_WAVE, 15000)
-    return m * disc[np.searchsorted(REST_WAVE, 8000)] / m[np.searchsorted(REST_WAVE, 8000)]
-
-# %% ../nbs/03_mock.ipynb #02e59ee7
-PHYSICAL_ONLY = (
-    'CV',
-    'Carbon',
-    'CarbonWD',
-    'Carbon_lines',
-    'WDmagnetic',
-    'L0',
-    'L1',
-    'L2',
-    'L3',
-    'L4',
-    'L5.5',
-    'L9',
-    'T2',
-)
-LIBRARY_POOL = {
-    'A0p': 'A0',
-    'M0V': 'M0',
-    'M2V': 'M2',
-}  # drawn from the stars of another subclass (A0p: plus its peculiar lines)
-
-
-def _splice(f: np.ndarray, d: np.ndarray, width: int = 60) -> np.ndarray:
-    "Fill the NaN ends of spectra `f` (n, npix) with donor spectra `d`, scaled to match `f` over `width` pixels at each edge."
-    f = f.copy()
-    for i in np.flatnonzero(~np.isfinite(f).all(1)):
-        ok = np.flatnonzero(np.isfinite(f[i]))
-        if len(ok) == 0:
-            f[i] = d[i]
-            continue
-        a, b = ok[0], ok[-1]
-        gap = (
-            np.flatnonzero(~np.isfinite(f[i, a : b + 1])) + a
-        )  # interior gaps (bad pixels of the library): interpolate
-        if len(gap):
-            f[i, gap] = np.interp(gap, ok, f[i, ok])
-        for win, part in ((slice(a, a + width), slice(0, a)), (slice(b - width + 1, b + 1), slice(b + 1, None))):
-            r = f[i, win] / d[i, win]
-            r = r[np.isfinite(r) & (r > 0)]
-            if len(r):
-                f[i, part] = np.where(np.isnan(f[i, part]), d[i, part] * np.median(r), f[i, part])
-    return f
-
-
-def _physical_star(teff: np.ndarray, kind: np.ndarray) -> np.ndarray:
-    "Physical-model spectra (planck x absorption) for each (teff, kind), computed once per distinct pair rounded to 50 K."
-    key = [(int(round(t / 50) * 50), k) for t, k in zip(teff, kind)]
-    cache = {u: planck_lambda(REST_WAVE, u[0]) * np.exp(-star_tau(u[0], kind=u[1])) for u in set(key)}
-    return np.array([cache[k] for k in key])
-
-
-@lru_cache(maxsize=None)
-def library_stars(libraries: tuple = STAR_LIBRARIES) -> tuple:
-    "(meta, templates (n, REST_NPIX)) of the observed stars of `libraries`, extended beyond each one's coverage by the MaStar star nearest in Teff and then by the physical model of its Teff; unit median at 5,500 A."
-    allm, allf = star_library()
-    keep = allm.library.isin(libraries).to_numpy()
-    meta, flux = allm[keep].reset_index(drop=True), allf[keep].astype(np.float64)
-    ms = (allm.library == 'mastar').to_numpy()
-    near = np.abs(np.log10(allm.teff.to_numpy()[ms])[None] - np.log10(meta.teff.to_numpy())[:, None]).argmin(1)
-    phys = _physical_star(meta.teff.to_numpy(), np.where(meta.subclass == 'WD', 'wd', 'normal'))
-    out = _splice(_splice(flux, allf[ms][near].astype(np.float64)), phys)
-    return meta, out / np.median(out[:, (REST_WAVE > 5400) & (REST_WAVE < 5600)], 1, keepdims=True)
-
-# %% ../nbs/03_mock.ipynb #37c3b10f
-DISPERSIONS_KMS = (60.0, 150.0, 250.0, 350.0)
-
-
-def _broaden(x: np.ndarray, sigma_kms: float) -> np.ndarray:
-    "Gaussian broadening by `sigma_kms` along the last axis of spectra on the log grid."
-    from scipy.ndimage import gaussian_filter1d
-
-    return gaussian_filter1d(x, sigma_kms / (C_KMS * np.log(10) * DLOGLAM), mode='nearest')
-
-
-@lru_cache(maxsize=None)
-def galaxy_templates() -> np.ndarray:
-    "Population templates (old, intermediate, young) broadened to each of DISPERSIONS_KMS: array (n_disp, 3, REST_NPIX), unit median."
-    pops = _population_models()
-    return np.stack([np.stack([_broaden(p, s) for p in pops]) for s in DISPERSIONS_KMS])
-
-
-def attenuation(wave: np.ndarray, ebv) -> np.ndarray:
-    "Dust transmission 10^(-0.4 A_lambda) with A_lambda = 3.1 E(B-V) (5500/lambda)^1.2 (a power-law curve close to Calzetti's in the optical)."
-    return 10 ** (-0.4 * 3.1 * np.asarray(ebv)[..., None] * (5500.0 / wave) ** 1.2)
-
-# %% ../nbs/03_mock.ipynb #d3e83814
-GALAXY_AGES = {
-    'old': (5.0, 15.0),
-    'intermediate': (0.7, 3.5),
-    'young': (0.0, 0.35),
-}  # Gyr: the three populations of a galaxy
-
-
-def _population_models() -> np.ndarray:
-    "Unbroadened physical population spectra (old, intermediate, young) on REST_WAVE, unit median at 5,500 A: they extend the libraries below 3,000 A."
-    pops = []
-    for teff in (4400, 6300, 11000):
-        f = planck_lambda(REST_WAVE, teff) * np.exp(-star_tau(teff) * np.where(REST_WAVE < 8000, 1.0, 0.5))
-        if teff < 5000:
-            f = f * np.where(REST_WAVE < 4000, 0.75, 1.0)  # extra 4000 A break of old metal-rich populations
-        pops.append(f / np.median(f[(REST_WAVE > 5400) & (REST_WAVE < 5600)]))
-    return np.array(pops)
-
-
-@lru_cache(maxsize=None)
-def library_ssps(libraries: tuple = SSP_LIBRARIES) -> tuple:
-    "(meta, templates (len(DISPERSIONS_KMS), n, REST_NPIX) float32): the SSPs of `libraries`, extended by the M11-MARCS population nearest in age (ages >= 2 Gyr) and then by the physical population model, unit median at 5,500 A, broadened to each dispersion."
-    allm, allf = ssp_library()
-    keep = allm.library.isin(libraries).to_numpy()
-    meta, flux = allm[keep].reset_index(drop=True), allf[keep].astype(np.float64)
-    marcs = np.flatnonzero((allm.library == 'm11_marcs').to_numpy())
-    age = meta.age_gyr.to_numpy()
-    near = marcs[np.abs(allm.age_gyr.to_numpy()[marcs][None] - age[:, None]).argmin(1)]
-    donor = np.where((age >= 2.0)[:, None], allf[near].astype(np.float64), np.nan)
-    pops = _population_models()
-    phys = pops[np.select([age >= 2.0, age >= 0.5], [0, 1], 2)]
-    out = _splice(_splice(flux, donor), phys)
-    out = out / np.median(out[:, (REST_WAVE > 5400) & (REST_WAVE < 5600)], 1, keepdims=True)
-    return meta, np.stack([_broaden(out, s) for s in DISPERSIONS_KMS]).astype(
-        np.float32
-    )  # (the libraries' own resolution is neglected)
-
-# %% ../nbs/03_mock.ipynb #f8456fcc
-QSO_WIDTHS_KMS = (0.0, 1200.0, 2400.0)
-
-
-def load_qso_composite() -> pd.DataFrame:
-    "The Vanden Berk et al. (2001) composite: columns wave (rest A), flux, err."
-    txt = resources.files('spectral_nb').joinpath('data/vandenberk2001_qso_composite.txt').read_text()
-    rows = [l.split() for l in txt.splitlines()]
-    rows = [r for r in rows if len(r) == 3 and all(c.replace('.', '', 1).isdigit() for c in r)]
-    return pd.DataFrame(np.array(rows, dtype=float), columns=['wave', 'flux', 'err'])
-
-
-@lru_cache(maxsize=None)
-def qso_line_ratio() -> np.ndarray:
-    "Composite / power-law ratio on REST_WAVE at each width of QSO_WIDTHS_KMS: (n_width, REST_NPIX); 1 outside the composite."
-    comp = load_qso_composite()
-    cont = (comp.wave / 1450.0) ** (-2 + 0.44)
-    cont = (
-        cont
-        * np.median(comp.flux[(comp.wave > 1440) & (comp.wave < 1460)])
-        / np.median(cont[(comp.wave > 1440) & (comp.wave < 1460)])
-    )
-    ratio = np.interp(REST_WAVE, comp.wave, comp.flux / cont, left=np.nan, right=1.0)
-    ratio = np.where(np.isnan(ratio), np.where(REST_WAVE < 912, 0.05, ratio[np.isfinite(ratio)][0]), ratio)
-    return np.stack([_broaden(ratio, w) if w else ratio for w in QSO_WIDTHS_KMS])
-
-# %% ../nbs/03_mock.ipynb #fdc0a422
-def line_profiles(n: int, center_wave: np.ndarray, sigma_kms: np.ndarray, loglam0: float, npix: int, nsig: float = 6.0):
-    "Unit-flux Gaussian line profiles (per A) on a log grid: returns flat pixel indices and values for `n` spectra x L lines."
-    center_wave, sigma_kms = np.atleast_2d(center_wave), np.atleast_2d(sigma_kms) * np.ones_like(center_wave)
-    sig_ll = sigma_kms / (C_KMS * np.log(10))  # sigma in log10(lambda)
-    cpix = (np.log10(center_wave) - loglam0) / DLOGLAM
-    half = int(np.ceil(nsig * np.nanmax(sig_ll) / DLOGLAM)) + 1
-    off = np.arange(-half, half + 1)
-    pix = np.floor(cpix)[..., None].astype(np.int64) + off  # (n, L, W)
-    ll = loglam0 + DLOGLAM * pix
-    wave = 10**ll
-    prof = np.exp(-0.5 * ((ll - np.log10(center_wave)[..., None]) / sig_ll[..., None]) ** 2)
-    prof /= np.sqrt(2 * np.pi) * sig_ll[..., None] * np.log(10) * wave  # per unit wavelength
-    ok = (pix >= 0) & (pix < npix) & np.isfinite(prof)
-    rows = np.broadcast_to(np.arange(n)[:, None, None], pix.shape)
-    return rows, pix, np.where(ok, prof, 0.0), ok
-
-
-def add_lines(model: np.ndarray, loglam0: float, center_wave, sigma_kms, flux) -> np.ndarray:
-    "Add Gaussian lines of total `flux` (model units x A) centred at observed `center_wave` (n, L) to `model` (n, npix), in place."
-    n, npix = model.shape
-    rows, pix, prof, ok = line_profiles(n, np.asarray(center_wave, float), np.asarray(sigma_kms, float), loglam0, npix)
-    vals = prof * np.asarray(flux, float)[..., None]
-    np.add.at(model, (rows[ok], pix[ok]), vals[ok])
-    return model
-
-# %% ../nbs/03_mock.ipynb #4e7e94b7
-@lru_cache(maxsize=None)
-def filter_weights() -> np.ndarray:
-    "Weights W (WIDE_NPIX, 5) such that maggies = F_lambda[1e-17 cgs] @ W for the SDSS ugriz filters (AB)."
-    import speclite.filters
-
-    fs = speclite.filters.load_filters('sdss2010-*')
-    dl = WIDE_WAVE * np.log(10) * DLOGLAM
-    W = []
-    for f in fs:
-        R = np.interp(WIDE_WAVE, f.wavelength, f.response, left=0, right=0)
-        norm = np.sum(3631e-23 * 2.99792458e18 / WIDE_WAVE * R * dl)  # AB reference, same lambda R dlambda weighting
-        W.append(1e-17 * WIDE_WAVE * R * dl / norm)
-    return np.array(W).T
-
-
-def synth_mags(flux_wide: np.ndarray) -> np.ndarray:
-    "AB ugriz magnitudes of spectra (n, WIDE_NPIX) in 1e-17 erg/s/cm^2/A."
-    return -2.5 * np.log10(np.clip(flux_wide @ filter_weights(), 1e-30, None))
-
-# %% ../nbs/03_mock.ipynb #26e3b56f
-@lru_cache(maxsize=None)
-def sky_model() -> tuple:
-    "(sky continuum, sky lines, throughput) on the common grid, in 1e-17 erg/s/cm^2/A per fibre."
-    wave = sdss_wavelength()
-    cont = 4.0 * (wave / 6000) ** 1.5
-    lines = np.zeros((1, NPIX))
-    air = np.array([5577.34, 5889.95, 5895.92, 6300.30, 6363.78])
-    amp = np.array([300.0, 120.0, 100.0, 150.0, 50.0])
-    rng = np.random.default_rng(20240601)  # a fixed OH forest: the same night sky for every survey
-    oh = np.concatenate(
-        [
-            rng.uniform(a, b, k)
-            for a, b, k in ((6830, 6980, 12), (7240, 7420, 25), (7750, 8060, 35), (8280, 8560, 35), (8760, 9100, 35))
-        ]
-    )
-    lines_wave = np.concatenate([air, oh]) * 1.000277  # air -> vacuum
-    lines_amp = np.concatenate([amp, rng.lognormal(np.log(60), 0.8, len(oh))])
-    add_lines(lines, LOGLAM0, lines_wave[None], np.full((1, len(lines_wave)), 55.0), lines_amp[None])
-    thr = 0.25 * np.exp(-((np.log10(wave / 6200) / 0.19) ** 4))
-    return cont, lines[0], thr
-
-
-NOISE_GAIN, READ_NOISE = 0.05, 0.08
+__all__ = ['log', 'FIT_LINES', 'ZWARNING_SMALL_DELTA_CHI2', 'ZWARNING_Z_FITLIMIT', 'sdss_galaxy_subclass', 'fit_line_fluxes',
+           'fit_redshift', 'MockConfig', 'allocate', 'mag_errors', 'generate_chunk', 'truth_schema', 'iter_mock',
+           'generate', 'write_mock']
 
 # %% ../nbs/03_mock.ipynb #014457b6
 FIT_LINES = ('Hb', '[OIII]4959', '[OIII]5007', '[NII]6548', 'Ha', '[NII]6584', 'Hb_broad', 'Ha_broad')
@@ -497,6 +74,48 @@ def fit_line_fluxes(flux, ivar, continuum, z, sigma_kms, loglam0: float = LOGLAM
     amp[bad], cov_d[bad] = np.nan, np.inf
     with np.errstate(divide="ignore", over="ignore"):
         return amp, np.sqrt(np.maximum(cov_d, 1 / np.where(bad, 1.0, diag)))
+
+# %% ../nbs/03_mock.ipynb #a3a55662
+ZWARNING_SMALL_DELTA_CHI2 = 1 << 2  # SDSS ZWARNING bit: chi2 of the best fit too close to that of the next best
+ZWARNING_Z_FITLIMIT = 1 << 5  # SDSS ZWARNING bit: chi2 minimum at the edge of the redshift window
+
+
+def fit_redshift(
+    flux: np.ndarray,
+    ivar: np.ndarray,
+    wide_model: np.ndarray,
+    z: np.ndarray,
+    half: int = 20,
+    sep: int = 4,
+    min_dchi2: float = 9.0,
+) -> tuple:
+    "Measure z the way SDSS does: chi2 of a template (the noiseless model) with a free amplitude over a window of +-`half` pixels, parabolic refinement; (z, zErr, zWarning, delta chi2)."
+    n = len(flux)
+    ks = np.arange(-half, half + 1)
+    f = flux.astype(np.float64)
+    iv = ivar.astype(np.float64)
+    fw = f * iv
+    chi2 = np.empty((n, len(ks)))
+    base = np.einsum('ij,ij->i', fw, f)
+    for j, k in enumerate(ks):  # chi2 = sum(iv f^2) - (sum(iv f M))^2 / sum(iv M^2) for the best amplitude
+        M = wide_model[:, WIDE_OFFSET + k : WIDE_OFFSET + k + NPIX]
+        chi2[:, j] = base - np.einsum('ij,ij->i', fw, M) ** 2 / np.maximum(np.einsum('ij,ij->i', iv, M * M), 1e-300)
+    j = chi2.argmin(1)
+    jc = np.clip(j, 1, len(ks) - 2)
+    r = np.arange(n)
+    cm, c0, cp = chi2[r, jc - 1], chi2[r, jc], chi2[r, jc + 1]
+    den = cm - 2 * c0 + cp
+    with np.errstate(divide='ignore', invalid='ignore'):
+        d = np.where(den > 0, np.clip(0.5 * (cm - cp) / den, -1, 1), 0.0)
+        sig = np.where(den > 0, np.sqrt(2 / den), half)  # pixels at delta chi2 = 1
+    shift = ks[jc] + d
+    far = np.abs(ks[None] - ks[j][:, None]) > sep
+    dchi2 = np.where(far, chi2, np.inf).min(1) - chi2[r, j]
+    warn = np.where(~(dchi2 >= min_dchi2), ZWARNING_SMALL_DELTA_CHI2, 0)
+    warn |= np.where((j == 0) | (j == len(ks) - 1), ZWARNING_Z_FITLIMIT, 0)
+    zfit = (1 + z) * 10 ** (-shift * DLOGLAM) - 1  # the data match the model moved by `shift` pixels
+    zerr = (1 + z) * np.log(10) * DLOGLAM * sig
+    return zfit, zerr, warn.astype(np.int32), dchi2
 
 # %% ../nbs/03_mock.ipynb #d477bfce
 @dataclass
@@ -582,302 +201,6 @@ def _draw_z_mag(cls: np.ndarray, pop: np.ndarray, rng) -> tuple:
     r[s] = rng.uniform(15.0, 21.0, s.sum())
     return z, r, lrg
 
-# %% ../nbs/03_mock.ipynb #ed559b27
-def _shift(templates: np.ndarray, idx: np.ndarray, z: np.ndarray) -> np.ndarray:
-    "Rest templates (k, REST_NPIX) picked by `idx` (n,), redshifted onto the wide observed grid: linear interpolation by a pixel shift."
-    s = (WIDE_LOGLAM[0] - REST_LOGLAM0 - np.log10(1 + z)) / DLOGLAM
-    i0 = np.floor(s).astype(np.int64)
-    fr = (s - i0)[:, None]
-    cols = i0[:, None] + np.arange(WIDE_NPIX)[None]
-    if cols.min() < 0 or cols.max() + 1 >= REST_NPIX:
-        raise ValueError("Redshift outside the range the rest grid supports.")
-    t = templates[idx[:, None], cols]
-    t1 = templates[idx[:, None], cols + 1]
-    return t * (1 - fr) + t1 * fr
-
-
-AP_TAU = None
-
-
-def _ap_tau() -> np.ndarray:
-    "The extra lines (Si II, Sr II, Cr II, Eu II) of a chemically peculiar A star, as an optical depth on REST_WAVE."
-    global AP_TAU
-    if AP_TAU is None:
-        AP_TAU = star_tau(9300, kind='peculiar') - star_tau(9300, kind='normal')
-    return AP_TAU
-
-
-def _stars(sub: np.ndarray, z: np.ndarray, rng, libraries=STAR_LIBRARIES) -> tuple:
-    "Star models on the wide grid: an observed library star of the subclass where `libraries` hold one, else the physical model; (model, teff, library, library id)."
-    n = len(sub)
-    model = np.zeros((n, WIDE_NPIX))
-    teff = np.full(n, np.nan)
-    lib = np.full(n, 'physical', dtype=object)
-    sid = np.full(n, '', dtype=object)
-    todo = np.ones(n, bool)
-    if libraries:
-        meta, T = library_stars(tuple(sorted(libraries)))
-        for s in sorted(set(sub) - set(PHYSICAL_ONLY)):
-            m = np.flatnonzero(sub == s)
-            pool = np.flatnonzero((meta.subclass == LIBRARY_POOL.get(s, s)).to_numpy())
-            if s in ('M0V', 'M2V'):  # the SDSS dwarf templates: prefer library dwarfs
-                dw = pool[meta.logg.to_numpy()[pool] >= 4.0]
-                pool = dw if len(dw) else pool
-            recolour = None
-            if (
-                len(pool) == 0 and s in NORMAL_SEQUENCE
-            ):  # no library star of this type (late M): the nearest type's, recoloured to its Teff
-                have = [k for k in NORMAL_SEQUENCE if (meta.subclass == k).any()]
-                if not have:
-                    continue
-                near = min(have, key=lambda k: abs(np.log10(STAR_TEFF[k] / STAR_TEFF[s])))
-                pool = np.flatnonzero((meta.subclass == near).to_numpy())
-                recolour = (STAR_TEFF[near], STAR_TEFF[s])
-            if len(pool) == 0:
-                continue
-            libs = meta.library.to_numpy()[pool]
-            names = np.unique(libs)  # each library equally likely, then a star of it
-            which = names[rng.integers(0, len(names), len(m))]
-            pick = np.array([rng.choice(pool[libs == w]) for w in which])
-            model[m] = _shift(T, pick, z[m])
-            if s == 'A0p':
-                model[m] *= np.exp(-_shift(_ap_tau()[None], np.zeros(len(m), int), z[m]))
-            if recolour:
-                w = WIDE_WAVE / (1 + z[m, None])
-                model[m] *= planck_lambda(w, recolour[1]) / planck_lambda(w, recolour[0])
-            teff[m] = meta.teff.to_numpy()[pick]
-            lib[m] = meta.library.to_numpy()[pick]
-            sid[m] = meta.id.to_numpy()[pick]
-            todo[m] = False
-    if todo.any():
-        model[todo], teff[todo] = _physical_stars(sub[todo], z[todo], rng)
-    return model, teff, lib, sid
-
-
-def _physical_stars(sub: np.ndarray, z: np.ndarray, rng) -> tuple:
-    "The physical star model (black body x absorption, CV disc lines) for subclasses no library holds."
-    n = len(sub)
-    tmpl = star_templates()
-    names = list(STAR_SUBCLASSES)
-    idx = np.array([names.index(s) for s in sub])
-    cont = np.array([tmpl[s][0] for s in names])
-    tau = np.array([tmpl[s][1] for s in names])
-    teff0 = np.array([STAR_TEFF[s] for s in sub], float)
-    is_wd = np.isin(sub, ['WD', 'WDmagnetic'])
-    teff = np.where(is_wd, rng.uniform(7000, 30000, n), teff0 * rng.normal(1, 0.03, n))
-    wave = WIDE_WAVE / (1 + z[:, None])
-    ratio = planck_lambda(wave, teff[:, None]) / planck_lambda(wave, teff0[:, None])
-    strength = rng.normal(1, 0.15, n).clip(0.5, 1.6)[:, None]
-    model = _shift(cont, idx, z) * ratio * np.exp(-strength * _shift(tau, idx, z))
-    cv = sub == 'CV'
-    if cv.any():  # accretion-disc emission: Balmer and helium lines, ~800 km/s wide
-        lam = np.array([BALMER[k] for k in ('Ha', 'Hb', 'Hg', 'Hd')] + [4472.7, 5877.3, 6679.99, 4687.0])
-        ew = np.array([60, 30, 22, 15, 6, 12, 6, 8.0]) * rng.lognormal(0, 0.4, (cv.sum(), 1))
-        cpix = np.clip(
-            ((np.log10(lam[None] * (1 + z[cv, None])) - WIDE_LOGLAM[0]) / DLOGLAM).astype(int), 0, WIDE_NPIX - 1
-        )
-        cl = np.take_along_axis(model[cv], cpix, 1)
-        m = model[cv]
-        add_lines(m, WIDE_LOGLAM[0], lam[None] * (1 + z[cv, None]), np.full(ew.shape, 800.0), ew * cl)
-        model[cv] = m
-    return model, teff
-
-
-def _galaxies(pop: np.ndarray, z: np.ndarray, lrg: np.ndarray, rng, libraries=SSP_LIBRARIES) -> tuple:
-    "Galaxy continua: old + intermediate + young SSPs of one population library per galaxy, broadened, dust-attenuated; (continuum, ebv, dispersion, library)."
-    n = len(pop)
-    meta, T = library_ssps(tuple(sorted(libraries)))
-    nssp = len(meta)
-    flat = T.reshape(-1, REST_NPIX)
-    disp = np.where(lrg, rng.uniform(180, 330, n), rng.uniform(50, 250, n))
-    di = np.abs(np.array(DISPERSIONS_KMS)[None] - disp[:, None]).argmin(1)
-    sfish = np.isin(pop, ['STARFORMING', 'STARBURST', 'STARFORMING BROADLINE', 'STARBURST BROADLINE'])
-    young = np.where(sfish, rng.uniform(0.1, 0.6, n), np.where(lrg, rng.uniform(0, 0.04, n), rng.uniform(0.0, 0.25, n)))
-    young = np.where(np.isin(pop, ['STARBURST', 'STARBURST BROADLINE']), rng.uniform(0.4, 0.9, n), young)
-    inter = rng.uniform(0.05, 0.4, n) * (1 - young)
-    old = 1 - young - inter
-    libs = np.array(sorted(set(meta.library)), dtype=object)
-    lib = libs[rng.integers(0, len(libs), n)]
-    cont = np.zeros((n, WIDE_NPIX))
-    for w, (lo, hi) in zip((old, inter, young), GALAXY_AGES.values()):
-        idx = np.zeros(n, int)
-        for L in libs:
-            m = lib == L
-            pool = np.flatnonzero(((meta.library == L) & meta.age_gyr.between(lo, hi)).to_numpy())
-            idx[m] = pool[rng.integers(0, len(pool), m.sum())]
-        cont += w[:, None] * _shift(flat, di * nssp + idx, z)
-    ebv = np.where(lrg, rng.uniform(0, 0.05, n), rng.uniform(0, 0.35, n) * (0.3 + sfish))
-    cont = cont * attenuation(WIDE_WAVE / (1 + z[:, None]), ebv)
-    return cont, ebv, disp, lib
-
-
-def _emission_lines(pop: np.ndarray, rng) -> dict:
-    "Rest equivalent widths (A, emission > 0) and line ratios of the nebular lines, drawn by population."
-    n = len(pop)
-    sb = np.isin(pop, ['STARBURST', 'STARBURST BROADLINE'])
-    sf = np.isin(pop, ['STARFORMING', 'STARFORMING BROADLINE'])
-    agn = np.isin(pop, ['AGN', 'AGN BROADLINE'])
-    null = np.isin(pop, ['NULL', 'BROADLINE'])
-    ew_ha = np.select(
-        [sb, sf, agn],
-        [
-            rng.lognormal(np.log(95), 0.35, n).clip(62, 600),
-            rng.lognormal(np.log(20), 0.4, n).clip(6, 42),
-            rng.lognormal(np.log(9), 0.5, n).clip(2.5, 60),
-        ],
-        rng.lognormal(np.log(0.3), 0.8, n),
-    )
-    # BPT position: star-forming sequence (below the Kauffmann 2003 curve) or AGN branch (above the SDSS line)
-    x_sf = rng.uniform(-0.9, -0.4, n)
-    y_sf = 0.61 / (x_sf - 0.05) + 1.3 - np.abs(rng.normal(0.2, 0.12, n))
-    x_agn = rng.uniform(-0.25, 0.45, n)
-    y_agn = np.maximum(0.7 - 1.2 * (x_agn + 0.4) + np.abs(rng.normal(0.35, 0.25, n)), rng.uniform(-0.3, 1.1, n))
-    x = np.where(agn, x_agn, np.where(null, rng.uniform(-0.8, 0.3, n), x_sf))
-    y = np.where(agn, y_agn, np.where(null, rng.uniform(-0.5, 0.8, n), y_sf))
-    decrement = rng.uniform(2.86, 5.0, n)
-    sii = 10 ** np.where(agn, rng.normal(-0.2, 0.15, n), rng.normal(-0.45, 0.15, n))
-    oii = 10 ** np.where(agn, rng.normal(0.5, 0.2, n), rng.normal(0.3, 0.2, n))
-    broad = np.char.endswith(pop.astype(str), 'BROADLINE')
-    return dict(
-        ew_ha=ew_ha,
-        x=x,
-        y=y,
-        decrement=decrement,
-        sii=sii,
-        oii=oii,
-        broad=broad,
-        broad_ew=rng.lognormal(np.log(40), 0.4, n),
-        broad_sigma=rng.uniform(900, 2500, n),
-        narrow_sigma=rng.uniform(40, 140, n),
-    )
-
-
-NEBULAR = (
-    '[OII]3727',
-    'Hd',
-    'Hg',
-    'Hb',
-    '[OIII]4959',
-    '[OIII]5007',
-    '[NII]6548',
-    'Ha',
-    '[NII]6584',
-    '[SII]6717',
-    '[SII]6731',
-)
-
-
-def _nebular_fluxes(p: dict, cont_ha: np.ndarray) -> dict:
-    "Line fluxes (model units x A, observed frame) of NEBULAR lines from the drawn EW and ratios; `cont_ha` is the continuum under H-alpha (x (1+z))."
-    ha = p['ew_ha'] * cont_ha
-    hb = ha / p['decrement']
-    nii = ha * 10 ** p['x']
-    oiii = hb * 10 ** p['y']
-    sii = ha * p['sii']
-    return {
-        '[OII]3727': hb * p['oii'],
-        'Hd': 0.259 * hb,
-        'Hg': 0.468 * hb,
-        'Hb': hb,
-        '[OIII]4959': oiii / 2.98,
-        '[OIII]5007': oiii,
-        '[NII]6548': nii / 3.05,
-        'Ha': ha,
-        '[NII]6584': nii,
-        '[SII]6717': 0.57 * sii,
-        '[SII]6731': 0.43 * sii,
-    }
-
-
-def _qsos(z: np.ndarray, rmag: np.ndarray, rng) -> tuple:
-    "Quasar models: composite lines on a varied power law (Baldwin effect: weaker lines in brighter quasars), broad absorption lines in ~12% at z > 1.5, Lyman-alpha forest, host light at low z, dust."
-    n = len(z)
-    R = qso_line_ratio()
-    wave_rest = WIDE_WAVE / (1 + z[:, None])
-    alpha_nu = rng.normal(-0.5, 0.3, n)
-    cont = (wave_rest / 1450.0) ** (-2 - alpha_nu[:, None])
-    wi = rng.integers(0, len(QSO_WIDTHS_KMS), n)
-    # Baldwin effect: EW ~ L^-0.2; log L from r and a rough distance modulus (relative to r = 20 at z = 1.5)
-    logl = -0.4 * (rmag - 20) + 2 * np.log10(np.clip(z, 0.1, None) / 1.5)
-    strength = (rng.lognormal(0, 0.3, n) * 10 ** (-0.2 * logl))[:, None]
-    ratio = _shift(R, wi, z)
-    model = cont * np.clip(1 + strength * (ratio - 1), 0.02, None)
-    # broad absorption-line troughs blueward of C IV, Si IV, N V (and Al III, Mg II in the rarer LoBALs)
-    bal = (rng.random(n) < 0.12) & (z > 1.5)
-    if bal.any():
-        b = np.flatnonzero(bal)
-        vmin = rng.uniform(1000, 6000, len(b))
-        vmax = vmin + rng.uniform(3000, 20000, len(b))
-        depth = rng.uniform(0.5, 2.5, len(b))
-        lobal = rng.random(len(b)) < 0.1
-        tau = np.zeros((len(b), WIDE_NPIX))
-        for lam, rel, lo_only in (
-            (1549.06, 1.0, False),
-            (1397.61, 0.6, False),
-            (1240.14, 0.8, False),
-            (1857.4, 0.4, True),
-            (2799.12, 0.6, True),
-        ):
-            v = (1 - wave_rest[b] / lam) * C_KMS  # outflow velocity of absorbing gas at each pixel
-            box = _sig((v - vmin[:, None]) / 400) * _sig((vmax[:, None] - v) / 400)
-            tau += (depth * rel * (lobal | (not lo_only)))[:, None] * box
-        model[b] *= np.exp(-tau)
-    # Lyman-alpha forest with log-normal fluctuations in optical depth, and the Lyman limit
-    zabs = WIDE_WAVE[None] / LINES['Lya'] - 1
-    g = rng.normal(0, 1, (n, WIDE_NPIX))
-    g = (g + np.roll(g, 1, 1) + np.roll(g, 2, 1)) / np.sqrt(3)
-    tau = 0.0018 * (1 + zabs) ** 3.92 * np.exp(1.0 * g - 0.5)
-    model = model * np.where(wave_rest < 1215.67, np.exp(-tau), 1.0) * np.where(wave_rest < 912, 0.05, 1.0)
-    # host galaxy light at low z (old population, up to ~60% at 5,500 A rest for z -> 0)
-    host = rng.uniform(0, 0.6, n) * np.clip(1 - z / 0.6, 0, 1)
-    at5500 = np.take_along_axis(model, np.abs(wave_rest - 5500).argmin(1)[:, None], 1).clip(1e-6)
-    old_pop = _shift(galaxy_templates()[1, :1], np.zeros(n, int), z)  # unit flux near 5,500 A rest
-    model = model / at5500 * (1 - host[:, None]) + host[:, None] * old_pop
-    ebv = rng.exponential(0.03, n)
-    return model * attenuation(wave_rest, ebv), alpha_nu, ebv, bal
-
-# %% ../nbs/03_mock.ipynb #a3a55662
-ZWARNING_SMALL_DELTA_CHI2 = 1 << 2  # SDSS ZWARNING bit: chi2 of the best fit too close to that of the next best
-ZWARNING_Z_FITLIMIT = 1 << 5  # SDSS ZWARNING bit: chi2 minimum at the edge of the redshift window
-
-
-def fit_redshift(
-    flux: np.ndarray,
-    ivar: np.ndarray,
-    wide_model: np.ndarray,
-    z: np.ndarray,
-    half: int = 20,
-    sep: int = 4,
-    min_dchi2: float = 9.0,
-) -> tuple:
-    "Measure z the way SDSS does: chi2 of a template (the noiseless model) with a free amplitude over a window of +-`half` pixels, parabolic refinement; (z, zErr, zWarning, delta chi2)."
-    n = len(flux)
-    ks = np.arange(-half, half + 1)
-    f = flux.astype(np.float64)
-    iv = ivar.astype(np.float64)
-    fw = f * iv
-    chi2 = np.empty((n, len(ks)))
-    base = np.einsum('ij,ij->i', fw, f)
-    for j, k in enumerate(ks):  # chi2 = sum(iv f^2) - (sum(iv f M))^2 / sum(iv M^2) for the best amplitude
-        M = wide_model[:, WIDE_OFFSET + k : WIDE_OFFSET + k + NPIX]
-        chi2[:, j] = base - np.einsum('ij,ij->i', fw, M) ** 2 / np.maximum(np.einsum('ij,ij->i', iv, M * M), 1e-300)
-    j = chi2.argmin(1)
-    jc = np.clip(j, 1, len(ks) - 2)
-    r = np.arange(n)
-    cm, c0, cp = chi2[r, jc - 1], chi2[r, jc], chi2[r, jc + 1]
-    den = cm - 2 * c0 + cp
-    with np.errstate(divide='ignore', invalid='ignore'):
-        d = np.where(den > 0, np.clip(0.5 * (cm - cp) / den, -1, 1), 0.0)
-        sig = np.where(den > 0, np.sqrt(2 / den), half)  # pixels at delta chi2 = 1
-    shift = ks[jc] + d
-    far = np.abs(ks[None] - ks[j][:, None]) > sep
-    dchi2 = np.where(far, chi2, np.inf).min(1) - chi2[r, j]
-    warn = np.where(~(dchi2 >= min_dchi2), ZWARNING_SMALL_DELTA_CHI2, 0)
-    warn |= np.where((j == 0) | (j == len(ks) - 1), ZWARNING_Z_FITLIMIT, 0)
-    zfit = (1 + z) * 10 ** (-shift * DLOGLAM) - 1  # the data match the model moved by `shift` pixels
-    zerr = (1 + z) * np.log(10) * DLOGLAM * sig
-    return zfit, zerr, warn.astype(np.int32), dchi2
-
 # %% ../nbs/03_mock.ipynb #7f2b42a0
 def mag_errors(mag: np.ndarray, rng) -> np.ndarray:
     "SDSS-like Petrosian magnitude errors, growing toward the 95% completeness limits (u 22.0, g 22.2, r 22.2, i 21.3, z 20.5)."
@@ -904,6 +227,70 @@ def _ids(start: int, n: int, seed: int) -> dict:
     )
 
 
+def _measure_lines(o: dict, m: dict, z: np.ndarray, galaxy: np.ndarray, sub: np.ndarray, cfg: MockConfig) -> tuple:
+    "The lines SDSS measures on the observed galaxies (`o` from `observe`, `m` from `model_spectra`): (subclasses, `sub` with the galaxies' by the SDSS rules; columns true_measflux_*, true_measfluxerr_*, true_broad_snr; H-alpha EW)."
+    n = len(z)
+    subclass = np.array(sub, dtype=object)
+    meas = {f'true_measflux_{l}': np.full(n, np.nan) for l in FIT_LINES}
+    meas.update({f'true_measfluxerr_{l}': np.full(n, np.nan) for l in FIT_LINES})
+    meas['true_broad_snr'] = np.full(n, np.nan)
+    ew_ha = np.full(n, np.nan)
+    gi = np.flatnonzero(galaxy)
+    if not len(gi):
+        return subclass, meas, ew_ha
+    flux, ivar, cont_obs = o['flux'], o['ivar'], o['cont_obs']
+    sig = np.concatenate(  # line widths: the six narrow lines of FIT_LINES, then the two broad ones
+        [np.repeat(m['sigma_narrow'][gi, None], 6, 1), np.repeat(m['sigma_broad'][gi, None], 2, 1)], 1
+    )
+    amp, err = [], []
+    for k in range(0, len(gi), 250):
+        b = gi[k : k + 250]
+        a_, e_ = fit_line_fluxes(flux[b], ivar[b], cont_obs[b], z[b], sig[k : k + 250])
+        amp.append(a_)
+        err.append(e_)
+    amp, err = np.concatenate(amp), np.concatenate(err)
+    for j, l in enumerate(FIT_LINES):
+        meas[f'true_measflux_{l}'][gi] = amp[:, j]
+        meas[f'true_measfluxerr_{l}'][gi] = err[:, j]
+    hp = np.clip(np.round((np.log10(LINES['Ha'] * (1 + z[gi])) - LOGLAM0) / DLOGLAM).astype(int), 0, NPIX - 1)
+    cha = cont_obs[gi, hp]
+    ew_ha[gi] = np.where(cha > 0, amp[:, 4] / np.where(cha > 0, cha, 1) / (1 + z[gi]), np.nan)
+    broad_snr = np.fmax(amp[:, 6] / err[:, 6], amp[:, 7] / err[:, 7])
+    meas['true_broad_snr'][gi] = broad_snr
+    subclass[gi] = sdss_galaxy_subclass(
+        amp[:, 0],
+        amp[:, 2],
+        amp[:, 4],
+        amp[:, 5],
+        err[:, 0],
+        err[:, 2],
+        err[:, 4],
+        err[:, 5],
+        ew_ha[gi],
+        broad_snr,
+        cfg.detect_snr,
+        cfg.broad_snr,
+    )
+    return subclass, meas, ew_ha
+
+
+def _true_ews(galcont: np.ndarray, truth: dict, z: np.ndarray, galaxy: np.ndarray) -> dict:
+    "True rest-frame EWs of the NEBULAR lines in the thesis's sign convention (emission < 0), against the galaxy's own continuum; NaN off galaxies."
+    out = {f'true_ew_{ew_column(l)[3:]}': np.full(len(z), np.nan) for l in NEBULAR}
+    gi = np.flatnonzero(galaxy)
+    if not len(gi):
+        return out
+    for l in NEBULAR:
+        lp = np.clip(
+            np.round((np.log10(LINES[l] * (1 + z[gi])) - WIDE_LOGLAM[0]) / DLOGLAM).astype(int), 0, WIDE_NPIX - 1
+        )
+        ch = galcont[gi, lp]
+        out[f'true_ew_{ew_column(l)[3:]}'][gi] = np.where(
+            ch > 0, -truth[f'true_lineflux_{l}'][gi] / np.where(ch > 0, ch, 1) / (1 + z[gi]), np.nan
+        )
+    return out
+
+
 def generate_chunk(
     cls: np.ndarray,
     sub: np.ndarray,
@@ -915,146 +302,22 @@ def generate_chunk(
 ):
     "Records (catalogue dict, pixel dict) for labels `cls` and intended subclasses/populations `sub`; optionally the wide noise-free models."
     n = len(cls)
+    g, q = cls == 'GALAXY', cls == 'QSO'
     z, rmag, lrg = _draw_z_mag(cls, sub, rng)
-    wide = np.zeros((n, WIDE_NPIX))
-    teff = np.full(n, np.nan)
-    ebv = np.zeros(n)
-    alpha = np.full(n, np.nan)
-    s, g, q = cls == 'STAR', cls == 'GALAXY', cls == 'QSO'
-    lib = np.full(n, '', dtype=object)
-    lib_id = np.full(n, '', dtype=object)
-    bal = np.zeros(n, bool)
-    if s.any():  # observed (or physical) stars behind the Galaxy's dust
-        wide[s], teff[s], lib[s], lib_id[s] = _stars(sub[s], z[s], rng, cfg.star_libraries)
-        ebv[s] = rng.exponential(0.04, s.sum())
-        wide[s] *= attenuation(WIDE_WAVE, ebv[s])
-    if q.any():
-        wide[q], alpha[q], ebv[q], bal[q] = _qsos(z[q], rmag[q], rng)
-        lib[q] = 'vandenberk2001'
-    truth = {f'true_lineflux_{l}': np.full(n, np.nan) for l in NEBULAR}
-    sig = np.full((n, len(FIT_LINES)), 100.0)
-    if g.any():
-        cont, ebv[g], disp, lib[g] = _galaxies(sub[g], z[g], lrg[g], rng, cfg.galaxy_libraries)
-        p = _emission_lines(sub[g], rng)
-        ha_pix = np.clip(
-            ((np.log10(LINES['Ha'] * (1 + z[g])) - WIDE_LOGLAM[0]) / DLOGLAM).astype(int), 0, WIDE_NPIX - 1
-        )
-        fl = _nebular_fluxes(p, cont[np.arange(g.sum()), ha_pix] * (1 + z[g]))
-        centers = np.array([LINES[l] for l in NEBULAR])[None] * (1 + z[g, None])
-        sg = np.hypot(p['narrow_sigma'], SIGMA_INST_KMS)
-        model = add_lines(
-            cont.copy(),
-            WIDE_LOGLAM[0],
-            centers,
-            np.repeat(sg[:, None], len(NEBULAR), 1),
-            np.stack([fl[l] for l in NEBULAR], 1),
-        )
-        bflux = (p['broad_ew'] * cont[np.arange(g.sum()), ha_pix] * (1 + z[g]) * p['broad'])[:, None] * np.array(
-            [[1 / 3.5, 1.0]]
-        )
-        add_lines(
-            model,
-            WIDE_LOGLAM[0],
-            np.array([[LINES['Hb'], LINES['Ha']]]) * (1 + z[g, None]),
-            np.repeat(p['broad_sigma'][:, None], 2, 1),
-            bflux,
-        )
-        wide[g] = model
-        gi = np.flatnonzero(g)
-        for l in NEBULAR:
-            truth[f'true_lineflux_{l}'][gi] = fl[l]
-        truth['true_lineflux_Ha_broad'] = np.zeros(n)
-        truth['true_lineflux_Ha_broad'][gi] = bflux[:, 1]
-        sig[gi] = np.concatenate(
-            [np.repeat(sg[:, None], 6, 1), np.repeat(np.hypot(p['broad_sigma'], SIGMA_INST_KMS)[:, None], 2, 1)], 1
-        )
-        galcont = np.zeros((n, WIDE_NPIX))
-        galcont[gi] = cont
-    else:
-        truth['true_lineflux_Ha_broad'] = np.zeros(n)
-        galcont = np.zeros((n, WIDE_NPIX))
-    # scale to the drawn r magnitude; galaxies lose light outside the fibre
-    scale = 10 ** (-0.4 * (rmag - synth_mags(wide)[:, 2]))
-    wide *= scale[:, None]
-    galcont *= scale[:, None]
-    for l in list(truth):
-        truth[l] = truth[l] * scale
-    mags_true = synth_mags(wide)
-    fiber_loss = np.where(g, rng.uniform(0.3, 1.0, n), rng.uniform(0.0, 0.15, n))
-    ff = 10 ** (-0.4 * fiber_loss)[:, None]
-    sl = slice(WIDE_OFFSET, WIDE_OFFSET + NPIX)
-    tilt = (sdss_wavelength() / 6000.0)[None] ** rng.normal(0, cfg.tilt_sigma, (n, 1))  # flux-calibration error
-    model = wide[:, sl] * ff * tilt
-    cont_obs = galcont[:, sl] * ff * tilt
-    # noise
-    skyc, skyl, thr = sky_model()
-    cond = rng.lognormal(0, 0.3, n)[:, None] * cfg.noise_scale**2
-    var = cond * (NOISE_GAIN * (np.clip(model, 0, None) + skyc + skyl) / thr + (READ_NOISE / thr) ** 2)
-    sigma = np.sqrt(var)
-    flux = model + sigma * rng.standard_normal((n, NPIX)) + rng.normal(0, 0.03, (n, 1)) * skyl
-    ivar = 1 / var
-    and_mask = np.where(skyl > 30, 1 << MASK_BITS['BRIGHTSKY'], 0)[None].repeat(n, 0).astype(np.int32)
-    lose = rng.random(n) < cfg.missing_fraction
-    for i in np.flatnonzero(lose):
-        L = int(rng.integers(200, 2400))
-        a = int(rng.integers(0, NPIX - L))
-        flux[i, a : a + L] = 0
-        ivar[i, a : a + L] = 0
-        and_mask[i, a : a + L] |= (1 << MASK_BITS['NODATA']) | (1 << MASK_BITS['FULLREJECT'])
-    good = ivar > 0
-    snr = np.array([np.median((flux[i] * np.sqrt(ivar[i]))[good[i]]) if good[i].any() else 0.0 for i in range(n)])
-    # measured lines and SDSS subclasses for galaxies
-    subclass = np.array(sub, dtype=object)
-    meas = {f'true_measflux_{l}': np.full(n, np.nan) for l in FIT_LINES}
-    meas.update({f'true_measfluxerr_{l}': np.full(n, np.nan) for l in FIT_LINES})
-    ew_ha_meas = np.full(n, np.nan)
-    if g.any():
-        gi = np.flatnonzero(g)
-        amp, err = [], []
-        for k in range(0, len(gi), 250):
-            a_, e_ = fit_line_fluxes(
-                flux[gi[k : k + 250]],
-                ivar[gi[k : k + 250]],
-                cont_obs[gi[k : k + 250]],
-                z[gi[k : k + 250]],
-                sig[gi[k : k + 250]],
-            )
-            amp.append(a_)
-            err.append(e_)
-        amp, err = np.concatenate(amp), np.concatenate(err)
-        for j, l in enumerate(FIT_LINES):
-            meas[f'true_measflux_{l}'][gi] = amp[:, j]
-            meas[f'true_measfluxerr_{l}'][gi] = err[:, j]
-        hp = np.clip(np.round((np.log10(LINES['Ha'] * (1 + z[gi])) - LOGLAM0) / DLOGLAM).astype(int), 0, NPIX - 1)
-        cha = cont_obs[gi, hp]
-        ew_ha_meas[gi] = np.where(cha > 0, amp[:, 4] / np.where(cha > 0, cha, 1) / (1 + z[gi]), np.nan)
-        broad_snr = np.fmax(amp[:, 6] / err[:, 6], amp[:, 7] / err[:, 7])
-        meas['true_broad_snr'] = np.full(n, np.nan)
-        meas['true_broad_snr'][gi] = broad_snr
-        subclass[gi] = sdss_galaxy_subclass(
-            amp[:, 0],
-            amp[:, 2],
-            amp[:, 4],
-            amp[:, 5],
-            err[:, 0],
-            err[:, 2],
-            err[:, 4],
-            err[:, 5],
-            ew_ha_meas[gi],
-            broad_snr,
-            cfg.detect_snr,
-            cfg.broad_snr,
-        )
-    else:
-        meas['true_broad_snr'] = np.full(n, np.nan)
+    m = model_spectra(cls, sub, z, rmag, lrg, rng, cfg.star_libraries, cfg.galaxy_libraries)
+    o = observe(m['wide'], m['galcont'], g, rng, cfg.noise_scale, cfg.tilt_sigma, cfg.missing_fraction)
+    subclass, meas, ew_ha_meas = _measure_lines(o, m, z, g, sub, cfg)
     subclass[q] = 'BROADLINE'
+    mags_true = m['mags']
     petro_err = mag_errors(mags_true, rng)
     petro = mags_true + petro_err * rng.standard_normal(mags_true.shape)
+    flux, ivar = o['flux'], o['ivar']
     zfit, zerr, zwarn, dchi2 = np.zeros(n), np.zeros(n), np.zeros(n, np.int32), np.zeros(n)
-    for m, half, sep in ((~q, 20, 4), (q, 60, 20)):  # quasars: broad lines, a wider window (+-4,100 km/s)
-        if m.any():
-            zfit[m], zerr[m], zwarn[m], dchi2[m] = fit_redshift(flux[m], ivar[m], wide[m] * ff[m], z[m], half, sep)
-    loglam = np.broadcast_to(sdss_loglam().astype(np.float32), (n, NPIX))
+    for k, half, sep in ((~q, 20, 4), (q, 60, 20)):  # quasars: broad lines, a wider window (+-4,100 km/s)
+        if k.any():
+            zfit[k], zerr[k], zwarn[k], dchi2[k] = fit_redshift(
+                flux[k], ivar[k], m['wide'][k] * o['ff'][k], z[k], half, sep
+            )
     cat = dict(
         **_ids(start, n, seed),
         run2d=np.full(n, '26', dtype=object),
@@ -1069,37 +332,26 @@ def generate_chunk(
         source=np.full(n, 'mock', dtype=object),
         true_z=z,
         true_population=sub.astype(object),
-        true_library=lib,
-        true_library_id=lib_id,
-        true_bal=bal,
+        true_library=m['library'],
+        true_library_id=m['library_id'],
+        true_bal=m['bal'],
         true_dchi2=dchi2,
-        true_teff=teff,
-        true_ebv=ebv,
-        true_alpha_nu=alpha,
-        true_fiber_loss=fiber_loss,
-        true_sn_median=snr,
+        true_teff=m['teff'],
+        true_ebv=m['ebv'],
+        true_alpha_nu=m['alpha_nu'],
+        true_fiber_loss=o['fiber_loss'],
+        true_sn_median=o['snr'],
         true_measew_Ha=ew_ha_meas,
-        **{f'true_ew_{ew_column(l)[3:]}': np.full(n, np.nan) for l in NEBULAR},
-        true_missing_block=lose,
+        **_true_ews(m['galcont'], m['truth'], z, g),
+        true_missing_block=o['lose'],
         **{f'true_petroMag_{b}': mags_true[:, i] for i, b in enumerate('ugriz')},
-        **truth,
+        **m['truth'],
         **meas,
     )
-    if (
-        g.any()
-    ):  # true rest-frame EWs in the thesis's sign convention (emission < 0), against the galaxy's own continuum
-        gi = np.flatnonzero(g)
-        for l in NEBULAR:
-            lp = np.clip(
-                np.round((np.log10(LINES[l] * (1 + z[gi])) - WIDE_LOGLAM[0]) / DLOGLAM).astype(int), 0, WIDE_NPIX - 1
-            )
-            ch = galcont[gi, lp]
-            cat[f'true_ew_{ew_column(l)[3:]}'][gi] = np.where(
-                ch > 0, -truth[f'true_lineflux_{l}'][gi] / np.where(ch > 0, ch, 1) / (1 + z[gi]), np.nan
-            )
-    pix = dict(loglam=loglam, flux=flux.astype(np.float32), ivar=ivar.astype(np.float32), and_mask=and_mask)
+    loglam = np.broadcast_to(sdss_loglam().astype(np.float32), (n, NPIX))
+    pix = dict(loglam=loglam, flux=flux.astype(np.float32), ivar=ivar.astype(np.float32), and_mask=o['and_mask'])
     if return_models:
-        return cat, pix, dict(wide=wide, model=model)
+        return cat, pix, dict(wide=m['wide'], model=o['model'])
     return cat, pix
 
 # %% ../nbs/03_mock.ipynb #ea01a287

@@ -4,304 +4,36 @@
 
 # %% ../nbs/04_preprocess.ipynb #69171038
 from __future__ import annotations
-import hashlib, json, os, re, signal, threading, time, uuid, warnings
+import json, os, re, signal, threading, time, uuid, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Iterable, Iterator
 import numpy as np, pandas as pd
 from tqdm.auto import tqdm
 from .config import *
-from .records import iter_records, count_records, check_writable, CATALOG_COLUMNS
+from .records import iter_records, count_records, check_writable, prefetch, CATALOG_COLUMNS
+from .sdssfiles import iter_fits_records
+from spectral_nb.spectra import (
+    BadSpectrumError,
+    PIXEL_KEYS,
+    bad_pixels,
+    equivalent_widths,
+    fill_bad,
+    gaussian_smooth,
+    grid_chunk,
+    missing_fraction,
+    pixel_problems,
+    sn_median,
+    spectrum_scale,
+)
+from .dataset import DATASET_FORMAT, Scaler, read_fluxes, check_dataset
 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'GRID', 'EW_WINDOWS', 'INFO_COLUMNS', 'PIXEL_KEYS', 'REQUIRED_COLUMNS', 'DEFECTS', 'FEATURE_COLUMNS',
-           'DATASET_FORMAT', 'BadSpectrumError', 'read_sdss_spec', 'read_spzline', 'iter_fits_records',
-           'on_common_grid', 'slice_to_grid', 'resample_to_grid', 'to_grid', 'bad_pixels', 'missing_fraction',
-           'fill_bad', 'equivalent_widths', 'gaussian_smooth', 'normalise_subclass', 'make_labels', 'row_median',
-           'spectrum_scale', 'grid_chunk', 'pixel_problems', 'sn_median', 'process_chunk', 'stratified_split', 'Scaler',
-           'fit_scaler', 'read_fluxes', 'read_flux_rows', 'read_info', 'read_dataset', 'check_dataset',
-           'read_dataset_summary', 'read_dataset_scaler', 'dataset_hash', 'prefetch', 'PreprocessSummary',
-           'clean_stale_tmp', 'processed_chunks', 'preprocess', 'write_dataset']
-
-# %% ../nbs/04_preprocess.ipynb #bd2b140d
-class BadSpectrumError(ValueError):
-    "A spectrum (file or record) that cannot be used; the message names it and says what to do."
-
-
-def _s(v) -> str:
-    return v.decode().strip() if isinstance(v, bytes) else str(v).strip()
-
-
-def read_sdss_spec(path) -> tuple[dict, dict]:
-    "Read one SDSS spec file into a raw record: (catalogue dict of scalars, pixel dict of 1-D arrays)."
-    from astropy.io import fits
-
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            with fits.open(path, memmap=False) as h:
-                names = [x.name for x in h]
-                if 'COADD' not in names or 'SPECOBJ' not in names:
-                    raise BadSpectrumError(
-                        f"{path}: not an SDSS spec file (HDUs {names[:4]}, need COADD and SPECOBJ); re-download it."
-                    )
-                c, s = h['COADD'].data, h['SPECOBJ'].data[0]
-                pix = {
-                    'loglam': np.asarray(c['loglam'], np.float64),
-                    'flux': np.asarray(c['flux'], np.float32),
-                    'ivar': np.asarray(c['ivar'], np.float32),
-                    'and_mask': np.asarray(c['and_mask'], np.int32),
-                }
-                cat = dict(
-                    specObjID=int(_s(s['SPECOBJID'])),
-                    plate=int(s['PLATE']),
-                    mjd=int(s['MJD']),
-                    fiberID=int(s['FIBERID']),
-                    run2d=_s(s['RUN2D']),
-                    ra=float(s['PLUG_RA']),
-                    dec=float(s['PLUG_DEC']),
-                    **{'class': _s(s['CLASS']), 'subClass': _s(s['SUBCLASS'])},
-                    z=float(s['Z']),
-                    zErr=float(s['Z_ERR']),
-                    zWarning=int(s['ZWARNING']),
-                    **{f'petroMag_{b}': np.nan for b in 'ugriz'},
-                    **{f'petroMagErr_{b}': np.nan for b in 'ugriz'},
-                    source='sdss',
-                )
-    except BadSpectrumError:
-        raise
-    except Exception as e:  # astropy raises OSError, TypeError, KeyError, IndexError ... on damaged files
-        raise BadSpectrumError(
-            f"{path}: unreadable or truncated FITS ({type(e).__name__}: {e}); delete it and download it again."
-        ) from e
-    if len(pix['loglam']) == 0:
-        raise BadSpectrumError(f"{path}: COADD table is empty; re-download it.")
-    return cat, pix
-
-
-def read_spzline(path) -> pd.DataFrame:
-    "The SDSS emission-line measurements (SPZLINE table) of a spec file, one row per line."
-    from astropy.io import fits
-
-    with fits.open(path, memmap=False) as h:
-        d = h['SPZLINE'].data
-        return pd.DataFrame(
-            {k: [_s(v) for v in d[k]] if k == 'LINENAME' else np.asarray(d[k]).astype(float) for k in d.columns.names}
-        )
-
-
-def iter_fits_records(
-    paths: Iterable, batch_size: int = 256, errors: dict | None = None
-) -> Iterator[tuple[pd.DataFrame, dict]]:
-    "Raw-record chunks from SDSS spec files; unreadable files are logged, counted in `errors['corrupt_fits']` and skipped."
-    cats, pix = [], {k: [] for k in ('loglam', 'flux', 'ivar', 'and_mask')}
-    for p in paths:
-        try:
-            c, x = read_sdss_spec(p)
-        except BadSpectrumError as e:
-            log.warning("skipped: %s", e)
-            if errors is not None:
-                errors['corrupt_fits'] = errors.get('corrupt_fits', 0) + 1
-            continue
-        cats.append(c)
-        for k in pix:
-            pix[k].append(x[k])
-        if len(cats) == batch_size:
-            yield pd.DataFrame(cats), pix
-            cats, pix = [], {k: [] for k in pix}
-    if cats:
-        yield pd.DataFrame(cats), pix
-
-# %% ../nbs/04_preprocess.ipynb #b7959253
-GRID = sdss_loglam()
-
-
-def on_common_grid(loglam: np.ndarray, tol: float = 0.01):
-    "Integer pixel offset of `loglam` on the common grid, or None when it is not a 1e-4-step grid aligned to it (within `tol` pixel)."
-    loglam = np.asarray(loglam, np.float64)
-    if len(loglam) < 2:
-        return None
-    k = (loglam[0] - LOGLAM0) / DLOGLAM
-    step = (loglam[-1] - loglam[0]) / (len(loglam) - 1) / DLOGLAM
-    if abs(k - round(k)) > tol or abs(step - 1) > 1e-4:
-        return None
-    return int(round(k))
-
-
-def slice_to_grid(off: int, flux, ivar, mask) -> tuple:
-    "Place an aligned spectrum starting at grid pixel `off` onto the common grid; uncovered pixels get ivar = 0."
-    f = np.zeros(NPIX, np.float32)
-    iv = np.zeros(NPIX, np.float32)
-    m = np.full(NPIX, 1 << MASK_BITS['NODATA'], np.int32)
-    a, b = max(0, off), min(NPIX, off + len(flux))  # grid pixels covered
-    if b > a:
-        f[a:b], iv[a:b], m[a:b] = flux[a - off : b - off], ivar[a - off : b - off], mask[a - off : b - off]
-    return f, iv, m
-
-
-def _edges(ll: np.ndarray) -> np.ndarray:
-    mid = 0.5 * (ll[1:] + ll[:-1])
-    return np.concatenate([[ll[0] - (mid[0] - ll[0])], mid, [ll[-1] + (ll[-1] - mid[-1])]])
-
-
-def resample_to_grid(loglam, flux, ivar, mask=None) -> tuple:
-    "Flux-conserving resampling of one spectrum onto the common grid, with propagated ivar; returns (flux, ivar, and_mask)."
-    loglam = np.asarray(loglam, np.float64)
-    flux = np.asarray(flux, np.float64)
-    ivar = np.asarray(ivar, np.float64)
-    mask = np.zeros(len(flux), np.int32) if mask is None else np.asarray(mask, np.int32)
-    if np.any(np.diff(loglam) <= 0):
-        raise BadSpectrumError("loglam must increase strictly; the spectrum's wavelength array is damaged.")
-    bad = ~np.isfinite(flux) | ~(ivar > 0) | ((mask & BAD_PIXEL_MASK) > 0)
-    ein, eout = 10 ** _edges(loglam), 10 ** _edges(GRID)
-    dl = np.diff(ein)
-    fz = np.where(bad, 0.0, flux)
-    cum_f = np.concatenate([[0], np.cumsum(fz * dl)])
-    cum_v = np.concatenate([[0], np.cumsum(np.where(bad, 0.0, 1 / np.where(bad, 1, ivar)) * dl * dl)])
-    cum_b = np.concatenate([[0], np.cumsum(bad.astype(float))])
-    dout = np.diff(eout)
-    F = np.diff(np.interp(eout, ein, cum_f)) / dout
-    V = np.diff(np.interp(eout, ein, cum_v)) / dout**2
-    B = np.diff(np.interp(eout, ein, cum_b))
-    covered = (eout[:-1] >= ein[0]) & (eout[1:] <= ein[-1])
-    good = covered & (B < 1e-9) & (V > 0)
-    iv = np.where(good, 1 / np.where(good, V, 1), 0.0)
-    m = np.where(covered, 0, 1 << MASK_BITS['NODATA']) | np.where(B >= 1e-9, 1 << MASK_BITS['FULLREJECT'], 0)
-    return np.where(covered, F, 0).astype(np.float32), iv.astype(np.float32), m.astype(np.int32)
-
-
-def to_grid(loglam, flux, ivar, mask) -> tuple:
-    "Put one spectrum on the common grid: slice when aligned, resample otherwise. Returns (flux, ivar, and_mask, resampled?)."
-    off = on_common_grid(loglam)
-    if off is not None:
-        return (*slice_to_grid(off, np.asarray(flux), np.asarray(ivar), np.asarray(mask)), False)
-    return (*resample_to_grid(loglam, flux, ivar, mask), True)
-
-# %% ../nbs/04_preprocess.ipynb #62943495
-def bad_pixels(flux, ivar, mask) -> np.ndarray:
-    "Boolean array of unusable pixels (works on 1-D or 2-D arrays)."
-    return ~np.isfinite(flux) | ~(ivar > 0) | ((np.asarray(mask) & BAD_PIXEL_MASK) > 0)
-
-
-def missing_fraction(flux, ivar, mask) -> np.ndarray:
-    "Fraction of unusable pixels per spectrum."
-    return bad_pixels(flux, ivar, mask).mean(-1)
-
-
-def fill_bad(flux: np.ndarray, bad: np.ndarray) -> np.ndarray:
-    "Replace bad pixels by linear interpolation between good neighbours (rows with no good pixel become 0)."
-    out = np.where(bad, 0, flux).astype(np.float32)
-    idx = np.arange(flux.shape[-1])
-    for r in np.flatnonzero(bad.any(-1) & ~bad.all(-1)):
-        g = ~bad[r]
-        out[r, bad[r]] = np.interp(idx[bad[r]], idx[g], flux[r, g])
-    return out
-
-# %% ../nbs/04_preprocess.ipynb #23e50df3
-EW_WINDOWS = {  # line: (line window, blue side band, red side band), rest-frame vacuum A
-    'Ha': ((6557, 6572), (6500, 6535), (6600, 6640)),
-    '[NII]6548': ((6541, 6557), (6500, 6535), (6600, 6640)),
-    '[NII]6584': ((6576, 6594), (6500, 6535), (6600, 6640)),
-    'Hb': ((4853, 4872), (4810, 4840), (4880, 4920)),
-    'Hg': ((4332, 4351), (4300, 4325), (4355, 4380)),
-    'Hd': ((4094, 4112), (4060, 4085), (4120, 4145)),
-    '[OII]3727': ((3720, 3737), (3690, 3712), (3745, 3765)),
-    '[OIII]4959': ((4953, 4968), (4930, 4948), (4975, 4995)),
-    '[OIII]5007': ((5000, 5016), (4975, 4995), (5025, 5050)),
-    '[SII]6717': ((6711, 6725), (6680, 6705), (6745, 6770)),
-    '[SII]6731': ((6725, 6739), (6680, 6705), (6745, 6770)),
-    'CaK': ((3924, 3945), (3900, 3920), (3945, 3960)),
-    'CaH': ((3962, 3977), (3945, 3960), (3980, 3995)),
-    'NaD': ((5880, 5906), (5850, 5875), (5910, 5935)),
-}
-assert set(EW_WINDOWS) == set(EW_LINES)
-
-
-def _band_pixels(lo, hi, z, width):
-    "Pixel indices (n, width) of the rest band [lo, hi] observed at z, and a mask of those inside the band."
-    a = (np.log10(lo * (1 + z)) - LOGLAM0) / DLOGLAM
-    b = (np.log10(hi * (1 + z)) - LOGLAM0) / DLOGLAM
-    i0 = np.ceil(a).astype(np.int64)
-    idx = i0[:, None] + np.arange(width)[None]
-    inside = idx <= np.floor(b)[:, None]
-    return idx, inside
-
-
-def equivalent_widths(
-    flux: np.ndarray, ivar: np.ndarray, z: np.ndarray, lines=EW_LINES, continuum: np.ndarray | None = None
-) -> tuple:
-    "Rest-frame EWs (A, thesis sign: absorption > 0) and errors of `lines` for spectra (n, NPIX) on the grid; `continuum` (n, NPIX) replaces the side-band fit."
-    flux = np.asarray(flux, np.float32)
-    ivar = np.asarray(ivar, np.float32)
-    z = np.asarray(z, np.float64)
-    n = len(flux)
-    wave = sdss_wavelength()
-    good = (ivar > 0) & np.isfinite(flux)
-    ew, err = np.full((n, len(lines)), np.nan), np.full((n, len(lines)), np.nan)
-    rows = np.arange(n)[:, None]
-    zz = np.where(np.isfinite(z), z, 0.0)
-    cache = {}
-
-    def band(lo, hi):
-        "Pixels of a rest band at each z, which of them are usable, and (for side bands) the mean flux and wavelength."
-        if (lo, hi) not in cache:
-            width = int(np.ceil(np.log10(hi / lo) / DLOGLAM)) + 2
-            idx, inside = _band_pixels(lo, hi, zz, width)
-            ok = inside & (idx >= 0) & (idx < NPIX)
-            ic = np.clip(idx, 0, NPIX - 1)
-            g = ok & good[rows, ic]
-            cnt = g.sum(1)
-            fsum = np.where(g, flux[rows, ic], 0).sum(1, dtype=np.float64)
-            full = (inside.sum(1) == ok.sum(1)) & (cnt >= 0.5 * np.maximum(inside.sum(1), 1))
-            mean = np.where(full & (cnt > 0), fsum / np.maximum(cnt, 1), np.nan)
-            lam = np.where(cnt > 0, (wave[ic] * g).sum(1) / np.maximum(cnt, 1), np.nan)
-            cache[lo, hi] = (idx, ic, inside, ok, g, mean, lam)
-        return cache[lo, hi]
-
-    for j, l in enumerate(lines):
-        win, blue, red = EW_WINDOWS[l]
-        *_, cb, lb = band(*blue)
-        *_, cr, lr = band(*red)
-        idx, ic, inside, ok, g, _, _ = band(*win)
-        lw = wave[ic]
-        if continuum is None:
-            fc = cb[:, None] + (cr - cb)[:, None] * (lw - lb[:, None]) / (lr - lb)[:, None]
-        else:
-            fc = np.asarray(continuum, np.float64)[rows, ic]
-        dl = (lw * np.log(10) * DLOGLAM) / (1 + zz[:, None])  # rest-frame pixel widths
-        with np.errstate(invalid='ignore', divide='ignore'):
-            term = np.where(g, (fc - flux[rows, ic]) / fc * dl, 0.0)
-            var = np.where(g, (1 / np.where(g, ivar[rows, ic], 1)) / fc**2 * dl**2, 0.0)
-            frac = g.sum(1) / np.maximum(inside.sum(1), 1)
-            usable = (
-                (inside.sum(1) == ok.sum(1))
-                & (frac >= 0.5)
-                & np.all(np.where(inside, fc > 0, True), 1)
-                & np.isfinite(z)
-            )
-            ew[:, j] = np.where(usable, term.sum(1) / frac, np.nan)
-            err[:, j] = np.where(usable, np.sqrt(var.sum(1)) / frac, np.nan)
-    return ew, err
-
-# %% ../nbs/04_preprocess.ipynb #7900fe98
-def gaussian_smooth(flux: np.ndarray, sigma: float, good: np.ndarray | None = None) -> np.ndarray:
-    "Gaussian smoothing along the last axis with `sigma` pixels (0: unchanged), ignoring pixels where `good` is False."
-    if not np.isfinite(sigma) or sigma < 0:
-        raise ValueError(f"sigma must be a finite number >= 0 (pixels), got {sigma!r}.")
-    if sigma == 0:
-        return np.asarray(flux, np.float32)
-    from scipy.ndimage import gaussian_filter1d
-
-    f = np.asarray(flux, np.float64)
-    if good is None:
-        return gaussian_filter1d(f, sigma, axis=-1, mode='nearest').astype(np.float32)
-    w = good.astype(np.float64)
-    num = gaussian_filter1d(np.where(good, f, 0), sigma, axis=-1, mode='nearest')
-    den = gaussian_filter1d(w, sigma, axis=-1, mode='nearest')
-    return np.where(den > 1e-6, num / np.maximum(den, 1e-6), 0).astype(np.float32)
+__all__ = ['log', 'INFO_COLUMNS', 'REQUIRED_COLUMNS', 'DEFECTS', 'FEATURE_COLUMNS', 'normalise_subclass', 'make_labels',
+           'process_chunk', 'stratified_split', 'fit_scaler', 'PreprocessSummary', 'clean_stale_tmp',
+           'processed_chunks', 'preprocess', 'write_dataset']
 
 # %% ../nbs/04_preprocess.ipynb #3be19f98
 def normalise_subclass(s) -> str:
@@ -328,39 +60,6 @@ def make_labels(cls, sub) -> tuple:
             star[i] = star_group(s, default='')
     return cls, gal, star, why
 
-# %% ../nbs/04_preprocess.ipynb #2294f1df
-def row_median(a: np.ndarray, overwrite: bool = False) -> np.ndarray:
-    """`np.median(a, axis=-1)` of a 2-D float32 array, bit for bit, in one partition: the upper middle value, then the largest
-    value below it (np.median partitions for both middles and for a NaN check, about 5x slower). Rows that are not all
-    finite go through np.median. `overwrite`: partition `a` itself (it is left reordered within rows) instead of a copy."""
-    a = np.asarray(a, np.float32)
-    n = a.shape[-1]
-    h = n // 2
-    if a.ndim != 2 or n < 2:
-        return np.median(a, axis=-1)
-    odd = ~np.isfinite(a.sum(-1))  # NaN or inf somewhere (or a float32 overflow): the slow exact path
-    slow = np.median(a[odd], axis=-1) if odd.any() else None
-    if overwrite:
-        a.partition(h, axis=-1)
-        p = a
-    else:
-        p = np.partition(a, h, axis=-1)
-    m = p[:, h].copy() if n % 2 else (p[:, h] + p[:, :h].max(-1)) * np.float32(0.5)
-    if slow is not None:
-        m[odd] = slow
-    return m
-
-
-def spectrum_scale(flux: np.ndarray) -> np.ndarray:
-    "Robust positive scale of each spectrum (row): median |flux|; mean |flux| where that is 0; 1 for an all-zero row."
-    a = np.abs(np.asarray(flux, np.float32))
-    s = row_median(a, overwrite=True)  # `a` is this function's own copy
-    bad = ~(np.isfinite(s) & (s > 0))
-    if bad.any():
-        m = a[bad].mean(-1)
-        s[bad] = np.where(np.isfinite(m) & (m > 0), m, 1.0)
-    return s
-
 # %% ../nbs/04_preprocess.ipynb #b0359efc
 INFO_COLUMNS = [
     'specObjID',
@@ -380,69 +79,6 @@ INFO_COLUMNS = [
 ]
 
 
-def grid_chunk(pix: dict) -> tuple:
-    "Pixel columns of a chunk on the common grid: (flux, ivar, mask, n_resampled). Fast path when all rows share one aligned grid."
-    ll = pix['loglam']
-    if isinstance(ll, np.ndarray) and ll.ndim == 2 and len(ll) and np.all(ll == ll[0]):
-        off = on_common_grid(ll[0])
-        if off is not None:
-            if off == 0 and ll.shape[1] == NPIX:
-                return (
-                    np.asarray(pix['flux'], np.float32),
-                    np.asarray(pix['ivar'], np.float32),
-                    np.asarray(pix['and_mask'], np.int32),
-                    0,
-                )
-            out = [slice_to_grid(off, f, i, m) for f, i, m in zip(pix['flux'], pix['ivar'], pix['and_mask'])]
-            return (*(np.stack(a) for a in zip(*out)), 0) if out else (np.zeros((0, NPIX), np.float32),) * 3 + (0,)
-    out, nres = [], 0
-    for l, f, i, m in zip(ll, pix['flux'], pix['ivar'], pix['and_mask']):
-        if len(l) < 2 or len(l) != len(f):
-            out.append(
-                (
-                    np.zeros(NPIX, np.float32),
-                    np.zeros(NPIX, np.float32),
-                    np.full(NPIX, 1 << MASK_BITS['NODATA'], np.int32),
-                    False,
-                )
-            )
-            continue
-        out.append(to_grid(l, f, i, m))
-        nres += out[-1][3]
-    if not out:
-        return np.zeros((0, NPIX), np.float32), np.zeros((0, NPIX), np.float32), np.zeros((0, NPIX), np.int32), 0
-    f, i, m, _ = zip(*out)
-    return np.stack(f), np.stack(i), np.stack(m), nres
-
-
-PIXEL_KEYS = ('loglam', 'flux', 'ivar', 'and_mask')
-
-
-def pixel_problems(pix: dict) -> np.ndarray:
-    "Per row of a chunk, '' or why its pixel arrays cannot be used: 'bad_pixel_arrays' (missing, or lengths differ), 'bad_loglam' (not finite or not increasing)."
-    missing = [k for k in PIXEL_KEYS if k not in pix]
-    if missing:
-        raise ValueError(f"Raw-record chunk lacks pixel column(s) {missing}; raw records need {list(PIXEL_KEYS)}.")
-    ll = pix['loglam']
-    if (
-        isinstance(ll, np.ndarray)
-        and ll.ndim == 2
-        and all(isinstance(pix[k], np.ndarray) and pix[k].shape == ll.shape for k in PIXEL_KEYS)
-    ):
-        ok = np.isfinite(ll).all(1) & (np.diff(ll, axis=1) > 0).all(1) & (ll.shape[1] >= 2)
-        return np.where(ok, '', 'bad_loglam').astype(object)
-    why = np.full(len(ll), '', object)
-    for i in range(len(ll)):
-        rows = [pix[k][i] for k in PIXEL_KEYS]
-        if any(r is None for r in rows) or len({len(r) for r in rows}) != 1 or len(rows[0]) < 2:
-            why[i] = 'bad_pixel_arrays'
-            continue
-        l = np.asarray(rows[0], np.float64)
-        if not (np.isfinite(l).all() and (np.diff(l) > 0).all()):
-            why[i] = 'bad_loglam'
-    return why
-
-
 def _blank_rows(pix: dict, bad: np.ndarray) -> dict:
     "The chunk's pixel columns with the rows in `bad` replaced by empty arrays (which land off the grid)."
     out = {k: list(pix[k]) for k in PIXEL_KEYS}
@@ -452,22 +88,13 @@ def _blank_rows(pix: dict, bad: np.ndarray) -> dict:
     return out
 
 
-def sn_median(flux: np.ndarray, ivar: np.ndarray, bad: np.ndarray) -> np.ndarray:
-    "SDSS's SN_MEDIAN_ALL per spectrum: the median over good pixels of flux x sqrt(ivar) (0 when none is good); one sort per chunk."
-    with np.errstate(invalid='ignore'):
-        sn = np.where(bad, np.inf, flux * np.sqrt(np.where(bad, 0, ivar)))
-    sn.sort(axis=1)
-    ng = (~bad).sum(1)
-    lo = np.take_along_axis(sn, np.maximum((ng - 1) // 2, 0)[:, None], 1)[:, 0]
-    hi = np.take_along_axis(sn, np.maximum(ng // 2, 0)[:, None], 1)[:, 0]
-    return np.where(ng > 0, 0.5 * (lo + hi), 0.0)
-
-
 REQUIRED_COLUMNS = ('specObjID', 'class', 'subClass', 'z', *PIXEL_KEYS)
+
+
 DEFECTS = ('bad_pixel_arrays', 'bad_loglam', 'bad_z')  # damaged input rows: each is logged with its specObjID
 
 
-def process_chunk(cat: pd.DataFrame, pix: dict, sigma: float = 0.0, max_missing: float = 0.05) -> tuple:
+def process_chunk(cat: pd.DataFrame, pix: dict, smoothing_px: float = 0.0, max_missing: float = 0.05) -> tuple:
     "Preprocess one raw-record chunk: returns (info DataFrame, fluxes float32 (n, NPIX), dropped {reason: count}); keys starting with '_' are notes, not drops."
     missing = [c for c in REQUIRED_COLUMNS if c not in cat and c not in pix]
     if missing:
@@ -516,7 +143,7 @@ def process_chunk(cat: pd.DataFrame, pix: dict, sigma: float = 0.0, max_missing:
     ew, ewerr = equivalent_widths(np.where(bad, np.nan, flux), np.where(bad, 0, ivar), z)
     snr = sn_median(flux, ivar, bad)
     filled = fill_bad(flux, bad)
-    out = gaussian_smooth(filled, sigma, ~bad) if sigma > 0 else filled
+    out = gaussian_smooth(filled, smoothing_px, ~bad) if smoothing_px > 0 else filled
     info = pd.DataFrame({c: (cat[c].to_numpy() if c in cat else np.nan)[keep] for c in INFO_COLUMNS})
     info['subClass'] = [normalise_subclass(s) for s in info['subClass']]
     info['label_main'], info['label_galaxy'], info['label_star'] = main[keep], gal[keep], star[keep]
@@ -562,50 +189,7 @@ FEATURE_COLUMNS = (
 )
 
 
-@dataclass
-class Scaler:
-    "Per-pixel flux standardisation and per-column feature standardisation, with the grid they belong to."
-
-    flux_mean: list = field(default_factory=list)
-    flux_std: list = field(default_factory=list)
-    feature_mean: dict = field(default_factory=dict)
-    feature_std: dict = field(default_factory=dict)
-    loglam0: float = LOGLAM0
-    npix: int = NPIX
-    sigma: float = 0.0
-
-    def transform_flux(self, flux: np.ndarray) -> np.ndarray:
-        "Standardised fluxes; refuses fluxes on another grid."
-        flux = np.asarray(flux, np.float32)
-        if flux.shape[-1] != len(self.flux_mean):
-            raise ValueError(
-                f"Fluxes have {flux.shape[-1]} pixels but the scaler was fitted on {len(self.flux_mean)}; preprocess the data onto the common grid first."
-            )
-        return ((flux - np.asarray(self.flux_mean, np.float32)) / np.asarray(self.flux_std, np.float32)).astype(
-            np.float32
-        )
-
-    def transform_features(self, info: pd.DataFrame, columns=FEATURE_COLUMNS) -> np.ndarray:
-        "Standardised feature matrix; missing values (NaN EWs, absent magnitudes) become 0, the training mean."
-        missing = [c for c in columns if c not in info.columns]
-        if missing:
-            raise ValueError(f"Feature columns {missing} are missing from the data; the model needs {list(columns)}.")
-        X = np.column_stack(
-            [(info[c].to_numpy(np.float64) - self.feature_mean[c]) / self.feature_std[c] for c in columns]
-        )
-        return np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
-
-    def save(self, path) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(asdict(self)))
-        return path
-
-    @classmethod
-    def load(cls, path) -> 'Scaler':
-        return cls(**json.loads(Path(path).read_text()))
-
-
-def fit_scaler(h5_path, info: pd.DataFrame, sigma: float = 0.0, chunk: int = 4096) -> Scaler:
+def fit_scaler(h5_path, info: pd.DataFrame, chunk: int = 4096) -> Scaler:
     "Fit a Scaler on the training rows of a dataset, streaming the fluxes."
     train = (info['split'] == 'train').to_numpy()
     s1 = np.zeros(NPIX)
@@ -632,227 +216,9 @@ def fit_scaler(h5_path, info: pd.DataFrame, sigma: float = 0.0, chunk: int = 409
         v = v[np.isfinite(v)]
         fm[c] = float(v.mean()) if len(v) else 0.0
         fs[c] = float(v.std()) if len(v) > 1 and v.std() > 0 else 1.0
-    return Scaler(mean.tolist(), std.tolist(), fm, fs, sigma=float(sigma))
+    return Scaler(mean.tolist(), std.tolist(), fm, fs)
 
 # %% ../nbs/04_preprocess.ipynb #a1884571
-DATASET_FORMAT = 'spectral_nb.dataset/1'  # stamped on every dataset file; check_dataset refuses files without it
-
-
-def read_fluxes(path, start: int = 0, stop: int | None = None) -> np.ndarray:
-    "Rows [start, stop) of the `fluxes` table as a float32 array, without reading the other rows."
-    import tables
-
-    with tables.open_file(str(path), 'r') as h:
-        return np.asarray(h.root.fluxes.table.read(start, stop, field='values_block_0'), np.float32)
-
-
-def read_flux_rows(path, rows, block: int = 4096) -> np.ndarray:
-    """Fluxes (len(rows), npix) float32 of file rows `rows`, in the order given (repeats allowed). The file is opened once and
-    the rows taken block by block of `block` table rows: a block is read whole where the rows asked for fill a quarter of
-    it, else only those rows. Memory is the output plus one block (61 MB), not the whole table."""
-    import tables
-
-    rows = np.asarray(rows, np.int64).ravel()
-    with tables.open_file(str(path), 'r') as h:
-        t = h.root.fluxes.table
-        out = np.empty((len(rows),) + tuple(t.coldescrs['values_block_0'].shape), np.float32)
-        if not len(rows):
-            return out
-        if rows.min() < 0 or rows.max() >= t.nrows:
-            raise IndexError(
-                f"{path}: flux rows must lie in [0, {t.nrows}); asked for rows {rows.min()} to {rows.max()}."
-            )
-        order = np.argsort(rows, kind='stable')
-        s = rows[order]
-        for part in np.split(np.arange(len(s)), np.flatnonzero(np.diff(s // block)) + 1):
-            u, inv = np.unique(s[part], return_inverse=True)
-            lo, hi = int(u[0]), int(u[-1]) + 1
-            f = (
-                t.read(lo, hi)['values_block_0'][u - lo]
-                if 4 * len(u) >= hi - lo
-                else t.read_coordinates(u, field='values_block_0')
-            )
-            out[order[part]] = f[inv]
-    return out
-
-
-def _str_dtype():
-    "The dtype pandas gives text columns (`str` from pandas 3, object before)."
-    return pd.Series(['a']).dtype
-
-
-def read_info(path, start: int = 0, stop: int | None = None, columns=None) -> pd.DataFrame:
-    """Rows [start, stop) of `source_info` (only `columns`, in that order, if given): the same frame as
-    `pd.read_hdf(path, 'source_info', start=start, stop=stop, columns=columns)`, about 4x faster with `columns`. pandas
-    decodes every cell of a text column one by one; here the raw rows are read with PyTables and each column's few
-    distinct values are decoded once. A table laid out in a way this does not know (categorical columns, a text or
-    multi-level index) is read by pandas. Unlike pandas, a column name that is not in the table is an error."""
-    want = None if columns is None else list(dict.fromkeys(columns))
-    with pd.HDFStore(str(path), 'r') as store:
-        st = store.get_storer('source_info')
-        try:
-            order, axes, ix = list(st.non_index_axes[0][1]), list(st.values_axes), st.index_axes
-            if (
-                len(ix) != 1
-                or st.is_multi_index
-                or ix[0].kind != 'integer'
-                or any(a.kind not in ('string', 'float', 'integer', 'bool') or a.meta == 'category' for a in axes)
-            ):
-                raise TypeError(st.pandas_type)
-        except (AttributeError, IndexError, TypeError) as e:
-            log.debug("source_info of %s read by pandas (%s)", path, e)
-            return pd.read_hdf(path, 'source_info', start=start, stop=stop, columns=want)
-        unknown = [c for c in (want or ()) if c not in order]
-        if unknown:
-            raise KeyError(f"{path}: source_info has no column(s) {unknown}; it has {order}.")
-        keep = set(order if want is None else want)
-        raw = st.table.read(start, stop)
-        enc, errors, sdt = st.encoding or 'UTF-8', st.errors, _str_dtype()
-        cols = {}
-        for a in axes:
-            v = raw[a.cname]
-            for j, name in enumerate(a.values):
-                if name not in keep:
-                    continue
-                x = v if v.ndim == 1 else v[:, j]
-                if a.kind == 'string':
-                    code, uniq = pd.factorize(
-                        np.ascontiguousarray(x).astype(object)
-                    )  # few distinct values: decode each once
-                    text = np.array([u.decode(enc, errors) for u in uniq], dtype=object)
-                    nan_rep = next(
-                        (r for r in (getattr(a, 'nan_rep', None), st.nan_rep) if r is not None), 'nan'
-                    )  # per column since pandas 3
-                    text[text == nan_rep] = np.nan
-                    x = pd.array(text[code], dtype=sdt)
-                else:
-                    x = np.ascontiguousarray(x)
-                cols[name] = x
-        return pd.DataFrame(cols, index=pd.Index(raw[ix[0].cname]), columns=order if want is None else want)
-
-
-def read_dataset(path) -> tuple:
-    "(fluxes, wavelengths, source_info) of a dataset file (whole; for small data)."
-    return read_fluxes(path), pd.read_hdf(path, 'wavelengths'), read_info(path)
-
-
-def check_dataset(h5_path) -> Path:
-    "`h5_path` as a Path if it is a complete spectral_nb dataset file; else a ValueError (FileNotFoundError) that names it and the fix."
-    import tables
-
-    p = Path(h5_path)
-    fix = "give a dataset.h5 written by `spectral-nb preprocess` (or run `spectral-nb preprocess --raw RAW.parquet --out FILE.h5`)"
-    if not p.exists():
-        raise FileNotFoundError(f"No dataset at {p}: {fix}.")
-    if p.is_dir():
-        raise ValueError(f"{p} is a folder, not a dataset file: {fix}.")
-    try:
-        is_h5 = tables.is_hdf5_file(str(p))
-    except Exception:
-        is_h5 = False
-    if not is_h5:
-        raise ValueError(f"{p} is not an HDF5 file, so not a spectral_nb dataset: {fix}.")
-    try:
-        with tables.open_file(str(p), 'r') as h:
-            lack = [k for k in ('fluxes', 'wavelengths', 'source_info', 'scaler') if f'/{k}' not in h]
-            if lack:
-                raise ValueError(f"{p} lacks the table(s) {lack}, so it is not a (current) spectral_nb dataset: {fix}.")
-            fmt = (
-                h.root.source_info._v_attrs['spectral_nb_format']
-                if 'spectral_nb_format' in h.root.source_info._v_attrs
-                else None
-            )
-            if str(fmt) != DATASET_FORMAT:
-                raise ValueError(
-                    f"{p} carries no '{DATASET_FORMAT}' stamp (found {fmt!r}): it was written by another program or an older spectral_nb; {fix}."
-                )
-            w = h.root.fluxes.table.coldescrs['values_block_0'].shape
-            if tuple(w) != (NPIX,):
-                raise ValueError(f"{p}: fluxes have {w} pixels, not {NPIX}: {fix}.")
-    except ValueError:
-        raise
-    except Exception as e:
-        raise ValueError(f"{p} is a damaged or unreadable HDF5 file ({type(e).__name__}): {fix}.") from None
-    return p
-
-
-def _attr_json(h5_path, name: str) -> dict:
-    import tables
-
-    with tables.open_file(str(h5_path), 'r') as h:
-        return json.loads(str(h.root.source_info._v_attrs[name]))
-
-
-def read_dataset_summary(h5_path) -> dict:
-    "The preprocessing summary stored in a dataset file: counts in/out, drops by reason (with example specObjIDs), `sigma_applied`, split counts."
-    return _attr_json(check_dataset(h5_path), 'spectral_nb_summary')
-
-
-def read_dataset_scaler(h5_path) -> Scaler:
-    "The Scaler stored in a dataset file (fitted on its training split when it was written)."
-    p = check_dataset(h5_path)
-    meta = _attr_json(p, 'spectral_nb_scaler')
-    px = pd.read_hdf(p, 'scaler')
-    return Scaler(px['flux_mean'].tolist(), px['flux_std'].tolist(), **meta)
-
-
-def dataset_hash(h5_path, chunk: int = 4096) -> str:
-    "sha256 (hex) of a dataset's content: specObjIDs, labels, split and the flux table, streamed; equal for copies of a file."
-    import tables
-
-    p = check_dataset(h5_path)
-    info = pd.read_hdf(p, 'source_info', columns=['specObjID', 'label_main', 'label_galaxy', 'label_star', 'split'])
-    h = hashlib.sha256(DATASET_FORMAT.encode())
-    h.update(info['specObjID'].to_numpy().astype('<u8').tobytes())
-    for c in ('label_main', 'label_galaxy', 'label_star', 'split'):
-        h.update('\x1f'.join(info[c].astype(str)).encode() + b'\x1e')
-    with tables.open_file(str(p), 'r') as f:
-        t = f.root.fluxes.table
-        for a in range(0, t.nrows, chunk):
-            h.update(np.ascontiguousarray(t.read(a, a + chunk, field='values_block_0'), '<f4').tobytes())
-    return h.hexdigest()
-
-
-def prefetch(it: Iterable, depth: int = 2) -> Iterator:
-    "Run an iterator in a background thread, `depth` items ahead, so reading (Parquet decoding releases the GIL) overlaps computing. The thread stops when the consumer does."
-    import queue
-
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done, stop = object(), threading.Event()
-
-    def put(x) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(x, timeout=0.1)
-                return True
-            except queue.Full:
-                pass
-        return False
-
-    def work():
-        try:
-            for x in it:
-                if not put(x):
-                    return
-            put(done)
-        except BaseException as e:
-            put(e)
-
-    t = threading.Thread(target=work, daemon=True)
-    t.start()
-    try:
-        while True:
-            x = q.get()
-            if x is done:
-                return
-            if isinstance(x, BaseException):
-                raise x
-            yield x
-    finally:
-        stop.set()
-        t.join(timeout=30)  # never leave the reader running into interpreter shutdown
-
-
 @dataclass
 class PreprocessSummary:
     n_in: int = 0
@@ -863,7 +229,7 @@ class PreprocessSummary:
     n_resampled: int = 0
     seconds: float = 0.0
     spectra_per_s: float = 0.0
-    sigma: float = 0.0
+    sigma: float = 0.0  # the smoothing asked for (pixels)
     sigma_applied: float = 0.0  # the smoothing applied to the stored fluxes (pixels)
     max_missing: float = 0.05
     source: str = ''
@@ -940,19 +306,19 @@ def _write_json(path: Path, obj):
     os.replace(tmp, path)
 
 
-def _check_options(sigma: float, max_missing: float, on_bad: str):
+def _check_options(smoothing_px: float, max_missing: float, on_bad: str):
     "Refuse bad preprocessing options before any work."
     if on_bad not in ('skip', 'raise'):
         raise ValueError(f"on_bad must be 'skip' or 'raise', got {on_bad!r}.")
     if not (np.isfinite(max_missing) and 0 <= max_missing <= 1):
         raise ValueError(f"max_missing must be in [0, 1], got {max_missing!r}.")
-    gaussian_smooth(np.zeros((1, 3)), sigma)  # validates sigma
+    gaussian_smooth(np.zeros((1, 3)), smoothing_px)  # validates smoothing_px
 
 
 def processed_chunks(
     raw=None,
     fits_files=None,
-    sigma: float = 0.0,
+    smoothing_px: float = 0.0,
     max_missing: float = 0.05,
     batch_size: int = 2048,
     errors: dict | None = None,
@@ -960,17 +326,17 @@ def processed_chunks(
     "`(n_in, info, fluxes, dropped)` of `process_chunk` for each chunk of raw records, then of SDSS spec files, in input order (unreadable spec files are counted in `errors`)."
     if raw is not None:
         for cat, pix in prefetch(iter_records(raw, batch_size=batch_size)):
-            yield (len(cat), *process_chunk(cat, pix, sigma, max_missing))
+            yield (len(cat), *process_chunk(cat, pix, smoothing_px, max_missing))
     if fits_files:
         for cat, pix in iter_fits_records(fits_files, errors=errors):
-            yield (len(cat), *process_chunk(cat, pix, sigma, max_missing))
+            yield (len(cat), *process_chunk(cat, pix, smoothing_px, max_missing))
 
 
 def preprocess(
     raw=None,
     out='data/dataset.h5',
     fits_files=None,
-    sigma: float = 0.0,
+    smoothing_px: float = 0.0,
     max_missing: float = 0.05,
     seed: int = SEED,
     batch_size: int = 2048,
@@ -978,17 +344,17 @@ def preprocess(
     progress: bool = True,
 ) -> PreprocessSummary:
     "Raw records (`raw`: a raw.parquet) and/or SDSS spec files (`fits_files`) -> `out` (dataset.h5, holding its scaler and summary) + `<stem>.scaler.json`, `<stem>.summary.json`."
-    _check_options(sigma, max_missing, on_bad)
+    _check_options(smoothing_px, max_missing, on_bad)
     if raw is None and not fits_files:
         raise ValueError("Nothing to preprocess: give a raw.parquet (--raw) or SDSS spec files (--fits).")
     out = _check_inputs(raw, fits_files, out)
     total = (count_records(raw) if raw is not None else 0) + (len(fits_files) if fits_files else 0)
     errors = {}
     return write_dataset(
-        processed_chunks(raw, fits_files, sigma, max_missing, batch_size, errors),
+        processed_chunks(raw, fits_files, smoothing_px, max_missing, batch_size, errors),
         out,
         total,
-        sigma=sigma,
+        smoothing_px=smoothing_px,
         max_missing=max_missing,
         seed=seed,
         on_bad=on_bad,
@@ -1001,7 +367,7 @@ def write_dataset(
     chunks: Iterable,
     out,
     total: int | None = None,
-    sigma: float = 0.0,
+    smoothing_px: float = 0.0,
     max_missing: float = 0.05,
     seed: int = SEED,
     on_bad: str = 'skip',
@@ -1012,7 +378,9 @@ def write_dataset(
     out = Path(out)
     clean_stale_tmp(out)
     tmp = out.with_name(f'.{out.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp')
-    summ = PreprocessSummary(sigma=float(sigma), sigma_applied=float(sigma), max_missing=float(max_missing))
+    summ = PreprocessSummary(
+        sigma=float(smoothing_px), sigma_applied=float(smoothing_px), max_missing=float(max_missing)
+    )
     t0 = time.perf_counter()
     infos = []
     errors = {} if errors is None else errors
@@ -1078,7 +446,7 @@ def write_dataset(
                         for c in ('class', 'subClass', 'label_main', 'label_galaxy', 'label_star', 'source', 'split')
                     },
                 )
-            scaler = fit_scaler(tmp, info, sigma)
+            scaler = fit_scaler(tmp, info)
             summ.n_out = len(info)
             summ.seconds = round(time.perf_counter() - t0, 3)
             summ.spectra_per_s = round(summ.n_in / max(summ.seconds, 1e-9), 1)

@@ -4,9 +4,9 @@
 
 # %% ../nbs/00a_records.ipynb #99187c5b
 from __future__ import annotations
-import os, uuid
+import os, threading, uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 import numpy as np, pandas as pd
 import pyarrow as pa, pyarrow.parquet as pq
 from .config import get_logger
@@ -15,7 +15,7 @@ log = get_logger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'CATALOG_COLUMNS', 'PIXEL_COLUMNS', 'TRUTH_PREFIX', 'record_schema', 'check_writable', 'RecordWriter',
-           'iter_records', 'read_records', 'count_records']
+           'iter_records', 'read_records', 'count_records', 'prefetch']
 
 # %% ../nbs/00a_records.ipynb #21bb598e
 CATALOG_COLUMNS = {  # name: dtype of the catalogue part of a raw record
@@ -206,3 +206,43 @@ def read_records(path, columns: list | None = None, pixels: bool = True) -> tupl
 def count_records(path) -> int:
     "Number of rows in a raw-record file, from its metadata."
     return _check_parquet(path).metadata.num_rows
+
+# %% ../nbs/00a_records.ipynb #0a5f0002
+def prefetch(it: Iterable, depth: int = 2) -> Iterator:
+    "Run an iterator in a background thread, `depth` items ahead, so reading (Parquet decoding releases the GIL) overlaps computing. The thread stops when the consumer does."
+    import queue
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done, stop = object(), threading.Event()
+
+    def put(x) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(x, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def work():
+        try:
+            for x in it:
+                if not put(x):
+                    return
+            put(done)
+        except BaseException as e:
+            put(e)
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    try:
+        while True:
+            x = q.get()
+            if x is done:
+                return
+            if isinstance(x, BaseException):
+                raise x
+            yield x
+    finally:
+        stop.set()
+        t.join(timeout=30)  # never leave the reader running into interpreter shutdown

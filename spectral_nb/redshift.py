@@ -9,21 +9,12 @@ from pathlib import Path
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 from .config import *
-from spectral_nb.training import (
-    load_task,
-    seed_everything,
-    augmented_inputs,
-    fit_epochs,
-    Augment,
-    save_bundle,
-    load_bundle,
-    bundle_spec,
-    check_dataset,
-    check_grid,
-    model_input,
-    staged_run,
-    is_streamed,
-)
+from .dataset import Dataset
+from .inputs import InputSpec, Augment, model_input
+from .fit import load_task, seed_everything, augmented_inputs, fit_epochs, is_streamed
+from .streaming import needs_streaming, stream_task, fit_streaming, predict_streaming
+from .bundle import save_bundle, load_bundle, bundle_spec, staged_run
+from .predict import chunks_h5, chunks_raw
 from .baselines import redshift_metrics, plot_z_fit
 from .plots import data_banner
 
@@ -161,7 +152,6 @@ def train_redshift_cnn(
     """Train, score and save the flux-only redshift CNN on every class of a dataset; returns (bundle path, metrics dict).
     `stream`: read the fluxes block by block from the file (`streaming.stream_task` with redshift bins as targets) instead of
     loading them; None streams when the task would not fit in memory (`needs_streaming`)."""
-    from spectral_nb.streaming import needs_streaming, stream_task, fit_streaming, predict_streaming
 
     seed_everything(seed)
     if data is None:
@@ -171,15 +161,14 @@ def train_redshift_cnn(
                 h5_path,
                 'main',
                 'cnn',
+                InputSpec(),
                 batch_size=batch_size,
                 seed=seed,
                 augment=Augment(shift=0),
-                norm='median',
-                feature_columns=(),
                 target=lambda info: to_bin(info['z']),
             )
             if big
-            else load_task(h5_path, 'main', seed=seed, norm='median', feature_columns=())
+            else load_task(h5_path, 'main', InputSpec(), seed=seed)
         )
     tr, va, te = data['train'], data['val'], data['test']
     streamed = is_streamed(data)
@@ -271,8 +260,6 @@ def train_redshift_cnn(
 # %% ../nbs/08b_redshift.ipynb #f28bc7d6
 def predict_redshift(model_path, data_path, batch_size: int = 4096) -> pd.DataFrame:
     "specObjID, z_pred and z_err of every usable spectrum of a dataset.h5 or raw.parquet, read in chunks, from a saved redshift bundle."
-    from spectral_nb.training import _chunks_h5, _chunks_raw
-
     model, meta, sc = load_bundle(model_path)
     if meta['kind'] != 'redshift':
         raise ValueError(
@@ -282,11 +269,11 @@ def predict_redshift(model_path, data_path, batch_size: int = 4096) -> pd.DataFr
     if data_path.suffix == '.parquet':
         if not data_path.is_file():
             raise FileNotFoundError(f"No raw records at {data_path}.")
-        chunks = _chunks_raw(data_path, batch_size, spec.sigma_dataset or 0.0)
+        chunks = chunks_raw(data_path, batch_size, spec.dataset_smoothing_px or 0.0)
     else:
-        data_path = check_dataset(data_path)
-        check_grid(data_path, meta)
-        chunks = _chunks_h5(data_path, batch_size)
+        ds = Dataset(data_path)
+        ds.check_grid(meta)
+        chunks = chunks_h5(ds.path, batch_size)
     out = [pd.DataFrame(dict(specObjID=[], z_pred=[], z_err=[]))]
     for info, flux, _ in chunks:
         if not len(info):

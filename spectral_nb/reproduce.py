@@ -4,21 +4,16 @@
 
 # %% ../nbs/99_reproduce.ipynb #be77f15e
 from __future__ import annotations
-import hashlib, json, os, platform, shutil, sys, time
-from dataclasses import dataclass, field
+import hashlib, json, os, platform, shutil, time
 from pathlib import Path
-import numpy as np, pandas as pd
+import pandas as pd
 from .config import *
 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'STAGE_ORDER', 'SOURCE_STAGES', 'NOTEBOOKS', 'HELDOUT_TWIN', 'CLASSIFIERS', 'REPORT_NOTEBOOK', 'nbs_dir',
-           'stage_params', 'package_dir', 'file_hash', 'code_hash', 'StageFailed', 'run_stage', 'reproduce',
-           'head_to_head', 'collect_metrics', 'md_table', 'heldout_accuracy', 'data_banner_md', 'stage_table',
-           'headline_table', 'heldout_sources_note', 'size_table', 'baselines_table', 'calibration_table',
-           'head_to_head_table', 'head_to_head_note', 'redshift_table', 'domain_shift_note', 'domain_shift_table',
-           'real_table', 'discussion_md', 'show_md', 'show_table', 'fig_png', 'show_figure', 'classifier_figures',
+__all__ = ['log', 'STAGE_ORDER', 'SOURCE_STAGES', 'NOTEBOOKS', 'REPORT_NOTEBOOK', 'nbs_dir', 'stage_params', 'package_dir',
+           'file_hash', 'code_hash', 'StageFailed', 'run_stage', 'reproduce', 'head_to_head', 'collect_metrics',
            'render_report', 'write_report', 'report_images']
 
 # %% ../nbs/99_reproduce.ipynb #91a18e63
@@ -63,9 +58,8 @@ def nbs_dir() -> Path:
 
 def stage_params(stage: str, run: Path, prof: dict, seed: int, source: str, urls: dict | None = None) -> tuple:
     "(parameters, output folder) of a stage; the output folders of the model stages are emptied before they run."
-    data = run / 'data'
-    h5 = str(data / 'dataset.h5')
-    urls = urls or {}
+    L, urls = RUN_LAYOUT, urls or {}
+    data, h5 = run / L.data, str(run / L.dataset)
     common = dict(profile=prof['profile'], seed=seed, source=source)
     if stage == 'mock':
         return dict(n_spectra=prof['n_spectra'], seed=seed, out_dir=str(data)), data
@@ -74,46 +68,41 @@ def stage_params(stage: str, run: Path, prof: dict, seed: int, source: str, urls
             n_spectra=prof['n_spectra'],
             data_release=17,
             seed=seed,
-            out_path=str(data / 'catalog.parquet'),
+            out_path=str(run / L.catalog),
             skyserver_url=urls.get('skyserver_url'),
         ), data
     if stage == 'download':
         return dict(
-            catalog_path=str(data / 'catalog.parquet'),
+            catalog_path=str(run / L.catalog),
             out_dir=str(data),
             workers=8,
             data_release=17,
             sas_url=urls.get('sas_url') or 'https://data.sdss.org/sas',
         ), data
     if stage == 'preprocess':
-        return dict(
-            raw_path=str(data / 'raw.parquet'),
-            out_path=h5,
-            seed=seed,
-            sigma=0.0,
-            fig_dir=str(run / 'figures' / 'preprocess'),
-        ), run / 'figures' / 'preprocess'
+        figs = run / L.preprocess_figures
+        return dict(raw_path=str(run / L.raw), out_path=h5, seed=seed, sigma=0.0, fig_dir=str(figs)), figs
     if stage == 'cnn':
-        return dict(h5_path=h5, out_dir=str(run / 'cnn'), demos=False, **common), run / 'cnn'
+        return dict(h5_path=h5, out_dir=str(run / L.cnn), demos=False, **common), run / L.cnn
     if stage == 'redshift':
         return dict(
-            h5_path=h5, out_dir=str(run / 'redshift'), epochs=prof['z_epochs'], seed=seed, source=source, demos=False
-        ), run / 'redshift'
+            h5_path=h5, out_dir=str(run / L.redshift), epochs=prof['z_epochs'], seed=seed, source=source, demos=False
+        ), run / L.redshift
     if stage == 'mixed':
         return dict(
             h5_path=h5,
-            out_dir=str(run / 'mixed'),
+            out_dir=str(run / L.mixed),
             tasks=['main', 'galaxy', 'star'],
             size_table=True,
             demos=False,
             **common,
-        ), run / 'mixed'
+        ), run / L.mixed
     if stage == 'autoencoder':
-        return dict(h5_path=h5, out_dir=str(run / 'autoencoder'), **common), run / 'autoencoder'
+        return dict(h5_path=h5, out_dir=str(run / L.autoencoder), **common), run / L.autoencoder
     if stage == 'baselines':  # template fit, photometry-only and majority on the same split as the networks
         return dict(
-            h5_path=h5, out_dir=str(run / 'baselines'), seed=seed, max_train=min(300, max(100, prof['n_spectra'] // 20))
-        ), run / 'baselines'
+            h5_path=h5, out_dir=str(run / L.baselines), seed=seed, max_train=min(300, max(100, prof['n_spectra'] // 20))
+        ), run / L.baselines
     if (
         stage == 'domain_shift'
     ):  # its own mocks: training sources and held-out sources (MockConfig libraries), whatever the run's source
@@ -122,8 +111,8 @@ def stage_params(stage: str, run: Path, prof: dict, seed: int, source: str, urls
             n_heldout=prof['shift_n_heldout'],
             epochs=prof['shift_epochs'],
             seed=seed,
-            out_dir=str(run / 'domain_shift'),
-        ), run / 'domain_shift'
+            out_dir=str(run / L.domain_shift),
+        ), run / L.domain_shift
     raise ValueError(f"Unknown stage {stage!r}: stages are {', '.join(STAGE_ORDER)}.")
 
 
@@ -159,7 +148,7 @@ def run_stage(stage: str, run: Path, params: dict, out_dir: Path) -> float:
     "Execute one stage notebook with papermill into run/notebooks/; returns its wall time."
     import papermill as pm
 
-    nb_out = run / 'notebooks' / NOTEBOOKS[stage]
+    nb_out = run / RUN_LAYOUT.notebooks / NOTEBOOKS[stage]
     nb_out.parent.mkdir(parents=True, exist_ok=True)
     if out_dir.exists() and stage in ('preprocess', 'cnn', 'redshift', 'mixed', 'autoencoder'):
         shutil.rmtree(out_dir)  # no stale outputs
@@ -210,7 +199,7 @@ def reproduce(
         raise ValueError(f"Unknown stage(s) {bad}: stages are {', '.join(STAGE_ORDER)}.")
     run = Path(out).resolve()  # absolute: the stage notebooks run with the run folder as their working directory
     run.mkdir(parents=True, exist_ok=True)
-    (run / '.stages').mkdir(exist_ok=True)
+    (run / RUN_LAYOUT.markers).mkdir(exist_ok=True)
     upstream, times, skipped = '', {}, []
     code = code_hash()  # a stage is up to date only for the same notebook, package code, parameters and upstream
     for stage in [s for s in STAGE_ORDER if s in stages]:
@@ -225,7 +214,7 @@ def reproduce(
                 code=code,
             )
         )
-        marker = run / '.stages' / f'{stage}.json'
+        marker = run / RUN_LAYOUT.markers / f'{stage}.json'
         if not force and marker.exists() and json.loads(marker.read_text()).get('hash') == h:
             m = json.loads(marker.read_text())
             log.info("stage %s: complete and up to date (finished %s), skipped", stage, m['finished'])
@@ -235,7 +224,7 @@ def reproduce(
             continue
         marker.unlink(missing_ok=True)
         for later in STAGE_ORDER[STAGE_ORDER.index(stage) + 1 :]:
-            (run / '.stages' / f'{later}.json').unlink(missing_ok=True)
+            (run / RUN_LAYOUT.markers / f'{later}.json').unlink(missing_ok=True)
         log.info("stage %s: running %s", stage, NOTEBOOKS[stage])
         secs = run_stage(stage, run, params, sdir)
         tmp = marker.with_suffix('.tmp')
@@ -287,7 +276,7 @@ def collect_metrics(run: Path, profile: str, source: str, seed: int) -> dict:
     "Every headline number of a run folder, machine-readable."
     import spectral_nb
 
-    run = Path(run)
+    run, L = Path(run), RUN_LAYOUT
     out = dict(
         source=source,
         profile=profile,
@@ -295,27 +284,27 @@ def collect_metrics(run: Path, profile: str, source: str, seed: int) -> dict:
         version=spectral_nb.__version__,
         python=platform.python_version(),
         stage_seconds={
-            s: json.loads((run / '.stages' / f'{s}.json').read_text())['seconds']
+            s: json.loads((run / L.markers / f'{s}.json').read_text())['seconds']
             for s in STAGE_ORDER
-            if (run / '.stages' / f'{s}.json').exists()
+            if (run / L.markers / f'{s}.json').exists()
         },
         experiments={},
     )
-    if (run / 'data' / 'dataset.h5').exists():
-        from spectral_nb.preprocess import read_dataset_summary
+    if (run / L.dataset).exists():
+        from spectral_nb.dataset import read_dataset_summary
 
-        out['preprocess'] = read_dataset_summary(run / 'data' / 'dataset.h5')  # the summary lives in the dataset file
-    dl = _load(run / 'data' / 'download_summary.json')
+        out['preprocess'] = read_dataset_summary(run / L.dataset)  # the summary lives in the dataset file
+    dl = _load(run / L.data / 'download_summary.json')
     if dl:
         out['download'] = dl
-    for name, path, key in (
-        ('cnn', 'cnn/metrics_cnn.json', 'cnn_main'),
-        ('cnn_compact', 'cnn/metrics_cnn_compact.json', 'cnn_main'),
-        ('mixed_main', 'mixed/metrics_mixed_main.json', 'mixed_main'),
-        ('mixed_galaxy', 'mixed/metrics_mixed_galaxy.json', 'mixed_galaxy'),
-        ('mixed_star', 'mixed/metrics_mixed_star.json', 'mixed_star'),
+    for name, folder, key in (
+        ('cnn', L.cnn, 'cnn_main'),
+        ('cnn_compact', L.cnn, 'cnn_main'),
+        ('mixed_main', L.mixed, 'mixed_main'),
+        ('mixed_galaxy', L.mixed, 'mixed_galaxy'),
+        ('mixed_star', L.mixed, 'mixed_star'),
     ):
-        m = _load(run / path)
+        m = _load(run / folder / f'metrics_{name}.json')
         if m:
             out['experiments'][name] = dict(
                 test_accuracy=m['accuracy'],
@@ -332,16 +321,16 @@ def collect_metrics(run: Path, profile: str, source: str, seed: int) -> dict:
         for sec in (
             'calibration',
             'flag',
-        ):  # temperature scaling and the quality flag of each classifier (04b_evaluate)
+        ):  # temperature scaling and the quality flag of each classifier (04h_evaluate)
             if m and m.get(sec):
                 out.setdefault(sec, {})[name] = m[sec]
-    ae = _load(run / 'autoencoder' / 'metrics_autoencoder.json')
+    ae = _load(run / L.autoencoder / 'metrics_autoencoder.json')
     if ae:
         out['experiments']['autoencoder'] = {
             k: ae[k]
             for k in ('test_mse', 'test_mse_by_class', 'latent_logreg_test_accuracy', 'n_train', 'n_test', 'epochs')
         }
-    for f in sorted((run / 'redshift').glob('metrics_*.json')) if (run / 'redshift').exists() else []:
+    for f in sorted((run / L.redshift).glob('metrics_*.json')) if (run / L.redshift).exists() else []:
         z = _load(f)
         out.setdefault('redshift', {})[z['name']] = {
             k: z[k]
@@ -355,366 +344,22 @@ def collect_metrics(run: Path, profile: str, source: str, seed: int) -> dict:
                 'predict_spectra_per_s',
             )
         }
-    bl = _load(run / 'baselines' / 'metrics.json')
+    bl = _load(run / L.baselines / 'metrics.json')
     if bl:
         out['baselines'] = bl['baselines']
-    ds = _load(run / 'domain_shift' / 'metrics.json')
+    ds = _load(run / L.domain_shift / 'metrics.json')
     if ds:
         out['domain_shift'] = ds['domain_shift']
-    cc = _load(run / 'cnn' / 'metrics_cnn_compact.json')
+    cc = _load(run / L.cnn / 'metrics_cnn_compact.json')
     if cc and bl:
         out['head_to_head'] = head_to_head(cc, bl['baselines'])
-    st = run / 'mixed' / 'size_table.csv'
+    st = run / L.mixed / 'size_table.csv'
     if st.exists():
         out['experiments']['size_table'] = pd.read_csv(st).to_dict(orient='records')
     return out
 
-# %% ../nbs/99_reproduce.ipynb #dfdfb655
-def md_table(df: pd.DataFrame, digits: int = 4) -> str:
-    "A DataFrame as a markdown table (numbers rounded), without extra dependencies."
-    fmt = lambda v: (
-        f'{v:.{digits}g}' if isinstance(v, float) and np.isfinite(v) else '' if isinstance(v, float) else str(v)
-    )
-    head = '| ' + ' | '.join(map(str, df.columns)) + ' |\n|' + '---|' * len(df.columns)
-    return head + ''.join('\n| ' + ' | '.join(fmt(v) for v in row) + ' |' for row in df.itertuples(index=False))
-
-
-def _sn_bin(r: dict) -> str:
-    "'lo-hi' of an S/N bin ('20+' for the open last one)."
-    return f"{r['lo']:g}+" if r['hi'] is None or r['hi'] == float('inf') else f"{r['lo']:g}-{r['hi']:g}"
-
-
-HELDOUT_TWIN = {
-    'cnn_compact': 'cnn_compact',
-    'mixed_main': 'mixed_all',
-}  # headline model -> its twin in the domain-shift stage
-
-
-def heldout_accuracy(m: dict, name: str):
-    "(accuracy, (lo, hi)) of the headline model `name`'s twin on held-out sources (domain-shift stage), or None."
-    ds = m.get('domain_shift', {}).get('models', {}).get(HELDOUT_TWIN.get(name, ''), {})
-    h = ds.get('heldout', {}).get('heldout_sources')
-    return (h['accuracy'], tuple(h['accuracy_ci95'])) if h else None
-
-
-CLASSIFIERS = (
-    ('cnn', 'CNN, tuned (Table 3)', 'cnn'),
-    ('cnn_compact', 'compact CNN (ours)', 'cnn'),
-    ('mixed_main', 'Mixed-input, main classes (Table 7)', 'mixed'),
-    ('mixed_galaxy', 'Mixed-input, galaxy subclasses (Table 8)', 'mixed'),
-    ('mixed_star', 'Mixed-input, star groups (Table 9)', 'mixed'),
-)
-
-
-def data_banner_md(m: dict) -> str:
-    "The report's opening banner: which data (MOCK or real SDSS), profile, seed, versions, and what the thesis comparison means."
-    src, profile = m['source'], m['profile']
-    word = 'the MOCK SDSS survey (simulated spectra generated by spectral_nb)' if src == 'mock' else 'real SDSS spectra'
-    return (
-        f"> **Data: {word}.** Profile `{profile}`, seed {m['seed']}, spectral_nb {m['version']}, Python {m['python']}. "
-        f"The thesis's numbers were measured on real SDSS spectra at full scale; ours come from {'a simulated survey' if src == 'mock' else 'real SDSS data'} "
-        f"and the `{profile}` profile, so the comparison shows whether the method behaves alike, not a like-for-like replication."
-    )
-
-
-def stage_table(m: dict) -> pd.DataFrame:
-    "Wall time of each stage of the run, with the total."
-    s = m['stage_seconds']
-    return pd.DataFrame(
-        dict(
-            stage=list(s) + ['**total**'],
-            **{'wall time (s)': [f'{v:.1f}' for v in s.values()] + [f'{sum(s.values()):.1f}']},
-        )
-    )
-
-
-def _acc_ci(a, ci) -> str:
-    return f"**{a:.3f}** [{ci[0]:.3f}, {ci[1]:.3f}]"
-
-
-def headline_table(m: dict) -> pd.DataFrame:
-    "Each classifier: train and in-mock test accuracy, its held-out-source twin, the majority baseline and the thesis's numbers."
-    ex, rows = m['experiments'], []
-    for k, label, _ in CLASSIFIERS:
-        if k not in ex:
-            continue
-        e, held = ex[k], heldout_accuracy(m, k)
-        rows.append(
-            {
-                'experiment': label,
-                'n train': e['n_train'],
-                'n test': e['n_test'],
-                'train acc': f"{e['train_accuracy']:.3f}",
-                '**test acc (in-mock)** [95% CI]': _acc_ci(e['test_accuracy'], e['test_accuracy_ci95']),
-                '**held-out sources** [95% CI]': _acc_ci(*held) if held else 'not measured',
-                'majority baseline': f"{e['majority_baseline']:.3f}",
-                'thesis train': f"{e['thesis_train_accuracy']:.3f}",
-                'thesis test': f"{e['thesis_test_accuracy']:.3f}",
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def heldout_sources_note(m: dict) -> str:
-    "Which libraries trained and which tested the held-out-source column."
-    ds = m.get('domain_shift')
-    src = (
-        (
-            f"trained on {' + '.join(ds['trained_on']['star'])} stars and {' + '.join(ds['trained_on']['galaxy'])} galaxies, "
-            f"tested on {' + '.join(ds['heldout']['star'])} stars and {' + '.join(ds['heldout']['galaxy'])} galaxies (and new quasars)"
-        )
-        if ds
-        else 'not run'
-    )
-    return (
-        "*test acc (in-mock)*: the test split of the run's own mock, whose spectra come from the same libraries as the training spectra. "
-        f"*held-out sources*: the same architecture in the domain-shift stage, {src}. "
-        "A number measured on the mock's own test split says little about the sky; the held-out figure is the better guide."
-    )
-
-
-def size_table(m: dict) -> tuple:
-    "(our accuracy-by-number-of-sources table, the thesis's Table 6 as a line of text)."
-    st = pd.DataFrame(m['experiments']['size_table'])
-    th = THESIS['size_table']
-    return st, (
-        "Thesis (real SDSS): sigma=0: "
-        + ", ".join(f"{s}: {a}" for s, a in zip(th['sizes'], th['sigma0']))
-        + "; sigma=4: "
-        + ", ".join(f"{s}: {a}" for s, a in zip(th['sizes'], th['sigma4']))
-        + "."
-    )
-
-
-def baselines_table(m: dict) -> pd.DataFrame:
-    "Test accuracy (and speed) of the template fit, photometry, photometry + z and the majority class."
-    b = m['baselines']
-    t = b['template']
-    return pd.DataFrame(
-        [
-            {
-                'baseline': 'template fit (PCA eigen-templates, chi2 redshift scan, SDSS/redrock style)',
-                'test accuracy': f"{t['accuracy']:.3f}",
-                'spectra/s': f"{t['spectra_per_s']:.0f}",
-            },
-            {
-                'baseline': 'photometry only (ugriz + colours, gradient boosting)',
-                'test accuracy': f"{b['photometry']['accuracy']:.3f}",
-                'spectra/s': '',
-            },
-            {'baseline': 'photometry + z', 'test accuracy': f"{b['photometry_z']['accuracy']:.3f}", 'spectra/s': ''},
-            {'baseline': 'majority class', 'test accuracy': f"{b['majority']['accuracy']:.3f}", 'spectra/s': ''},
-        ]
-    )
-
-
-def _pc(v, d: int = 1) -> str:
-    return '-' if v is None else f'{v:.{d}%}'
-
-
-def calibration_table(m: dict) -> pd.DataFrame:
-    "Temperature, ECE before/after and the quality flag's rates of every classifier (test split)."
-    rows = []
-    for k, c in m['calibration'].items():
-        f = m.get('flag', {}).get(k, {})
-        rows.append(
-            {
-                'model': k,
-                'temperature': f"{c['temperature']:.2f}",
-                'ECE before': f"{c['ece_before']:.3f}",
-                'ECE after': f"{c['ece_after']:.3f}",
-                'flagged (test)': _pc(f.get('fraction_flagged')),
-                'of which novel': _pc(f.get('fraction_novel')),
-                'accuracy of the unflagged': f"{f.get('accuracy_unflagged', float('nan')):.3f}",
-                'errors removed by the flag': _pc(f.get('errors_removed'), 0),
-                'by the novelty term': _pc(f.get('errors_removed_by_novelty'), 0),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def head_to_head_table(m: dict) -> pd.DataFrame:
-    "Accuracy per S/N bin of the compact CNN, the template fit and photometry on the same test split."
-    f = lambda v: '' if v is None else f'{v:.3f}'
-    return pd.DataFrame(
-        [
-            {
-                'S/N bin': _sn_bin(r),
-                'n test': r['n'],
-                'compact CNN': f(r['cnn_compact']),
-                'template fit': f(r['template']),
-                'photometry': f(r['photometry']),
-                'photometry + z': f(r['photometry_z']),
-            }
-            for r in m['head_to_head']['by_sn']
-        ]
-    )
-
-
-def head_to_head_note(m: dict) -> str:
-    h = m['head_to_head']
-    return (
-        f"Same test split, same metrics, same machine and run. Speed: the compact CNN's model call at batch 1,024 ({h['cnn_spectra_per_s']:.0f} spectra/s) "
-        f"against the template fit's chi2 scan with its templates built ({h['template_spectra_per_s']:.0f} spectra/s): **{h['speed_ratio']:.0f}x**. "
-        f"Aims (issue 11): the CNN at least as accurate as the template fit in every S/N bin: **{'met' if h['aim_cnn_at_least_template_every_bin'] else 'not met'}**; "
-        f"at >= 100x its speed: **{'met' if h['aim_speed_100x'] else 'not met'}**."
-    )
-
-
-def redshift_table(m: dict) -> pd.DataFrame:
-    "sigma_NMAD, outliers and error coverage of each redshift network per class, beside the template fit's."
-    tz = m.get('baselines', {}).get('template', {}).get('z', {})
-    f = lambda v, d=4: '' if v is None else f'{v:.{d}f}'
-    return pd.DataFrame(
-        [
-            {
-                'model': k,
-                'class': c,
-                'n test': z['n'][c],
-                'sigma_NMAD': f(z['sigma_nmad'][c], 5),
-                'outlier fraction': f(z['outlier_fraction'][c], 3),
-                'within 1 z_err': f(z['within_1_zerr'][c], 2),
-                'template fit sigma_NMAD': f(tz.get(c, {}).get('sigma_nmad'), 5),
-                'template fit outliers': f(tz.get(c, {}).get('outlier_fraction'), 3),
-            }
-            for k, z in m['redshift'].items()
-            for c in CLASSES
-        ]
-    )
-
-
-def domain_shift_note(m: dict) -> str:
-    tr, ho = m['domain_shift']['trained_on'], m['domain_shift']['heldout']
-    return (
-        f"These models were trained on a mock whose stars come from {' + '.join(tr['star'])} and galaxies from {' + '.join(tr['galaxy'])}, "
-        f"and tested on a second mock whose stars come from {' + '.join(ho['star'])} and galaxies from {' + '.join(ho['galaxy'])} (never seen in training). "
-        "Quasars and the physical-model stars (CV, carbon, L/T, late M) come from the same generator in both, so the held-out-source column counts "
-        "held-out-library stars and galaxies plus quasars. The gap between the two columns is the point: the mock's own test split flatters."
-    )
-
-
-def domain_shift_table(m: dict) -> pd.DataFrame:
-    "In-mock against held-out-source accuracy, per-class recall and the flag on held-out sources, per model of the domain-shift stage."
-    rows = []
-    for k, r in m['domain_shift']['models'].items():
-        h = r['heldout']['heldout_sources']
-        a = r['heldout']['all']
-        fl = h.get('flag') or {}
-        rows.append(
-            {
-                'model (trained in this stage)': k,
-                'in-mock test acc': f"{r['in_mock_test_accuracy']:.3f}",
-                'held-out sources acc [95% CI]': _acc_ci(h['accuracy'], h['accuracy_ci95']) + f" (n={h['n']})",
-                'recall GALAXY / QSO / STAR (held-out sources)': ' / '.join(f"{h['recall'][c]:.3f}" for c in CLASSES),
-                'all held-out spectra': f"{a['accuracy']:.3f} (n={a['n']})",
-                'flagged (of which novel) / errors removed, held-out sources': f"{_pc(fl.get('fraction_flagged'))} ({_pc(fl.get('fraction_novel'))}) / {_pc(fl.get('errors_removed'), 0)}",
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def real_table(m: dict) -> pd.DataFrame:
-    "The compact CNN's answers on the real SDSS spectra of the domain-shift stage."
-    return pd.DataFrame(m['domain_shift']['real'])[
-        ['file', 'fiber', 'sdss_class', 'sdss_subclass', 'objtype', 'predicted', 'probability']
-    ]
-
-
-def discussion_md(m: dict) -> str:
-    "The closing discussion: what the data are, the scale of the profile against the thesis's, and where the raw numbers are."
-    p = get_profile(m['profile'])
-    data = (
-        'These spectra are simulated: stars from observed libraries (MaStar, MILES, STELIB; physics only for CV, carbon, L/T and late-M types), '
-        'galaxies from stellar-population models (MaStar SSP, M11, BC03) with nebular lines, quasars from the SDSS composite, with SDSS-like noise and '
-        'measured redshifts. A model that does well here is not thereby proven on real SDSS data; the mock has fewer kinds of oddity (no bad sky '
-        'subtraction beyond residuals, no blended or mislabelled objects) but its own hard cases (faint blue stars and quasars, weak-lined galaxies).'
-        if m['source'] == 'mock'
-        else 'Real SDSS spectra.'
-    )
-    return '\n'.join(
-        [
-            f"- **Data.** {data}",
-            f"- **Scale.** The `{m['profile']}` profile uses {p['n_spectra']} spectra, {p['tuner_trials']} tuner trials and {p['epochs']} epochs; the thesis used "
-            "96,115 spectra, 40 trials and 60 epochs. `make report PROFILE=full` runs the thesis's sizes (a GPU is recommended).",
-            "- **Subclasses.** The thesis's galaxy-subclass and star-group accuracies are dominated by the largest class (NULL galaxies, F stars); compare each with its majority baseline.",
-            "- Raw numbers of every experiment: `metrics.json`; executed stage notebooks: `notebooks/`; this report as a notebook you can rerun: `report.ipynb`.",
-        ]
-    )
-
 # %% ../nbs/99_reproduce.ipynb #a7c3e5d1
 REPORT_NOTEBOOK = '98_report.ipynb'
-
-
-def show_md(text: str):
-    "Display markdown in a notebook (the report's text and tables are markdown outputs, so they survive `--no-input`)."
-    from IPython.display import Markdown, display
-
-    display(Markdown(text))
-
-
-def show_table(df: pd.DataFrame, digits: int = 4):
-    "Display a table as markdown."
-    show_md(md_table(df, digits))
-
-
-def fig_png(fig, dpi: int = 100) -> bytes:
-    "A matplotlib figure as PNG bytes (closed afterwards): the same picture whatever the kernel's matplotlib backend."
-    import io, matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format='png', dpi=dpi)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def show_figure(run, fig, caption: str):
-    "Display a figure with its caption: `fig` is a matplotlib figure drawn now, or the path (relative to `run`) of a PNG a stage notebook saved."
-    from IPython.display import Image, display
-
-    if isinstance(fig, (str, Path)):
-        p = Path(run) / fig
-        if not p.exists():
-            return show_md(f"*(missing figure: {fig})*")
-        data = p.read_bytes()
-    else:
-        data = fig_png(fig)
-    display(Image(data=data, format='png'))
-    show_md(f"*{caption}*")
-
-
-def classifier_figures(run, name: str, folder: str, source: str = 'mock', thesis_label: str = '') -> list:
-    "(figure, caption) of one classifier: confusion matrix, training curves and accuracy by S/N redrawn from its metrics file; example spectra as saved by its stage."
-    from spectral_nb.evaluate import plot_confusion, plot_history, plot_acc_by_sn
-    from spectral_nb.plots import data_banner
-
-    m = json.loads((Path(run) / folder / f'metrics_{name}.json').read_text())
-    th, extra = m.get('thesis') or {}, f"{name}, test n={m['n_test']}"
-    return [
-        (
-            data_banner(
-                plot_confusion(
-                    m['confusion'], m['classes'], f'{name}: confusion matrix (test)', m['accuracy'], th.get('test_acc')
-                ),
-                source,
-                extra,
-            ),
-            f"{name}: confusion matrix, rows = true class ({thesis_label or 'thesis'}: test accuracy {th.get('test_acc', '-')})",
-        ),
-        (
-            data_banner(
-                plot_history(
-                    m['history'],
-                    f"{name}: training (thesis: train {th.get('train_acc', '-')}, test {th.get('test_acc', '-')})",
-                ),
-                source,
-                extra,
-            ),
-            f'{name}: accuracy and loss per epoch (thesis Figs. 11-12)',
-        ),
-        (f'{folder}/examples_{name}_correct.png', f'{name}: typical correct predictions (thesis Fig. 13)'),
-        (f'{folder}/examples_{name}_incorrect.png', f'{name}: incorrect predictions (thesis Fig. 14)'),
-        (data_banner(plot_acc_by_sn(m, f'{name}: test accuracy by S/N'), source, extra), f'{name}: accuracy by S/N'),
-    ]
 
 
 def render_report(nb_path, run) -> tuple:
@@ -747,7 +392,7 @@ def write_report(run, profile: str, source: str, seed: int) -> Path:
 
     run = Path(run).resolve()
     m = collect_metrics(run, profile, source, seed)
-    (run / 'metrics.json').write_text(json.dumps(m, indent=1, default=float))
+    (run / RUN_LAYOUT.metrics).write_text(json.dumps(m, indent=1, default=float))
     out = run / 'report.ipynb'
     try:  # run='.': the executed notebook opens and reruns from the run folder itself
         pm.execute_notebook(

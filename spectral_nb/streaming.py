@@ -14,16 +14,12 @@ from pathlib import Path
 import numpy as np, pandas as pd
 import keras
 from .config import *
-from .preprocess import Scaler, FEATURE_COLUMNS, read_flux_rows
-from spectral_nb.training import (
-    check_task,
-    check_dataset,
-    check_trainable,
-    subsample,
-    encode_labels,
+from .dataset import Dataset, Scaler, check_task, check_trainable, encode_labels, read_flux_rows
+from .preprocess import FEATURE_COLUMNS
+from spectral_nb.inputs import (
     InputSpec,
-    dataset_sigma,
-    dataset_sha256,
+    task_spec,
+    dataset_record,
     fit_input_scaler,
     model_input,
     model_feed,
@@ -35,29 +31,11 @@ from spectral_nb.training import (
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'BLOCK', 'STREAM_COPIES', 'task_rows', 'row_blocks', 'H5Rows', 'fit_streaming_scaler', 'H5Batches',
-           'stream_task', 'fit_streaming', 'predict_streaming', 'memory_available', 'needs_streaming']
+__all__ = ['log', 'BLOCK', 'STREAM_COPIES', 'row_blocks', 'H5Rows', 'fit_streaming_scaler', 'H5Batches', 'stream_task',
+           'fit_streaming', 'predict_streaming', 'memory_available', 'needs_streaming']
 
 # %% ../nbs/04c_streaming.ipynb #ad3ab792
 BLOCK = 4096  # file rows per block: 4,096 x 3,736 float32 pixels = 61 MB of fluxes in memory at a time
-
-
-def task_rows(h5_path, task: str = 'main', max_rows: int | None = None, seed: int = SEED, columns=()) -> pd.DataFrame:
-    "The task's source_info rows as `load_task` picks them (label filter, seeded stratified `max_rows` subset), in file order, with `row` (position in the file); only the columns a model and its report need are read."
-    col, classes, only = check_task(task)
-    h5_path = check_dataset(h5_path)
-    cols = list(dict.fromkeys(['specObjID', 'label_main', col, 'split', 'z', 'sn_median', *columns]))
-    info = pd.read_hdf(h5_path, 'source_info', columns=cols)
-    missing = [c for c in cols if c not in info.columns]
-    if missing:
-        raise ValueError(f"Feature columns {missing} are missing from {h5_path}; the model needs {list(columns)}.")
-    rows = np.flatnonzero((info['label_main'] == only).to_numpy()) if only else np.arange(len(info))
-    if len(rows) == 0:
-        raise ValueError(f"Task {task!r} has no rows in {h5_path} (no {only} sources).")
-    pos = rows[subsample(info.iloc[rows], max_rows, seed, col)]
-    sub = info.iloc[pos].reset_index(drop=True)
-    sub['row'] = pos
-    return sub
 
 
 def row_blocks(rows, block: int = BLOCK) -> list:
@@ -101,7 +79,7 @@ class H5Rows:
 def fit_streaming_scaler(
     h5_path, train_info: pd.DataFrame, spec: InputSpec, chunk: int = 4096, block: int = BLOCK
 ) -> Scaler:
-    "`fit_input_scaler` on the training rows `train_info` (from `task_rows`, with `row`), their fluxes read `chunk` rows at a time: the scaler `load_task` fits, without the fluxes in memory."
+    "`fit_input_scaler` on the training rows `train_info` (from `Dataset.task_rows`, with `row`), their fluxes read `chunk` rows at a time: the scaler `task_arrays` fits, without the fluxes in memory."
     return fit_input_scaler(
         H5Rows(h5_path, train_info['row'].to_numpy(), block) if spec.use_flux else None, train_info, spec, chunk
     )
@@ -149,7 +127,7 @@ class H5Batches(keras.utils.PyDataset):
         if int(batch_size) < 1 or int(block) < 1:
             raise ValueError(f"batch_size and block must be positive, got {batch_size} and {block}.")
         col, classes, _ = check_task(task)
-        rows = task_rows(h5_path, task, max_rows, seed, spec.feature_columns) if rows is None else rows
+        rows = Dataset(h5_path).task_rows(task, max_rows, seed, spec.feature_columns) if rows is None else rows
         self.info = rows[(rows['split'] == split).to_numpy()].reset_index(drop=True)
         if not len(self.info):
             raise ValueError(f"{h5_path} has no rows of task {task!r} in split {split!r}.")
@@ -275,39 +253,28 @@ def stream_task(
     augment: bool | Augment | None = None,
     class_weight: dict | str | None = None,
     max_rows: int | None = None,
-    norm: str = 'median',
-    sigma: float = 0.0,
-    feature_columns=None,
-    use_flux: bool = True,
-    sigma_dataset='auto',
     check_size: bool = True,
     target=None,
 ) -> dict:
-    """{'train'|'val'|'test': H5Batches, 'scaler', 'spec', 'classes', 'dataset'}: what `load_task` gives as arrays (same rows, InputSpec and scaler), as streamed batches; only training batches are shuffled and augmented.
-    `target`: a function of a split's `info` giving its training targets (e.g. redshift bins) instead of the task's labels; class weights then do not apply."""
+    """{'train'|'val'|'test': H5Batches, 'scaler', 'spec', 'classes', 'dataset'}: what `inputs.task_arrays` gives as arrays
+    (same rows, InputSpec and scaler), as streamed batches; only training batches are shuffled and augmented. `spec`
+    defaults to the fluxes, with every feature column for a 'mixed' model. `target`: a function of a split's `info`
+    giving its training targets (e.g. redshift bins) instead of the task's labels; class weights then do not apply."""
+    ds = h5_path if isinstance(h5_path, Dataset) else Dataset(h5_path)
     col, classes, _ = check_task(task)
-    h5_path = check_dataset(h5_path)
-    known = dataset_sigma(h5_path)
-    if spec is None:
-        cols = (FEATURE_COLUMNS if kind == 'mixed' else ()) if feature_columns is None else feature_columns
-        spec = InputSpec(norm, sigma, known if sigma_dataset == 'auto' else sigma_dataset, tuple(cols or ()), use_flux)
-    elif known is not None and spec.sigma_dataset is not None and not np.isclose(known, spec.sigma_dataset):
-        raise ValueError(
-            f"{h5_path} was preprocessed with sigma={known:g} but the input spec expects sigma_dataset={spec.sigma_dataset:g}; "
-            f"preprocess the data with --sigma {spec.sigma_dataset:g}."
-        )
-    rows = task_rows(h5_path, task, max_rows, seed, spec.feature_columns)
+    spec = task_spec(ds, spec or InputSpec(feature_columns=FEATURE_COLUMNS if kind == 'mixed' else ()))
+    rows = ds.task_rows(task, max_rows, seed, spec.feature_columns)
     if check_size:
-        check_trainable(rows['split'], h5_path, task)
+        check_trainable(rows['split'], ds.path, task)
     train = rows[(rows['split'] == 'train').to_numpy()]
-    scaler = scaler or fit_streaming_scaler(h5_path, train, spec, block=block)
+    scaler = scaler or fit_streaming_scaler(ds.path, train, spec, block=block)
     if target is not None:
         class_weight = None
     elif isinstance(class_weight, str) or class_weight is None:
         class_weight = class_weights(encode_labels(train[col].to_numpy(), classes), len(classes), class_weight)
     out = {
         s: H5Batches(
-            h5_path,
+            ds.path,
             task,
             s,
             kind,
@@ -323,12 +290,7 @@ def stream_task(
         )
         for s in ('train', 'val', 'test')
     }
-    out.update(
-        scaler=scaler,
-        spec=spec,
-        classes=tuple(classes),
-        dataset=dict(path=str(h5_path), sha256=dataset_sha256(h5_path), sigma=known),
-    )
+    out.update(scaler=scaler, spec=spec, classes=tuple(classes), dataset=dataset_record(ds, spec))
     return out
 
 
@@ -427,7 +389,7 @@ def predict_streaming(model, batches: H5Batches, batch_size: int = 1024):
 
 # %% ../nbs/04c_streaming.ipynb #46db68e1
 STREAM_COPIES = (
-    4.5  # bytes load_task + fit hold per byte of the task's float32 fluxes (measured: 12.1 GB for 191,106 spectra)
+    4.5  # bytes task_arrays + fit hold per byte of the task's float32 fluxes (measured: 12.1 GB for 191,106 spectra)
 )
 
 
@@ -450,7 +412,7 @@ def needs_streaming(h5_path, task: str = 'main', max_rows: int | None = None, av
     if env != 'auto':
         return env == '1'
     col, _, only = check_task(task)
-    info = pd.read_hdf(check_dataset(h5_path), 'source_info', columns=['label_main'])
+    info = Dataset(h5_path).info(['label_main'])
     n = int((info['label_main'] == only).sum()) if only else len(info)
     n = min(n, max_rows) if max_rows else n
     need = STREAM_COPIES * n * NPIX * 4
