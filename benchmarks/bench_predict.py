@@ -53,6 +53,10 @@ def best(f, repeat):
 def each_chunk(f):
     for s in range(0, N, chunk): f(s, min(s + chunk, N))
 
+def held(s, e):
+    "Rows of the in-memory copy (the file's first n_mem rows) standing for file rows [s, e): wrapped around, never past its end."
+    return np.arange(s, e) % n_mem
+
 t = best(lambda: each_chunk(lambda s, e: read_fluxes(h5, s, e)), a.repeat)
 emit(stage='read_fluxes', chunk=chunk, spectra=N, spectra_per_s=round(N / t))
 cols = [c for c in Predictor.INFO_COLUMNS if c in info]
@@ -66,10 +70,10 @@ for name in a.models:
     if path is None: emit(model=name, error='not found'); continue
     model, meta, sc = load_bundle(path)
     spec = bundle_spec(meta)
-    t = best(lambda: each_chunk(lambda s, e: prepare_flux(flux[s % n_mem:s % n_mem + (e - s)], spec)), a.repeat)
+    t = best(lambda: each_chunk(lambda s, e: prepare_flux(flux[held(s, e)], spec)), a.repeat)
     emit(model=name, stage='prepare_flux', chunk=chunk, spectra=N, spectra_per_s=round(N / t))
     if scale is not None:
-        t = best(lambda: each_chunk(lambda s, e: prepare_flux(flux[s % n_mem:s % n_mem + (e - s)], spec, scale=scale[s % n_mem:s % n_mem + (e - s)])), a.repeat)
+        t = best(lambda: each_chunk(lambda s, e: prepare_flux(flux[held(s, e)], spec, scale=scale[held(s, e)])), a.repeat)
         emit(model=name, stage='prepare_flux_stored_scale', chunk=chunk, spectra=N, spectra_per_s=round(N / t))
     P = prepare_flux(flux, spec); F = feature_input(info.iloc[:n_mem], spec, sc)
     for bs in a.batches:

@@ -3,31 +3,27 @@ import json
 import numpy as np, pandas as pd
 import pytest
 from spectral_nb.config import CLASSES, NPIX
-from spectral_nb.baselines import (build_templates, design, fit_templates, chi2_scan, fit_photometry, photometry_features,
-                                   majority_class, run_baselines, shift_range, TemplateSet, S_MAX, REST_NPIX, legendre_basis)
+from spectral_nb.template_fit import (build_templates, design, fit_templates, chi2_scan, shift_range, TemplateSet, S_MAX,
+                                      FIT_REST_NPIX, legendre_basis)
+from spectral_nb.baselines import fit_photometry, photometry_features, majority_class, run_baselines
 from spectral_nb.mock import ZWARNING_SMALL_DELTA_CHI2
-from spectral_nb.training import encode_labels
+from spectral_nb.dataset import encode_labels, read_fluxes
 
 
 @pytest.fixture(scope='module')
-def dataset(tmp_path_factory):
-    from spectral_nb.mock import write_mock
-    from spectral_nb.preprocess import preprocess
-    d = tmp_path_factory.mktemp('baselines')
-    preprocess(write_mock(d / 'mock', 2000, seed=11, progress=False), d / 'dataset.h5', seed=11, progress=False)
-    return d / 'dataset.h5'
+def dataset(mock_dataset):
+    return mock_dataset(2000, 11, split_seed=11)[1]
 
 
 @pytest.fixture(scope='module')
 def designs(dataset):
-    from spectral_nb.preprocess import read_fluxes
     info = pd.read_hdf(dataset, 'source_info'); tr = np.flatnonzero((info['split'] == 'train').to_numpy())
     return [design(s, 3) for s in build_templates(read_fluxes(dataset)[tr], info.iloc[tr], k=8, max_per_class=250, seed=0)]
 
 
 def test_chi2_scan_matches_direct_least_squares():
     rng = np.random.default_rng(3)
-    ts = TemplateSet('t', 'GALAXY', rng.standard_normal((3, REST_NPIX)), shift_range('GALAXY'))
+    ts = TemplateSet('t', 'GALAXY', rng.standard_normal((3, FIT_REST_NPIX)), shift_range('GALAXY'))
     d = design(ts, 2); f = rng.standard_normal((1, NPIX))
     chi = chi2_scan(f, d)[0]
     for j in (0, 1234, len(ts.shifts) - 1):
@@ -56,7 +52,6 @@ def test_template_fit_recovers_class_and_z_of_noiseless_mock_spectra(designs):
 
 
 def test_flag_is_set_on_featureless_noise_more_than_on_clean_spectra(designs, dataset):
-    from spectral_nb.preprocess import read_fluxes
     rng = np.random.default_rng(9)
     noise = 1.0 + 0.5 * rng.standard_normal((24, NPIX))          # a flat continuum under strong noise: no class, no redshift
     flagged_noise = (fit_templates(noise, designs)['zwarning'] & ZWARNING_SMALL_DELTA_CHI2 > 0).mean()
@@ -76,7 +71,6 @@ def test_photometry_beats_majority(dataset):
 
 
 def test_template_build_refuses_a_missing_class(dataset):
-    from spectral_nb.preprocess import read_fluxes
     info = pd.read_hdf(dataset, 'source_info'); m = np.flatnonzero((info['label_main'] != 'QSO').to_numpy())[:50]
     with pytest.raises(ValueError, match='QSO'):
         build_templates(read_fluxes(dataset)[m], info.iloc[m], k=3)

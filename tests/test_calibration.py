@@ -1,9 +1,10 @@
 "Calibrated probabilities and the quality flag: ECE, temperature scaling, the flag on an unseen class, predict's flag column, old bundles."
 import json, logging, shutil
 import numpy as np, pandas as pd, pytest
-from spectral_nb.mock import write_mock
-from spectral_nb.preprocess import preprocess
-from spectral_nb import training as T
+from spectral_nb.bundle import apply_temperature, save_bundle, UNCALIBRATED_THRESHOLD
+from spectral_nb.fit import fit_model, load_task, seed_everything
+from spectral_nb.inputs import InputSpec, TaskData
+from spectral_nb.predict import predict
 from spectral_nb.cnn import build_compact_cnn
 from spectral_nb.evaluate import (expected_calibration_error, fit_temperature, calibrate, flag_threshold, report_classifier)
 
@@ -34,7 +35,7 @@ def test_temperature_scaling_lowers_the_ece_of_an_over_confident_model():
     cal, flag = calibrate(p[:4000], y[:4000], p[4000:], y[4000:])
     assert cal['temperature'] == pytest.approx(t) and cal['n_val'] == cal['n_test'] == 4000
     assert cal['ece_after'] < 0.03 < 0.1 < cal['ece_before']
-    assert T.apply_temperature(p, t).argmax(1).tolist() == p.argmax(1).tolist()   # no prediction changes class
+    assert apply_temperature(p, t).argmax(1).tolist() == p.argmax(1).tolist()   # no prediction changes class
 
 
 def test_an_under_confident_model_is_sharpened():
@@ -54,24 +55,22 @@ def _two_classes(td):
     idx = [td.classes.index(c) for c in KEEP]
     m = np.isin(td.y, idx)
     y = np.searchsorted(idx, td.y[m])
-    return T.TaskData(td.flux[m], td.feat[m], y, td.info[m].reset_index(drop=True), KEEP,
+    return TaskData(td.flux[m], td.feat[m], y, td.info[m].reset_index(drop=True), KEEP,
                       None if td.raw is None else td.raw[m], td.spec, td.scaler)
 
 
 @pytest.fixture(scope='module')
-def two_class(tmp_path_factory):
+def two_class(tmp_path_factory, mock_dataset):
     "A small mock, a tiny flux-only CNN trained on its galaxies and stars only, reported and saved as a bundle."
     d = tmp_path_factory.mktemp('cal')
-    raw = write_mock(d / 'mock', 300, seed=4, progress=False)
-    h5 = d / 'mock' / 'dataset.h5'
-    preprocess(raw, h5, progress=False)
-    T.seed_everything(1)
-    data = T.load_task(h5, 'main', seed=1, feature_columns=())
+    _, h5 = mock_dataset(300, 4)
+    seed_everything(1)
+    data = load_task(h5, 'main', seed=1, spec=InputSpec())
     data2 = dict(data, **{s: _two_classes(data[s]) for s in ('train', 'val', 'test')})
     model = build_compact_cnn(len(KEEP))
-    hist = T.fit_model(model, data2, 'cnn', 2, batch_size=32)
+    hist = fit_model(model, data2, 'cnn', 2, batch_size=32)
     m = report_classifier('cnn2', model, data2, 'cnn', hist, d / 'run', h5)
-    path = T.save_bundle(d / 'run' / 'models' / 'cnn2', model, 'cnn', 'main', KEEP, data['scaler'], data['spec'], dataset=data['dataset'])
+    path = save_bundle(d / 'run' / 'models' / 'cnn2', model, 'cnn', 'main', KEEP, data['scaler'], data['spec'], dataset=data['dataset'])
     return d, h5, path, m
 
 
@@ -93,7 +92,7 @@ def test_report_records_calibration_and_flag_in_metrics_figures_and_bundle(two_c
 
 def test_predict_writes_calibrated_probabilities_and_a_flag(two_class, tmp_path):
     d, h5, path, m = two_class
-    df = T.predict(path, h5, tmp_path / 'p.csv', progress=False)
+    df = predict(path, h5, tmp_path / 'p.csv', progress=False)
     back = pd.read_csv(tmp_path / 'p.csv')
     assert list(back.columns[-5:]) == ['novelty', 'flag', 'prob_GALAXY', 'prob_STAR', 'predicted'] and set(back['flag']) <= {0, 1}
     np.testing.assert_allclose(back[['prob_GALAXY', 'prob_STAR']].sum(axis=1), 1, atol=1e-5)
@@ -107,7 +106,7 @@ def test_predict_writes_calibrated_probabilities_and_a_flag(two_class, tmp_path)
 
 def test_flag_rate_rises_on_a_class_left_out_of_training(two_class):
     d, h5, path, m = two_class
-    df = T.predict(path, h5, progress=False)
+    df = predict(path, h5, progress=False)
     seen = df[(df['split'] == 'test') & df['label_main'].isin(KEEP)]['flag'].mean()
     unseen = df[df['label_main'] == 'QSO']['flag'].mean()   # every QSO is new to the model, whatever its split
     assert unseen > max(2 * seen, 0.1), (seen, unseen)
@@ -115,7 +114,7 @@ def test_flag_rate_rises_on_a_class_left_out_of_training(two_class):
 
 def test_novelty_score_alone_rises_on_a_class_left_out_of_training(two_class):
     d, h5, path, m = two_class
-    df = T.predict(path, h5, progress=False)
+    df = predict(path, h5, progress=False)
     seen = df[(df['split'] == 'test') & df['label_main'].isin(KEEP)]['novelty']
     unseen = df[df['label_main'] == 'QSO']['novelty']
     assert unseen.median() > 1.5 * seen.median(), (seen.median(), unseen.median())
@@ -132,7 +131,7 @@ def test_a_bundle_without_a_novelty_model_flags_on_confidence_and_says_so(two_cl
     del meta['novelty']
     (old / 'meta.json').write_text(json.dumps(meta))
     caplog.set_level(logging.WARNING, logger='spectral_nb')
-    a = T.predict(old, h5, batch_size=100, progress=False)
+    a = predict(old, h5, batch_size=100, progress=False)
     warns = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith('spectral_nb')]
     assert len(warns) == 1 and 'novelty' in warns[0] and 'retrain' in warns[0], warns
     assert a['novelty'].isna().all()
@@ -147,11 +146,11 @@ def test_a_bundle_without_calibration_still_predicts_with_one_warning(two_class,
     del meta['calibration'], meta['flag'], meta['novelty']
     (old / 'meta.json').write_text(json.dumps(meta))
     caplog.set_level(logging.WARNING, logger='spectral_nb')
-    a = T.predict(old, h5, batch_size=100, progress=False)   # several batches, still one warning
+    a = predict(old, h5, batch_size=100, progress=False)   # several batches, still one warning
     warns = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith('spectral_nb')]
     assert len(warns) == 1 and 'no calibration' in warns[0] and 'uncalibrated' in warns[0], warns
     probs = a[['prob_GALAXY', 'prob_STAR']].to_numpy()
-    np.testing.assert_array_equal(a['flag'], (probs.max(1) < T.UNCALIBRATED_THRESHOLD).astype(int))
-    b = T.predict(path, h5, progress=False)   # the calibrated bundle: the old one's probabilities at its temperature
-    np.testing.assert_allclose(b[['prob_GALAXY', 'prob_STAR']].to_numpy(), T.apply_temperature(probs, m['calibration']['temperature']), atol=1e-5)
+    np.testing.assert_array_equal(a['flag'], (probs.max(1) < UNCALIBRATED_THRESHOLD).astype(int))
+    b = predict(path, h5, progress=False)   # the calibrated bundle: the old one's probabilities at its temperature
+    np.testing.assert_allclose(b[['prob_GALAXY', 'prob_STAR']].to_numpy(), apply_temperature(probs, m['calibration']['temperature']), atol=1e-5)
     assert (a['predicted'] == b['predicted']).all()

@@ -7,9 +7,9 @@ import ppxf
 from spectral_nb import distributed as D
 from spectral_nb.cli import main
 from spectral_nb.config import CLASSES
-from spectral_nb.mock import write_mock
-from spectral_nb.preprocess import (preprocess, read_fluxes, read_dataset_scaler, read_dataset_summary, dataset_hash,
-                                    BadSpectrumError)
+from spectral_nb.preprocess import preprocess
+from spectral_nb.dataset import read_fluxes, read_dataset_scaler, read_dataset_summary, dataset_hash
+from spectral_nb.sdssfiles import BadSpectrumError
 
 TIMING = ('seconds', 'spectra_per_s')   # the summary fields that time the run: the only ones that may differ
 FIXTURES = sorted(glob.glob(str(Path(ppxf.__file__).parent / 'spectra' / '*_SDSS_DR18.fits')))
@@ -27,12 +27,11 @@ def cluster():
 
 
 @pytest.fixture(scope='module')
-def survey(tmp_path_factory, cluster):   # the cluster first: its workers import TensorFlow meanwhile
-    "A mock survey, the same records in three part files of several row groups each, and its one-process dataset."
+def survey(tmp_path_factory, cluster, mock_dataset):   # the cluster first: its workers import TensorFlow meanwhile
+    "A folder for this file's outputs, a mock survey, the same records in three part files of several row groups each, and its one-process dataset."
     d = tmp_path_factory.mktemp('survey')
-    raw = write_mock(d / 'mock', 200, seed=11, progress=False)
+    raw, one = mock_dataset(200, 11)
     parts = D.split_records(raw, d / 'parts', 3, row_group_size=30)
-    one = preprocess(raw, d / 'one.h5', progress=False)
     return d, raw, parts, one
 
 
@@ -53,7 +52,7 @@ def test_parts_are_cut_into_tasks_of_whole_row_groups_in_order(survey):
     _, raw, parts, one = survey
     tasks = D.plan_tasks(parts, rows_per_task=50)
     assert len(tasks) > len(parts)                                  # each part is shared out, not only the files
-    assert sum(t.n for t in tasks) == one.n_in
+    assert sum(t.n for t in tasks) == read_dataset_summary(one)['n_in']
     assert [(t.path, t.start) for t in tasks] == sorted((t.path, t.start) for t in tasks)
     assert pd.concat([pd.read_parquet(p, columns=['specObjID']) for p in parts], ignore_index=True).equals(
         pd.read_parquet(raw, columns=['specObjID']))
@@ -62,20 +61,21 @@ def test_parts_are_cut_into_tasks_of_whole_row_groups_in_order(survey):
 def test_dask_preprocess_of_parts_writes_the_one_process_dataset(survey, cluster):
     d, raw, parts, one = survey
     many = D.preprocess_parts(parts, d / 'many.h5', scheduler=cluster, rows_per_task=50, progress=False)
-    assert_same_dataset(d / 'many.h5', d / 'one.h5')
-    assert {k: v for k, v in asdict(many).items() if k not in TIMING} == {k: v for k, v in asdict(one).items() if k not in TIMING}
+    assert_same_dataset(d / 'many.h5', one)
+    plain = lambda s: {k: v for k, v in json.loads(json.dumps(s)).items() if k not in TIMING}   # as the dataset file stores it
+    assert plain(asdict(many)) == plain(read_dataset_summary(one))
     assert many.dropped and many.n_out < many.n_in                  # the comparison covers dropped spectra too
     for f in ('many.scaler.json', 'many.summary.json'): assert (d / f).is_file()
-    assert json.loads((d / 'many.scaler.json').read_text()) == json.loads((d / 'one.scaler.json').read_text())
+    assert json.loads((d / 'many.scaler.json').read_text()) == json.loads(one.with_name(f'{one.stem}.scaler.json').read_text())
 
 
 def test_the_comparison_sees_a_different_order(survey, cluster):
     "Parts in another order give the same spectra in another order: a dataset the checks above refuse."
-    d, _, parts, _ = survey
+    d, _, parts, one = survey
     D.preprocess_parts(parts[::-1], d / 'reversed.h5', scheduler=cluster, rows_per_task=50, progress=False)
-    ir, io = pd.read_hdf(d / 'reversed.h5', 'source_info'), pd.read_hdf(d / 'one.h5', 'source_info')
+    ir, io = pd.read_hdf(d / 'reversed.h5', 'source_info'), pd.read_hdf(one, 'source_info')
     assert sorted(ir['specObjID']) == sorted(io['specObjID'])
-    with pytest.raises(AssertionError): assert_same_dataset(d / 'reversed.h5', d / 'one.h5')
+    with pytest.raises(AssertionError): assert_same_dataset(d / 'reversed.h5', one)
 
 
 def test_raw_parts_and_spec_files_as_one_process_counts_unreadable_files(survey, cluster, tmp_path):
@@ -96,19 +96,21 @@ def test_a_refused_chunk_stops_the_cluster_run_and_leaves_no_file(survey, cluste
 
 
 def test_cli_preprocess_of_several_raw_files_on_a_local_cluster(survey):
-    d, _, parts, _ = survey
+    d, _, parts, one = survey
     assert main(['-q', 'preprocess', '--raw', *map(str, parts), '--workers', '2', '--out', str(d / 'cli.h5')]) == 0
-    assert_same_dataset(d / 'cli.h5', d / 'one.h5')
+    assert_same_dataset(d / 'cli.h5', one)
 
 
 @pytest.fixture(scope='module')
 def bundle(survey):
     "A compact CNN fitted briefly on the survey, with a temperature, a flag threshold and a novelty model, saved as a bundle."
-    from spectral_nb.training import load_task, save_bundle, attach_calibration, fit_novelty, embedding_model, seed_everything
+    from spectral_nb.fit import load_task, seed_everything
+    from spectral_nb.inputs import InputSpec
+    from spectral_nb.bundle import save_bundle, attach_calibration, fit_novelty, embedding_model
     from spectral_nb.cnn import build_compact_cnn
-    d = survey[0]
+    d, _, _, one = survey
     seed_everything(1)
-    data = load_task(d / 'one.h5', 'main', feature_columns=())
+    data = load_task(one, 'main', spec=InputSpec())
     model = build_compact_cnn(len(CLASSES))
     model.fit(data['train'].flux, data['train'].y, epochs=6, batch_size=32, verbose=0)
     emb = embedding_model(model).predict(data['train'].flux, verbose=0)[1]
@@ -129,9 +131,8 @@ def assert_same_predictions(a: pd.DataFrame, b: pd.DataFrame, atol: float = 1e-5
 
 def test_dask_predict_equals_one_process_predict(survey, cluster, bundle, tmp_path):
     from distributed import Client
-    from spectral_nb.training import predict
-    d, raw, parts, _ = survey
-    h5 = d / 'one.h5'
+    from spectral_nb.predict import predict
+    d, raw, parts, h5 = survey
     one = predict(bundle, h5, batch_size=32, progress=False)
     many = D.predict_parts(bundle, [h5], scheduler=cluster, batch_size=32, rows_per_task=64, progress=False)
     assert_same_predictions(many, one)

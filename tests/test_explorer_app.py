@@ -6,18 +6,12 @@ import numpy as np
 import pytest
 
 from spectral_nb import explorer as E
-from spectral_nb import preprocess as P
+from spectral_nb.explorer_data import check_run
+from spectral_nb.config import NPIX
 
 
-
-@pytest.fixture(scope='module')
-def run(tmp_path_factory):
-    "A small run folder: mock survey, compact CNN, autoencoder, redshift network."
-    return E.make_demo_run(tmp_path_factory.mktemp('explore') / 'run', n=240, epochs=1)
-
-
-def test_app_lists_a_cell_steps_and_reads_only_what_it_shows(run, monkeypatch):
-    app = E.ExplorerApp(run)
+def test_app_lists_a_cell_steps_and_reads_only_what_it_shows(demo_run, monkeypatch):
+    app = E.ExplorerApp(demo_run)
     reads = []
     real = E.read_fluxes
     monkeypatch.setattr(E, 'read_fluxes', lambda p, a=0, b=None: reads.append((a, b)) or real(p, a, b))
@@ -29,8 +23,8 @@ def test_app_lists_a_cell_steps_and_reads_only_what_it_shows(run, monkeypatch):
     assert (app.current()['label_main'], app.current()['predicted']) == (t, p)
     app.step(1)
     assert reads and all(b - a == 1 for a, b in reads)           # one row per spectrum shown, never the whole table
-    assert len(app.line.y) == P.NPIX and len(app.band.y) == 2     # the spectrum and its noise band from raw.parquet
-    assert app.rline.x is not None and 0 < len(app.rline.x) < P.NPIX   # the autoencoder reconstruction on its pixels
+    assert len(app.line.y) == NPIX and len(app.band.y) == 2     # the spectrum and its noise band from raw.parquet
+    assert app.rline.x is not None and 0 < len(app.rline.x) < NPIX   # the autoencoder reconstruction on its pixels
     for z in (0.0, 0.3):                                           # the slider moves the dashed markers to that redshift's lines
         app.zslide.value = z
         want = sorted(w * (1 + z) for w in E.LINES.values() if app.wave[0] <= w * (1 + z) <= app.wave[-1])
@@ -43,13 +37,13 @@ def test_app_lists_a_cell_steps_and_reads_only_what_it_shows(run, monkeypatch):
     assert sorted(v for _, v in app.listing.options) == sorted(app.lat['row'].iloc[:3])
 
 
-def test_explore_refuses_a_bad_run_or_model_with_the_fix(run, tmp_path):
+def test_explore_refuses_a_bad_run_or_model_with_the_fix(demo_run, tmp_path):
     from spectral_nb.cli import main
     with pytest.raises(FileNotFoundError, match='spectral-nb reproduce'):
-        E.check_run(tmp_path / 'nope')
+        check_run(tmp_path / 'nope')
     with pytest.raises(ValueError, match="cnn_compact"):
-        E.check_run(run, 'mixed_main')
-    assert main(['explore', '--run', str(run), '--model', 'nope']) == 2
+        check_run(demo_run, 'mixed_main')
+    assert main(['explore', '--run', str(demo_run), '--model', 'nope']) == 2
 
 
 def _free_port() -> int:
@@ -57,13 +51,13 @@ def _free_port() -> int:
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
-def test_explorer_in_a_real_browser(run, chromium):
+def test_explorer_in_a_real_browser(demo_run, chromium):
     "voila serves the app; headless Chromium clicks a confusion-matrix cell and the spectrum shown changes."
     port = _free_port()
     exe = Path(sys.executable).with_name('spectral-nb')
-    log = open(run / 'explorer_server.log', 'w')
-    srv = subprocess.Popen([str(exe), 'explore', '--run', str(run), '--port', str(port)], stdout=log, stderr=subprocess.STDOUT)
-    shots = run / 'explorer' / 'screenshots'; shots.mkdir(parents=True, exist_ok=True)
+    log = open(demo_run / 'explorer_server.log', 'w')
+    srv = subprocess.Popen([str(exe), 'explore', '--run', str(demo_run), '--port', str(port)], stdout=log, stderr=subprocess.STDOUT)
+    shots = demo_run / 'explorer' / 'screenshots'; shots.mkdir(parents=True, exist_ok=True)
     try:
         for _ in range(120):
             try: urllib.request.urlopen(f'http://127.0.0.1:{port}/api', timeout=2); break
@@ -80,7 +74,7 @@ def test_explorer_in_a_real_browser(run, chromium):
         old = page.inner_text('.snb-title')
         paths = lambda: page.eval_on_selector_all('.snb-spectrum svg path', 'els => els.map(e => e.getAttribute("d") || "").join("|")')
         old_paths = paths()
-        d = json.loads((run / 'explorer' / 'app.ipynb').read_text())   # the app notebook the server was given
+        d = json.loads((demo_run / 'explorer' / 'app.ipynb').read_text())   # the app notebook the server was given
         assert 'ExplorerApp' in d['cells'][0]['source']
         # click the off-diagonal (or diagonal) cell with the most spectra, other than the cell of the spectrum shown
         cls = ['GALAXY', 'QSO', 'STAR']

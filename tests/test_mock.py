@@ -1,7 +1,7 @@
 "The mock survey must behave like SDSS in the ways the models can exploit (MOCK_SURVEY.md)."
 import os, stat
 import numpy as np, pandas as pd, pytest
-from spectral_nb import mock
+from spectral_nb import mock, mock_templates, libraries
 from spectral_nb.config import (CLASS_MIX_STATED, GALAXY_SUBCLASS_MIX, STAR_GROUP_MIX, STAR_SUBCLASS_GROUP, LINES,
                                 sdss_wavelength, WIDE_OFFSET, NPIX, MASK_BITS)
 from spectral_nb.records import read_records
@@ -27,7 +27,7 @@ def with_models():
 
 def _peak_offset(model_row, rest, z, search=12):
     "Pixel offset between the model's local maximum near rest*(1+z) and that position, on the wide grid."
-    wl = mock.WIDE_LOGLAM
+    wl = mock_templates.WIDE_LOGLAM
     c = (np.log10(rest * (1 + z)) - wl[0]) / 1e-4
     i = int(round(c))
     seg = model_row[i - search:i + search + 1]
@@ -51,7 +51,7 @@ QSO_PEAKS = {'CIV': 1546.15, 'MgII': 2800.26, 'Hb': 4862.68}
 def test_qso_broad_lines_sit_at_their_redshifted_wavelengths(with_models, line):
     cat, _, models = with_models
     q = np.flatnonzero((cat['class'] == 'QSO').to_numpy())
-    wide = 10 ** mock.WIDE_LOGLAM
+    wide = 10 ** mock_templates.WIDE_LOGLAM
     inside = [i for i in q if wide[60] < QSO_PEAKS[line] * (1 + cat.z[i]) < wide[-60]]
     assert len(inside) >= 5
     offs = [_peak_offset(models['wide'][i], QSO_PEAKS[line], cat.z[i], search=40) for i in inside]
@@ -106,7 +106,7 @@ def test_magnitudes_match_speclite_photometry_of_the_model(with_models):
     import speclite.filters, astropy.units as u
     cat, _, models = with_models
     fs = speclite.filters.load_filters('sdss2010-*')
-    wave = 10 ** mock.WIDE_LOGLAM
+    wave = 10 ** mock_templates.WIDE_LOGLAM
     mags = fs.get_ab_magnitudes(models['wide'] * 1e-17 * u.erg / u.s / u.cm ** 2 / u.Angstrom, wave * u.Angstrom)
     for b in 'ugriz':
         np.testing.assert_allclose(np.array(mags[f'sdss2010-{b}'], float), cat[f'true_petroMag_{b}'], atol=0.01)
@@ -247,13 +247,13 @@ def test_every_star_subclass_maps_to_a_library_spectrum_or_a_named_physical_mode
     rng = np.random.default_rng(3)
     sub = np.array(list(mock.STAR_SUBCLASSES) * 3, dtype=object)
     cat, _ = mock.generate_chunk(np.array(['STAR'] * len(sub)), sub, rng, mock.MockConfig().validate())
-    assert set(mock.PHYSICAL_ONLY) < set(mock.STAR_SUBCLASSES)
+    assert set(mock_templates.PHYSICAL_ONLY) < set(mock.STAR_SUBCLASSES)
     for s, lib in zip(cat['subClass'], cat['true_library']):
-        if s in mock.PHYSICAL_ONLY: assert lib == 'physical', (s, lib)
+        if s in mock_templates.PHYSICAL_ONLY: assert lib == 'physical', (s, lib)
         else: assert lib in {'mastar', 'miles', 'stelib'}, (s, lib)
     # late M types no library holds are observed M stars of the nearest type, recoloured
-    meta, _ = mock.library_stars()
-    missing = [s for s in mock.NORMAL_SEQUENCE if s not in set(meta.subclass)]
+    meta, _ = mock_templates.library_stars()
+    missing = [s for s in libraries.NORMAL_SEQUENCE if s not in set(meta.subclass)]
     assert missing and all(s.startswith('M') for s in missing), missing
     cat, _ = mock.generate_chunk(np.array(['STAR'] * 4), np.array(['M9'] * 4, dtype=object), rng, mock.MockConfig().validate())
     assert set(cat['true_library']) <= {'mastar', 'miles', 'stelib'}
@@ -263,11 +263,11 @@ def test_library_star_is_the_observed_spectrum_redshifted():
     "The noiseless model of a library star is its library spectrum, shifted by its radial velocity and reddened."
     cat, pix, models = mock.generate_chunk(np.array(['STAR'] * 6), np.array(['K3', 'G2', 'M2', 'F5', 'A0', 'K5'], dtype=object),
                                            np.random.default_rng(5), mock.MockConfig(star_libraries=('miles',)).validate(), return_models=True)
-    meta, T = mock.library_stars(('miles',))
-    wave = mock.WIDE_WAVE
+    meta, T = mock_templates.library_stars(('miles',))
+    wave = mock_templates.WIDE_WAVE
     for i in range(6):
         j = int(np.flatnonzero(meta.id.to_numpy() == cat['true_library_id'][i])[0])
-        tmpl = np.interp(wave / (1 + cat['true_z'][i]), mock.REST_WAVE, T[j])
+        tmpl = np.interp(wave / (1 + cat['true_z'][i]), mock_templates.REST_WAVE, T[j])
         m = (wave > 4000) & (wave < 7300)
         ratio = models['wide'][i][m] / tmpl[m]
         assert np.std(ratio) / np.mean(ratio) < 0.12        # only smooth dust reddening between them

@@ -2,9 +2,9 @@
 import json
 from pathlib import Path
 import numpy as np, pandas as pd, pytest
-from spectral_nb.mock import write_mock
-from spectral_nb.preprocess import preprocess
-from spectral_nb import training as T
+from spectral_nb.bundle import load_bundle, save_bundle
+from spectral_nb.fit import fit_model, load_task, seed_everything
+from spectral_nb.predict import predict
 from spectral_nb.cnn import build_compact_cnn
 from spectral_nb.mixed import build_mixed, run_mixed
 from spectral_nb.evaluate import report_classifier
@@ -12,18 +12,16 @@ from spectral_nb.config import CLASSES
 
 
 @pytest.fixture(scope='module')
-def ds(tmp_path_factory):
-    d = tmp_path_factory.mktemp('models')
-    raw = write_mock(d / 'mock', 700, seed=4, progress=False)
-    preprocess(raw, d / 'mock' / 'dataset.h5', progress=False)
-    return d, raw, d / 'mock' / 'dataset.h5'
+def ds(tmp_path_factory, mock_dataset):
+    "A folder for this file's runs, and the 600-target survey and dataset test_streaming.py uses too."
+    return (tmp_path_factory.mktemp('models'), *mock_dataset(600, 1))
 
 
 def _train_compact(h5, seed=1, epochs=1):
-    T.seed_everything(seed)
-    data = T.load_task(h5, 'main', seed=seed)
+    seed_everything(seed)
+    data = load_task(h5, 'main', seed=seed)
     model = build_compact_cnn(len(CLASSES))
-    hist = T.fit_model(model, data, 'cnn', epochs, batch_size=64)
+    hist = fit_model(model, data, 'cnn', epochs, batch_size=64)
     return model, data, hist
 
 
@@ -32,7 +30,7 @@ def cnn_bundle(ds):
     d, raw, h5 = ds
     model, data, hist = _train_compact(h5, epochs=2)
     m = report_classifier('cnn_compact', model, data, 'cnn', hist, d / 'run', h5)
-    path = T.save_bundle(d / 'run' / 'models' / 'cnn_compact', model, 'cnn', 'main', CLASSES, data['scaler'], data['spec'],
+    path = save_bundle(d / 'run' / 'models' / 'cnn_compact', model, 'cnn', 'main', CLASSES, data['scaler'], data['spec'],
                          dataset=data['dataset'])
     return path, m
 
@@ -62,7 +60,7 @@ def test_report_writes_every_figure_and_table(cnn_bundle, ds):
 def test_predict_reproduces_test_metrics(which, cnn_bundle, mixed_bundle, ds, tmp_path):
     _, _, h5 = ds
     path, m = cnn_bundle if which == 'cnn' else mixed_bundle
-    df = T.predict(path, h5, tmp_path / 'p.csv', batch_size=100, progress=False)
+    df = predict(path, h5, tmp_path / 'p.csv', batch_size=100, progress=False)
     test = df[df.split == 'test']
     assert len(test) == m['n_test']
     assert abs((test.predicted == test.label_main).mean() - m['accuracy']) < 1e-9
@@ -74,8 +72,8 @@ def test_predict_reproduces_test_metrics(which, cnn_bundle, mixed_bundle, ds, tm
 def test_predict_on_raw_records_matches_dataset(cnn_bundle, ds):
     _, raw, h5 = ds
     path, _ = cnn_bundle
-    a = T.predict(path, h5, progress=False).set_index('specObjID')
-    b = T.predict(path, raw, progress=False).set_index('specObjID')
+    a = predict(path, h5, progress=False).set_index('specObjID')
+    b = predict(path, raw, progress=False).set_index('specObjID')
     assert len(b) == len(a)
     np.testing.assert_allclose(b.loc[a.index, 'prob_QSO'], a['prob_QSO'], atol=1e-5)
     assert (b.loc[a.index, 'predicted'] == a['predicted']).all()
@@ -101,7 +99,7 @@ def test_model_refuses_another_grid(cnn_bundle, ds, tmp_path):
     ll = 3.6 + 1e-4 * np.arange(3736)   # as many pixels, shifted: only the grid check can catch it
     bad = _replace_table(h5, tmp_path / 'other_grid.h5', 'wavelengths', pd.DataFrame({'loglam': ll, 'wavelength': 10 ** ll}))
     with pytest.raises(ValueError, match='another wavelength grid'):
-        T.predict(path, bad, progress=False)
+        predict(path, bad, progress=False)
 
 
 def test_mixed_model_refuses_missing_feature_columns(mixed_bundle, ds, tmp_path):
@@ -110,12 +108,12 @@ def test_mixed_model_refuses_missing_feature_columns(mixed_bundle, ds, tmp_path)
     info = pd.read_hdf(h5, 'source_info').drop(columns=['EW_Ha', 'petroMag_u'])
     bad = _replace_table(h5, tmp_path / 'no_ew.h5', 'source_info', info)
     with pytest.raises(ValueError, match=r"EW_Ha.*petroMag_u|petroMag_u.*EW_Ha"):
-        T.predict(path, bad, progress=False)
+        predict(path, bad, progress=False)
 
 
 def test_missing_bundle_files_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match='model.keras'):
-        T.load_bundle(tmp_path)
+        load_bundle(tmp_path)
 
 
 def test_same_seed_same_split_same_metrics_on_cpu(ds):
@@ -132,7 +130,7 @@ def test_bundle_meta_records_what_the_model_needs(mixed_bundle):
     meta = json.loads((path / 'meta.json').read_text())
     assert meta['kind'] == 'mixed' and meta['classes'] == list(CLASSES) and meta['npix'] == 3736
     assert len(meta['feature_columns']) == 26 and 'EW_OIII5007' in meta['feature_columns']
-    assert meta['input'] == dict(norm='median', sigma_model=0.0, sigma_dataset=0.0, feature_columns=meta['feature_columns'], use_flux=True)
+    assert meta['input'] == dict(norm='median', model_smoothing_px=0.0, dataset_smoothing_px=0.0, feature_columns=meta['feature_columns'], use_flux=True)
     assert len(meta['dataset']['sha256']) == 64 and meta['test_accuracy'] == m['accuracy']
 
 
@@ -148,7 +146,7 @@ def test_cli_predict(cnn_bundle, ds, tmp_path):
 def test_subsets_keep_the_split_proportions(ds):
     "The data-size experiment's subsets must be split 64/16/20 like the whole (their keys once coincided with the split's)."
     _, _, h5 = ds
-    d = T.load_task(h5, 'main', max_rows=300, seed=42)
+    d = load_task(h5, 'main', max_rows=300, seed=42)
     n = {s: d[s].n for s in ('train', 'val', 'test')}
     assert sum(n.values()) == 300
     assert 0.55 < n['train'] / 300 < 0.73 and 0.1 < n['val'] / 300 < 0.22 and 0.14 < n['test'] / 300 < 0.26, n
@@ -157,7 +155,6 @@ def test_subsets_keep_the_split_proportions(ds):
 def test_compact_cnn_sees_where_a_feature_sits():
     "A line's position is its redshift (a K star at rest vs an old galaxy at z = 0.05): the compact CNN's position map must see it, pooling alone cannot."
     from spectral_nb.cnn import build_compact_cnn, compact_trunk
-    from spectral_nb.training import seed_everything
     import keras
     rng = np.random.default_rng(0); n, npix = 320, 512
     y = rng.integers(0, 2, n)

@@ -5,23 +5,26 @@ import numpy as np, pandas as pd, pytest
 import ppxf
 from astropy.io import fits
 from spectral_nb import preprocess as pp
+from spectral_nb.dataset import read_dataset_scaler, read_dataset_summary, read_fluxes, read_info, Scaler
+from spectral_nb.sdssfiles import BadSpectrumError, read_sdss_spec, read_spzline
+from spectral_nb.spectra import equivalent_widths, on_common_grid, to_grid
 from spectral_nb.config import EW_LINES, NPIX, LOGLAM0, DLOGLAM, sdss_loglam
-from spectral_nb.mock import write_mock, generate, generate_chunk, MockConfig
+from spectral_nb.mock import generate, generate_chunk, MockConfig
 from spectral_nb.records import RecordWriter, read_records, count_records, CATALOG_COLUMNS
 
 FIXTURES = sorted(glob.glob(str(Path(ppxf.__file__).parent / 'spectra' / '*_SDSS_DR18.fits')))
 
 
 @pytest.fixture(scope='module')
-def raw(tmp_path_factory):
-    return write_mock(tmp_path_factory.mktemp('raw'), 2500, seed=3, progress=False)
+def raw(mock_dataset):
+    return mock_dataset(2500, 3)[0]
 
 
 @pytest.fixture(scope='module')
-def dataset(raw, tmp_path_factory):
-    out = tmp_path_factory.mktemp('ds') / 'dataset.h5'
-    summ = pp.preprocess(raw, out, progress=False)
-    return out, summ
+def dataset(mock_dataset):
+    "The dataset of `raw` and its preprocessing summary (as the file stores it)."
+    h5 = mock_dataset(2500, 3)[1]
+    return h5, read_dataset_summary(h5)
 
 
 def test_fixtures_present():
@@ -30,10 +33,10 @@ def test_fixtures_present():
 
 @pytest.mark.parametrize('path', FIXTURES)
 def test_real_sdss_spectrum_lands_on_the_grid_unchanged(path):
-    cat, pix = pp.read_sdss_spec(path)
-    off = pp.on_common_grid(pix['loglam'])
+    cat, pix = read_sdss_spec(path)
+    off = on_common_grid(pix['loglam'])
     assert off is not None and off < 0                     # the file starts blueward of 3,850 A
-    f, iv, m, resampled = pp.to_grid(pix['loglam'], pix['flux'], pix['ivar'], pix['and_mask'])
+    f, iv, m, resampled = to_grid(pix['loglam'], pix['flux'], pix['ivar'], pix['and_mask'])
     assert not resampled and f.shape == (NPIX,)
     np.testing.assert_array_equal(f, pix['flux'][-off:-off + NPIX])
     np.testing.assert_allclose(pix['loglam'][-off:-off + NPIX], sdss_loglam(), atol=2e-6)
@@ -41,9 +44,9 @@ def test_real_sdss_spectrum_lands_on_the_grid_unchanged(path):
 
 @pytest.mark.parametrize('path', FIXTURES)
 def test_resampled_real_spectrum_matches_within_interpolation_error(path):
-    _, pix = pp.read_sdss_spec(path)
+    _, pix = read_sdss_spec(path)
     shift = DLOGLAM / 3
-    f, iv, m, resampled = pp.to_grid(pix['loglam'] + shift, pix['flux'], pix['ivar'], pix['and_mask'])
+    f, iv, m, resampled = to_grid(pix['loglam'] + shift, pix['flux'], pix['ivar'], pix['and_mask'])
     assert resampled
     # the shifted spectrum, evaluated back at the original pixel centres, is the original within interpolation error
     ref = np.interp(sdss_loglam(), pix['loglam'] + shift, pix['flux'])
@@ -64,14 +67,14 @@ def test_resampled_real_spectrum_matches_within_interpolation_error(path):
 
 
 def _ews(path, continuum=None):
-    cat, pix = pp.read_sdss_spec(path)
-    f, iv, m, _ = pp.to_grid(pix['loglam'], pix['flux'], pix['ivar'], pix['and_mask'])
+    cat, pix = read_sdss_spec(path)
+    f, iv, m, _ = to_grid(pix['loglam'], pix['flux'], pix['ivar'], pix['and_mask'])
     c = None
     if continuum is not None:
         model = fits.open(path)['COADD'].data['model']
-        c = pp.to_grid(pix['loglam'], model, np.ones_like(model), np.zeros(len(model), int))[0][None]
-    ew, err = pp.equivalent_widths(f[None], iv[None], np.array([cat['z']]), continuum=c)
-    spz = pp.read_spzline(path).set_index('LINENAME')
+        c = to_grid(pix['loglam'], model, np.ones_like(model), np.zeros(len(model), int))[0][None]
+    ew, err = equivalent_widths(f[None], iv[None], np.array([cat['z']]), continuum=c)
+    spz = read_spzline(path).set_index('LINENAME')
     return dict(zip(EW_LINES, ew[0])), dict(zip(EW_LINES, err[0])), spz
 
 
@@ -109,8 +112,8 @@ def test_mock_ews_recover_the_noiseless_ews_within_noise():
     sub = np.array(['STARFORMING'] * 200 + ['STARBURST'] * 100 + ['AGN'] * 100, dtype=object)
     cat, pix, models = generate_chunk(np.array(['GALAXY'] * n), sub, rng, MockConfig().validate(), return_models=True)
     z = np.asarray(cat['true_z'])
-    ew, err = pp.equivalent_widths(pix['flux'], pix['ivar'], z)
-    ew0, _ = pp.equivalent_widths(models['model'].astype(np.float32), pix['ivar'], z)
+    ew, err = equivalent_widths(pix['flux'], pix['ivar'], z)
+    ew0, _ = equivalent_widths(models['model'].astype(np.float32), pix['ivar'], z)
     for line in ('[OIII]5007', '[OIII]4959', '[SII]6717', '[SII]6731', '[OII]3727', 'Ha', 'Hb'):
         j = EW_LINES.index(line)
         ok = np.isfinite(ew[:, j]) & np.isfinite(ew0[:, j]) & (err[:, j] > 0) & (np.asarray(cat['true_sn_median']) > 3)
@@ -123,15 +126,15 @@ def test_dataset_has_the_thesis_tables_and_slices(dataset, raw):
     out, summ = dataset
     fl = pd.read_hdf(out, 'fluxes', start=10, stop=20)
     assert fl.shape == (10, NPIX) and fl.dtypes.iloc[0] == np.float32
-    np.testing.assert_array_equal(pp.read_fluxes(out, 10, 20), fl.to_numpy())
+    np.testing.assert_array_equal(read_fluxes(out, 10, 20), fl.to_numpy())
     wl = pd.read_hdf(out, 'wavelengths')
     assert len(wl) == NPIX and abs(wl.wavelength.iloc[0] - 3850.34) < 0.01
     info = pd.read_hdf(out, 'source_info')
-    assert len(info) == summ.n_out == len(pd.read_hdf(out, 'fluxes'))
+    assert len(info) == summ['n_out'] == len(pd.read_hdf(out, 'fluxes'))
     for c in ('specObjID', 'label_main', 'label_galaxy', 'label_star', 'z', 'zErr', 'petroMag_r', 'petroMagErr_z', 'EW_Ha', 'sn_median', 'split'):
         assert c in info
-    assert summ.n_in == count_records(raw) > 2300 and summ.n_out + sum(summ.dropped.values()) == summ.n_in   # 2,500 targets less zWarning != 0
-    assert 0.004 < summ.dropped.get('missing_flux', 0) / summ.n_in < 0.02   # the ~1% with missing blocks
+    assert summ['n_in'] == count_records(raw) > 2300 and summ['n_out'] + sum(summ['dropped'].values()) == summ['n_in']   # 2,500 targets less zWarning != 0
+    assert 0.004 < summ['dropped'].get('missing_flux', 0) / summ['n_in'] < 0.02   # the ~1% with missing blocks
 
 
 def test_split_is_stratified_and_deterministic(dataset, raw, tmp_path):
@@ -148,16 +151,16 @@ def test_split_is_stratified_and_deterministic(dataset, raw, tmp_path):
 def test_rerun_gives_byte_identical_fluxes(raw, dataset, tmp_path):
     out, _ = dataset
     pp.preprocess(raw, tmp_path / 'again.h5', progress=False)
-    assert pp.read_fluxes(out).tobytes() == pp.read_fluxes(tmp_path / 'again.h5').tobytes()
+    assert read_fluxes(out).tobytes() == read_fluxes(tmp_path / 'again.h5').tobytes()
     pd.testing.assert_frame_equal(pd.read_hdf(out, 'source_info'), pd.read_hdf(tmp_path / 'again.h5', 'source_info'))
 
 
 def test_scaler_is_fitted_on_train_only_and_round_trips(dataset):
     out, _ = dataset
     info = pd.read_hdf(out, 'source_info')
-    fl = pp.read_fluxes(out)
-    sc = pp.read_dataset_scaler(out)
-    assert pp.Scaler.load(out.with_name('dataset.scaler.json')) == sc
+    fl = read_fluxes(out)
+    sc = read_dataset_scaler(out)
+    assert Scaler.load(out.with_name('dataset.scaler.json')) == sc
     train = fl[(info.split == 'train').to_numpy()].astype(np.float64)
     np.testing.assert_allclose(sc.flux_mean, train.mean(0), rtol=1e-5, atol=1e-4)
     assert not np.allclose(sc.flux_mean, fl.astype(np.float64).mean(0), rtol=1e-6)
@@ -166,14 +169,14 @@ def test_scaler_is_fitted_on_train_only_and_round_trips(dataset):
     with pytest.raises(ValueError, match='pixels'):
         sc.transform_flux(fl[:, :100])
     with pytest.raises(ValueError, match='missing'):
-        sc.transform_features(info.drop(columns=['EW_Ha']))
+        sc.transform_features(info.drop(columns=['EW_Ha']), pp.FEATURE_COLUMNS)
     assert 'pickle' not in out.with_name('dataset.scaler.json').read_text()[:20]
 
 
 def test_smoothing_changes_fluxes_not_labels(raw, dataset, tmp_path):
     out, _ = dataset
-    pp.preprocess(raw, tmp_path / 's4.h5', sigma=4, progress=False)
-    a, b = pp.read_fluxes(out, 0, 50), pp.read_fluxes(tmp_path / 's4.h5', 0, 50)
+    pp.preprocess(raw, tmp_path / 's4.h5', smoothing_px=4, progress=False)
+    a, b = read_fluxes(out, 0, 50), read_fluxes(tmp_path / 's4.h5', 0, 50)
     assert np.std(np.diff(b, axis=1)) < 0.5 * np.std(np.diff(a, axis=1))
     pd.testing.assert_series_equal(pd.read_hdf(out, 'source_info').label_main, pd.read_hdf(tmp_path / 's4.h5', 'source_info').label_main)
 
@@ -184,8 +187,8 @@ def test_corrupt_and_truncated_fits_are_named_errors(tmp_path):
     junk = tmp_path / 'spec-junk.fits'; junk.write_bytes(b'<html>503 Service Unavailable</html>')
     trunc = tmp_path / 'spec-trunc.fits'; trunc.write_bytes(Path(FIXTURES[0]).read_bytes()[:20000])
     for p in (junk, trunc):
-        with pytest.raises(pp.BadSpectrumError, match=p.name):
-            pp.read_sdss_spec(p)
+        with pytest.raises(BadSpectrumError, match=p.name):
+            read_sdss_spec(p)
 
 
 def test_corrupt_fits_is_skipped_and_counted(tmp_path):
@@ -222,7 +225,7 @@ def test_bad_records_are_skipped_with_counts(tmp_path):
     assert s.n_out == 8 and s.n_out + sum(s.dropped.values()) == s.n_in == 12
     info = pd.read_hdf(tmp_path / 'ds.h5', 'source_info')
     assert info.z.notna().all() and info.label_main.isin(['GALAXY', 'QSO', 'STAR']).all()
-    assert pp.read_dataset_summary(tmp_path / 'ds.h5')['dropped'] == s.dropped
+    assert read_dataset_summary(tmp_path / 'ds.h5')['dropped'] == s.dropped
     assert json.loads((tmp_path / 'ds.summary.json').read_text())['dropped'] == s.dropped
 
 
@@ -230,13 +233,13 @@ def test_bad_records_raise_when_asked_and_keep_the_old_dataset(tmp_path, raw):
     good = pp.preprocess(raw, tmp_path / 'ds.h5', progress=False)
     before = (tmp_path / 'ds.h5').read_bytes()
     path = _bad_records(tmp_path)
-    with pytest.raises(pp.BadSpectrumError, match='cannot be used'):
+    with pytest.raises(BadSpectrumError, match='cannot be used'):
         pp.preprocess(path, tmp_path / 'ds.h5', on_bad='raise', progress=False)
     assert (tmp_path / 'ds.h5').read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith('.tmp')]
 
 
-@pytest.mark.parametrize('kw,msg', [(dict(sigma=-1), 'sigma'), (dict(max_missing=2), 'max_missing'), (dict(on_bad='ignore'), 'on_bad')])
+@pytest.mark.parametrize('kw,msg', [(dict(smoothing_px=-1), 'sigma'), (dict(max_missing=2), 'max_missing'), (dict(on_bad='ignore'), 'on_bad')])
 def test_bad_parameters_are_refused(tmp_path, raw, kw, msg):
     with pytest.raises(ValueError, match=msg):
         pp.preprocess(raw, tmp_path / 'ds.h5', progress=False, **kw)
@@ -254,15 +257,15 @@ def test_cli_preprocess(tmp_path, raw, capsys):
 
 @pytest.mark.parametrize('block,batch,rows', [(16, 7, None), (64, 64, range(5, 300)), (100, 33, range(2400, 9999)), (16, 5, range(40, 40))])
 def test_prediction_chunks_cross_info_blocks_unchanged(dataset, monkeypatch, block, batch, rows):
-    "predict's reader (`_chunks_h5`): every row once, in order, its fluxes and source_info as read directly, whatever the block, chunk and row range."
-    from spectral_nb import training as T
+    "predict's reader (`chunks_h5`): every row once, in order, its fluxes and source_info as read directly, whatever the block, chunk and row range."
+    from spectral_nb import predict as PR
     h5, _ = dataset
-    monkeypatch.setattr(T, 'INFO_BLOCK', block)
+    monkeypatch.setattr(PR, 'INFO_BLOCK', block)
     cols = ['specObjID', 'split', 'z', 'flux_scale']
-    got = list(T._chunks_h5(h5, batch, rows, cols))
-    n = len(pp.read_info(h5, columns=['z']))
+    got = list(PR.chunks_h5(h5, batch, rows, cols))
+    n = len(read_info(h5, columns=['z']))
     a, b = (0, n) if rows is None else (rows.start, min(rows.stop, n))
     if b <= a: assert got == []; return
     assert all(len(i) <= batch and len(i) == len(f) for i, f, _ in got)
-    np.testing.assert_array_equal(np.concatenate([f for _, f, _ in got]), pp.read_fluxes(h5, a, b))
-    pd.testing.assert_frame_equal(pd.concat([i for i, _, _ in got], ignore_index=True), pp.read_info(h5, a, b, cols).reset_index(drop=True))
+    np.testing.assert_array_equal(np.concatenate([f for _, f, _ in got]), read_fluxes(h5, a, b))
+    pd.testing.assert_frame_equal(pd.concat([i for i, _, _ in got], ignore_index=True), read_info(h5, a, b, cols).reset_index(drop=True))

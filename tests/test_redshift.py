@@ -1,15 +1,11 @@
 "The network redshift (issue 11): training, saved bundle, `predict_redshift`, and `spectral-nb predict --redshift-model`."
 import numpy as np, pandas as pd, pytest
-from spectral_nb.mock import write_mock
-from spectral_nb.preprocess import preprocess
 
 
 @pytest.fixture(scope='module')
-def zrun(tmp_path_factory):
+def zrun(tmp_path_factory, mock_dataset):
     d = tmp_path_factory.mktemp('redshift')
-    raw = write_mock(d / 'mock', 400, seed=5, progress=False)
-    h5 = d / 'mock' / 'dataset.h5'
-    preprocess(raw, h5, progress=False)
+    raw, h5 = mock_dataset(400, 5)
     from spectral_nb.redshift import train_redshift_cnn
     path, m = train_redshift_cnn(h5, d / 'run', epochs=2, seed=3)
     return d, raw, h5, path, m

@@ -39,7 +39,7 @@ def test_metrics_exist_are_probabilities_and_beat_the_majority_baseline(smoke_ru
         assert ex[name]['test_accuracy'] > ex[name]['majority_baseline'], ex[name]
     ae = json.loads((smoke_run / 'autoencoder' / 'metrics_autoencoder.json').read_text())
     assert ex['autoencoder']['latent_logreg_test_accuracy'] == ae['latent_logreg_test_accuracy'] > 0.4   # beats a 3-way guess
-    assert set(m['stage_seconds']) == {'mock', 'preprocess', 'cnn', 'redshift', 'mixed', 'autoencoder', 'baselines', 'domain_shift'}
+    assert set(m['stage_seconds']) == {'mock', 'preprocess', 'cnn', 'redshift', 'mixed', 'autoencoder', 'baselines', 'domain_shift', 'real'}
     # calibration and flag of every classifier, as its own metrics file has them; the head-to-head table on the same test rows
     for name, folder in (('cnn_compact', 'cnn'), ('mixed_main', 'mixed')):
         per = json.loads((smoke_run / folder / f'metrics_{name}.json').read_text())
@@ -71,6 +71,19 @@ def test_metrics_exist_are_probabilities_and_beat_the_majority_baseline(smoke_ru
             assert all(abs(h['recall'][c] - cm[i, i] / max(cm[i].sum(), 1)) < 1e-9 for i, c in enumerate(('GALAXY', 'QSO', 'STAR')))
     real = pd.DataFrame(ds['real'])
     assert len(real) == 22 and set(real.file) == {'dr18', 'spplate'} and real.predicted.isin(['GALAXY', 'QSO', 'STAR']).all()
+    # the real stage: every main-class classifier scored on the real SDSS set, each object once, numbers agreeing with its confusion matrix
+    rs = m['real']
+    assert set(rs) == {'cnn', 'cnn_compact', 'mixed_main', 'mixed_no_z', 'mixed_all', 'mixed_flux_only'}
+    objects = pd.read_csv(smoke_run / 'real' / 'real_predictions.csv')
+    for name, r in rs.items():
+        cm = np.array(r['confusion'])
+        assert cm.sum() == r['n'] == (objects.model == name).sum() and 150 <= r['n'] <= 158, (name, r['n'])
+        assert r['n_spectra'] + r['n_unusable'] == 172 and r['n_spectra'] >= r['n'], name
+        rec = [cm[i, i] / cm[i].sum() for i in range(3)]
+        assert all(abs(r['recall'][c] - rec[i]) < 1e-12 for i, c in enumerate(('GALAXY', 'QSO', 'STAR'))), name
+        assert abs(r['balanced_accuracy'] - np.mean(rec)) < 1e-12 and abs(r['accuracy'] - np.trace(cm) / cm.sum()) < 1e-12, name
+        assert set(r['by_survey']) == {'SDSS-I/II', 'BOSS', 'eBOSS'} and sum(b['n_spectra'] for b in r['by_survey'].values()) == r['n_spectra']
+        assert (smoke_run / 'real' / 'figures' / f'misses_{name}.png').stat().st_size > 2000
 
 
 def test_every_figure_the_report_links_exists_and_is_a_png(smoke_run):
@@ -91,7 +104,7 @@ def test_every_figure_the_report_links_exists_and_is_a_png(smoke_run):
     inj = next(c for c in nb['cells'] if 'injected-parameters' in c['metadata'].get('tags', []))
     assert 'run = "."' in ''.join(inj['source']) and not any(o.get('output_type') == 'error' for c in nb['cells'] for o in c.get('outputs', []))
     assert 'collect_metrics' not in md and 'show_figure' not in md and 'Open `RUN/report.ipynb`' not in md
-    assert len(list((smoke_run / 'notebooks').glob('*.ipynb'))) == 8
+    assert len(list((smoke_run / 'notebooks').glob('*.ipynb'))) == 9
     assert 'held out of training' in md or 'held-out' in md
     # the headline table puts each model's held-out-source accuracy beside its in-mock one
     m = json.loads((smoke_run / 'metrics.json').read_text())
@@ -99,6 +112,9 @@ def test_every_figure_the_report_links_exists_and_is_a_png(smoke_run):
     held = m['domain_shift']['models']['cnn_compact']['heldout']['heldout_sources']['accuracy']
     assert f"**{held:.3f}**" in row.split('|')[6], row
     assert 'held-out sources' in md and 'trained on mastar + miles stars' in md
+    # ... and its real-SDSS balanced accuracy beside them
+    assert f"**{m['real']['cnn_compact']['balanced_accuracy']:.3f}**" in row.split('|')[7], row
+    assert 'Real SDSS data.' in md and 'real SDSS objects it misses' in md
 
 
 # Every figure (by caption) and table (by a header cell) that the hand-written report had before it became a notebook.
@@ -112,9 +128,11 @@ REPORT_CAPTIONS = (
      'PCA projection of the latent space', 'Template fit: confusion matrix', 'Template-fit redshift against the catalogue redshift', 'Accuracy by S/N of the baselines'] +
     [f'{n}: {what}' for n in ('cnn_compact', 'mixed_main') for what in ('reliability diagram before and after temperature scaling', 'accuracy against the fraction of spectra kept')] +
     ['cnn_compact_z: network redshift against the catalogue redshift', 'Per-class recall on held-out sources', 'Accuracy by S/N on held-out sources',
-     'The 20 BOSS fibres of spPlate-4055-55359'])
+     'The 20 BOSS fibres of spPlate-4055-55359'] +
+    [f'{n}: {what}' for n in ('cnn', 'cnn_compact', 'mixed_main', 'mixed_no_z', 'mixed_all', 'mixed_flux_only')
+     for what in ('confusion matrix on real SDSS, each object counted once', 'the real SDSS objects it misses')])
 REPORT_TABLES = ('wall time (s)', 'held-out sources [95% CI]', 'n_conv_layers', 'val_acc_best5', 'baseline', 'ECE after', 'template fit', 'sigma_NMAD',
-                 'held-out sources acc [95% CI]', 'sdss_class')
+                 'held-out sources acc [95% CI]', 'sdss_class', 'balanced accuracy')
 
 
 def test_report_html_in_chromium_shows_every_table_and_figure(smoke_run, chromium):
@@ -140,7 +158,7 @@ def test_rerun_skips_complete_stages(smoke_run):
     from spectral_nb.reproduce import reproduce
     before = {p.name: p.stat().st_mtime for p in (smoke_run / '.stages').glob('*.json')}
     s = reproduce(smoke_run, 'smoke', 'mock', 42)
-    assert s['skipped'] == ['mock', 'preprocess', 'cnn', 'redshift', 'mixed', 'autoencoder', 'baselines', 'domain_shift']
+    assert s['skipped'] == ['mock', 'preprocess', 'cnn', 'redshift', 'mixed', 'autoencoder', 'baselines', 'domain_shift', 'real']
     assert {p.name: p.stat().st_mtime for p in (smoke_run / '.stages').glob('*.json')} == before
 
 

@@ -7,7 +7,9 @@ from spectral_nb import query as Q
 from spectral_nb.fakesdss import FakeSDSS, sas_path, write_spec_fits
 from spectral_nb.download import download, to_records, fits_ok, fetch
 from spectral_nb.mock import generate
-from spectral_nb.preprocess import read_sdss_spec, preprocess, read_fluxes
+from spectral_nb.preprocess import preprocess
+from spectral_nb.dataset import read_fluxes
+from spectral_nb.sdssfiles import read_sdss_spec
 from spectral_nb.config import CLASSES
 
 FIXTURES = sorted(glob.glob(str(Path(ppxf.__file__).parent / 'spectra' / '*_SDSS_DR18.fits')))

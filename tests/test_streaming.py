@@ -1,19 +1,20 @@
 "Streamed training: H5Batches serves each row of a split once, with load_task's inputs, in a seeded order, one block read at a time; fit_streaming learns."
+import sys
 import numpy as np, pandas as pd, pytest
-from spectral_nb.mock import write_mock
-from spectral_nb.preprocess import preprocess
-from spectral_nb import training as T
+from spectral_nb.bundle import load_bundle
+from spectral_nb.config import NPIX
+from spectral_nb.dataset import Dataset
+from spectral_nb.fit import load_task, seed_everything
+from spectral_nb.inputs import InputSpec
+from spectral_nb.predict import predict
 from spectral_nb import streaming as S
 
 BLOCK = 128   # file rows per block: the 600-spectrum survey spans 5 blocks
 
 
 @pytest.fixture(scope='module')
-def h5(tmp_path_factory):
-    d = tmp_path_factory.mktemp('stream')
-    raw = write_mock(d / 'mock', 600, seed=1, progress=False)
-    preprocess(raw, d / 'dataset.h5', progress=False)
-    return d / 'dataset.h5'
+def h5(mock_dataset):
+    return mock_dataset(600, 1)[1]
 
 
 def _ids(ds):
@@ -32,7 +33,7 @@ def _served(ds):
 
 
 def test_one_epoch_serves_each_row_of_the_split_once_with_load_task_inputs(h5):
-    ref = T.load_task(h5, 'main', feature_columns=())
+    ref = load_task(h5, 'main', spec=InputSpec())
     data = S.stream_task(h5, 'main', 'cnn', batch_size=32, block=BLOCK, augment=True)
     assert np.array_equal(data['scaler'].flux_mean, ref['scaler'].flux_mean) and np.array_equal(data['scaler'].flux_std, ref['scaler'].flux_std)
     assert data['spec'] == ref['spec']
@@ -54,7 +55,7 @@ def test_one_epoch_serves_each_row_of_the_split_once_with_load_task_inputs(h5):
 
 
 def test_mixed_inputs_of_a_subclass_task(h5):
-    ref = T.load_task(h5, 'galaxy')
+    ref = load_task(h5, 'galaxy')
     ds = S.H5Batches(h5, 'galaxy', 'val', 'mixed', ref['spec'], ref['scaler'], batch_size=16, block=BLOCK)
     served, td = _served(ds), ref['val']
     assert sorted(served) == sorted(td.info['specObjID'])
@@ -66,7 +67,7 @@ def test_mixed_inputs_of_a_subclass_task(h5):
 
 
 def test_order_is_seeded_by_seed_and_epoch(h5):
-    ref = T.load_task(h5, 'main', feature_columns=())
+    ref = load_task(h5, 'main', spec=InputSpec())
     mk = lambda seed, **kw: S.H5Batches(h5, 'main', 'train', 'cnn', ref['spec'], ref['scaler'], batch_size=32, block=BLOCK, seed=seed, **kw)
     a, b = mk(7), mk(7)
     e0 = _ids(a)
@@ -95,13 +96,15 @@ def test_reads_one_block_at_a_time(h5, monkeypatch):
         rows = np.asarray(rows); reads.append((int(rows.min()), int(rows.max()), len(rows)))
         return real(path, rows)
     monkeypatch.setattr(S, '_read_rows', spy)
-    def whole(*a, **k): raise AssertionError('the whole flux table was read')
-    monkeypatch.setattr(T, 'read_fluxes', whole)
+    def whole(*a, **k): raise AssertionError('the whole flux table, or all of the task\'s rows at once, was read')
+    monkeypatch.setattr(Dataset, 'fluxes', whole)        # the in-memory loader's one read of all the task's rows
+    for m in [m for k, m in sys.modules.items() if k.startswith('spectral_nb') and hasattr(m, 'read_fluxes')]:
+        monkeypatch.setattr(m, 'read_fluxes', whole)     # and the whole table, wherever a module reads it from
     monkeypatch.setattr(S.H5Batches, '__getitem__', _no_two_blocks(S.H5Batches.__getitem__))
     data = S.stream_task(h5, 'main', 'cnn', batch_size=32, block=BLOCK, augment=True)    # scaler fitted from blocks too
     assert reads and all(lo // BLOCK == hi // BLOCK for lo, hi, _ in reads)
     reads.clear()
-    T.seed_everything(0)
+    seed_everything(0)
     model = _tiny(len(data['classes']))
     hist = S.fit_streaming(model, data=data, epochs=2, patience=5)
     tr, va = data['train'], data['val']
@@ -122,7 +125,7 @@ def _no_two_blocks(getitem):
 def _tiny(k):
     import keras
     from keras import layers
-    inp = keras.Input((T.NPIX, 1), name='flux')
+    inp = keras.Input((NPIX, 1), name='flux')
     x = layers.Conv1D(8, 9, strides=4, activation='relu')(inp)
     x = layers.Conv1D(16, 9, strides=4, activation='relu')(x)
     x = layers.Concatenate()([layers.GlobalAveragePooling1D()(x), layers.GlobalMaxPooling1D()(x)])
@@ -132,7 +135,7 @@ def _tiny(k):
 
 
 def test_fit_streaming_learns(h5):
-    T.seed_everything(0)
+    seed_everything(0)
     data = S.stream_task(h5, 'main', 'cnn', batch_size=32, block=BLOCK, augment=True, class_weight='sqrt')
     model = _tiny(len(data['classes']))
     hist = S.fit_streaming(model, data=data, epochs=8, patience=8)
@@ -149,7 +152,7 @@ def test_fit_streaming_learns(h5):
 def test_worker_threads_get_their_own_blocks(h5):
     "With Keras worker threads (workers > 1) batches are fetched concurrently: each still gets its own rows' inputs."
     from concurrent.futures import ThreadPoolExecutor
-    ref = T.load_task(h5, 'main', feature_columns=())
+    ref = load_task(h5, 'main', spec=InputSpec())
     ds = S.H5Batches(h5, 'main', 'train', 'cnn', ref['spec'], ref['scaler'], batch_size=16, block=BLOCK, seed=3)
     j = {s: i for i, s in enumerate(ref['train'].info['specObjID'])}
     idx = list(range(len(ds))) * 2
@@ -162,7 +165,7 @@ def test_worker_threads_get_their_own_blocks(h5):
 
 def _test_accuracy_by_predict(path, h5):
     "Test accuracy of a saved bundle applied by `predict` (the path users take), for comparison with its recorded metrics."
-    p = T.predict(path, h5, progress=False)
+    p = predict(path, h5, progress=False)
     te = p[p['split'] == 'test']
     return len(te), float((te['predicted'] == te['label_main']).mean())
 
@@ -180,9 +183,9 @@ def test_compact_cnn_trains_streamed_when_the_task_does_not_fit_in_memory(h5, tm
     assert m['accuracy'] > m['majority_baseline'] + 0.1, m['accuracy']
     n, acc = _test_accuracy_by_predict(path, h5)
     assert n == m['n_test'] and abs(acc - m['accuracy']) < 1e-9
-    ref = T.load_task(h5, 'main', feature_columns=())   # the same rows and scaler as in memory
+    ref = load_task(h5, 'main', spec=InputSpec())   # the same rows and scaler as in memory
     assert m['n_train'] == ref['train'].n and m['n_test'] == ref['test'].n
-    meta = T.load_bundle(path)[1]
+    meta = load_bundle(path)[1]
     assert meta['calibration']['temperature'] > 0 and meta['novelty']
 
 

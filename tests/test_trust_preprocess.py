@@ -4,6 +4,7 @@ import json, logging, os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 import numpy as np, pandas as pd, pyarrow.parquet as pq, pytest
 from spectral_nb import preprocess as pp
+from spectral_nb.dataset import Dataset, check_dataset, dataset_hash, read_dataset_scaler, read_dataset_summary, read_fluxes
 from spectral_nb.config import NPIX, DLOGLAM
 from spectral_nb.config import sdss_loglam
 from spectral_nb.records import RecordWriter, CATALOG_COLUMNS
@@ -49,17 +50,17 @@ def survey():
 def test_two_datasets_in_one_folder_keep_their_own_scaler_and_summary(tmp_path, survey):
     cat, pix = survey
     raw = write_records(tmp_path / 'raw.parquet', cat, pix)
-    a = pp.preprocess(raw, tmp_path / 'a.h5', sigma=0, progress=False)
-    b = pp.preprocess(raw, tmp_path / 'b.h5', sigma=4, progress=False)
+    a = pp.preprocess(raw, tmp_path / 'a.h5', smoothing_px=0, progress=False)
+    b = pp.preprocess(raw, tmp_path / 'b.h5', smoothing_px=4, progress=False)
     assert not (tmp_path / 'scaler.json').exists() and not (tmp_path / 'preprocess_summary.json').exists()
-    sa, sb = pp.read_dataset_scaler(tmp_path / 'a.h5'), pp.read_dataset_scaler(tmp_path / 'b.h5')
-    assert sa.sigma == 0 and sb.sigma == 4 and sa.flux_std != sb.flux_std
+    sa, sb = read_dataset_scaler(tmp_path / 'a.h5'), read_dataset_scaler(tmp_path / 'b.h5')
+    assert Dataset(tmp_path / 'a.h5').smoothing_px == 0 and Dataset(tmp_path / 'b.h5').smoothing_px == 4 and sa.flux_std != sb.flux_std
     # each file's scaler is the one fitted on that file's training rows
     for name, sc in (('a.h5', sa), ('b.h5', sb)):
         info = pd.read_hdf(tmp_path / name, 'source_info')
-        train = pp.read_fluxes(tmp_path / name)[(info.split == 'train').to_numpy()].astype(np.float64)
+        train = read_fluxes(tmp_path / name)[(info.split == 'train').to_numpy()].astype(np.float64)
         np.testing.assert_allclose(sc.flux_mean, train.mean(0), rtol=1e-5, atol=1e-4)
-    ma, mb = pp.read_dataset_summary(tmp_path / 'a.h5'), pp.read_dataset_summary(tmp_path / 'b.h5')
+    ma, mb = read_dataset_summary(tmp_path / 'a.h5'), read_dataset_summary(tmp_path / 'b.h5')
     assert (ma['sigma_applied'], mb['sigma_applied']) == (0.0, 4.0)
     assert ma['n_out'] == a.n_out and mb['n_out'] == b.n_out
     assert json.loads((tmp_path / 'b.summary.json').read_text())['sigma_applied'] == 4.0
@@ -70,21 +71,21 @@ def test_dataset_hash_is_a_content_hash(tmp_path, survey):
     raw = write_records(tmp_path / 'raw.parquet', cat, pix)
     pp.preprocess(raw, tmp_path / 'a.h5', progress=False)
     pp.preprocess(raw, tmp_path / 'b.h5', progress=False, seed=7)          # another split
-    pp.preprocess(raw, tmp_path / 'c.h5', progress=False, sigma=2)         # other fluxes
+    pp.preprocess(raw, tmp_path / 'c.h5', progress=False, smoothing_px=2)         # other fluxes
     import shutil
     (tmp_path / 'copy').mkdir(); shutil.copy(tmp_path / 'a.h5', tmp_path / 'copy' / 'x.h5')
-    h = pp.dataset_hash(tmp_path / 'a.h5')
-    assert len(h) == 64 and h == pp.dataset_hash(tmp_path / 'copy' / 'x.h5')
-    assert len({h, pp.dataset_hash(tmp_path / 'b.h5'), pp.dataset_hash(tmp_path / 'c.h5')}) == 3
+    h = dataset_hash(tmp_path / 'a.h5')
+    assert len(h) == 64 and h == dataset_hash(tmp_path / 'copy' / 'x.h5')
+    assert len({h, dataset_hash(tmp_path / 'b.h5'), dataset_hash(tmp_path / 'c.h5')}) == 3
 
 
 def test_check_dataset_refuses_what_is_not_a_dataset(tmp_path):
     (tmp_path / 'junk.h5').write_bytes(b'\x00junk' * 100)
     pd.DataFrame({'a': [1, 2]}).to_hdf(tmp_path / 'other.h5', key='fluxes')
-    with pytest.raises(ValueError, match='not an HDF5 file'): pp.check_dataset(tmp_path / 'junk.h5')
-    with pytest.raises(ValueError, match='not a .*spectral_nb dataset'): pp.check_dataset(tmp_path / 'other.h5')
-    with pytest.raises(ValueError, match='is a folder'): pp.check_dataset(tmp_path)
-    with pytest.raises(FileNotFoundError, match='spectral-nb preprocess'): pp.check_dataset(tmp_path / 'none.h5')
+    with pytest.raises(ValueError, match='not an HDF5 file'): check_dataset(tmp_path / 'junk.h5')
+    with pytest.raises(ValueError, match='not a .*spectral_nb dataset'): check_dataset(tmp_path / 'other.h5')
+    with pytest.raises(ValueError, match='is a folder'): check_dataset(tmp_path)
+    with pytest.raises(FileNotFoundError, match='spectral-nb preprocess'): check_dataset(tmp_path / 'none.h5')
 
 
 # ---- item 5: real SDSS subclasses keep their rows ----------------------------------------------------------------
@@ -132,7 +133,7 @@ def test_damaged_rows_are_skipped_counted_and_named(tmp_path, survey, caplog):
     assert sorted(s.dropped_ids['bad_loglam']) == sorted(ids[:3]) and s.dropped_ids['bad_pixel_arrays'] == [ids[3]]
     assert sorted(s.dropped_ids['bad_z']) == sorted(ids[4:6])
     assert all(str(i) in caplog.text for i in ids[:6])
-    assert pp.read_dataset_summary(tmp_path / 'd.h5')['dropped'] == s.dropped
+    assert read_dataset_summary(tmp_path / 'd.h5')['dropped'] == s.dropped
     info = pd.read_hdf(tmp_path / 'd.h5', 'source_info')
     assert not set(ids[:6]) & set(info.specObjID.astype(int)) and (info.z > -0.01).all()
 
