@@ -46,8 +46,8 @@ if a.child:
     import numpy as np
     from spectral_nb.config import CLASSES, NPIX
     from spectral_nb.inputs import InputSpec
-    from spectral_nb.fit import seed_everything, load_task, fit_model
-    from spectral_nb.streaming import stream_task, fit_streaming, predict_streaming
+    from spectral_nb.fit import seed_everything, load_task, fit_model, fit_streaming
+    from spectral_nb.streaming import stream_task, predict_streaming
     from spectral_nb.cnn import build_compact_cnn
     seed_everything(a.seed)
     model = build_compact_cnn(len(CLASSES), NPIX)
@@ -65,7 +65,7 @@ if a.child:
         n_train, n_val = data['train'].n, data['val'].n
         load_s = time.perf_counter() - t
         t = time.perf_counter()
-        hist = fit_streaming(model, data=data, epochs=a.epochs, batch_size=a.batch_size, seed=a.seed, patience=a.epochs + 1)
+        hist = fit_streaming(model, data, epochs=a.epochs, patience=a.epochs + 1)
         fit_s = time.perf_counter() - t
     print(json.dumps(dict(way=a.child, n_train=n_train, n_val=n_val, epochs=len(hist['loss']), peak_rss_mb=rss_mb(),
                           rss_at_end_mb=current_rss_mb(), **base, load_s=round(load_s, 1), fit_s=round(fit_s, 1),

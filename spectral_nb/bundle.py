@@ -124,11 +124,20 @@ def load_bundle(path) -> tuple:
     import keras
 
     path = check_bundle(path)
-    return (
-        keras.models.load_model(path / 'model.keras'),
-        json.loads((path / 'meta.json').read_text()),
-        Scaler.load(path / 'scaler.json'),
-    )
+    try:
+        model = keras.models.load_model(path / 'model.keras')
+    except Exception as e:  # a truncated or damaged zip: Keras says "File not found" or a zipfile error
+        raise ValueError(
+            f"{path / 'model.keras'} is damaged or truncated and cannot be loaded ({type(e).__name__}: {str(e)[:120]}); "
+            f"copy the model folder again or retrain it (`spectral-nb train`)."
+        ) from None
+    try:
+        meta, scaler = json.loads((path / 'meta.json').read_text()), Scaler.load(path / 'scaler.json')
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"{path}: meta.json or scaler.json is damaged ({e}); copy the model folder again or retrain it."
+        ) from None
+    return model, meta, scaler
 
 
 def _swap_in(src: Path, dst: Path):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_config.ipynb #52b65536
 from __future__ import annotations
-import logging, math, os
+import logging, math, os, re
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -119,33 +119,51 @@ STAR_GROUPS = (
 )
 _SPECIAL = ('CV', 'Carbon', 'CarbonWD', 'Carbon_lines', 'T2', 'WD', 'WDmagnetic')  # groups kept by exact name
 _RAISE = object()
+_PREFIX = re.compile(
+    r'(?:e?sd|usd|sg|[dgc])?(?=[OBAFGKMLTY])'
+)  # MK prefixes: (extreme/ultra) subdwarf, subgiant, dwarf, giant, supergiant
+_TYPE = re.compile(
+    r'([OBAFGKML])(?:\d+(?:\.\d+)?)?'  # letter, optional subtype
+    r'(?:$|(?=[\dIV0+/\-.,;_ ]|[a-z]|CN|CH|Ba|Fe|Sr|Eu|Si|Cr|Hg|Mn|He|Ca))'  # then the end, a luminosity class, a range, '+...' or a peculiarity code
+)
+_WD = re.compile(r'D[ABCOQZX]')  # white dwarf spectral types (DA, DB, DAH, ...)
+_CARBON = re.compile(
+    r'(?:d?C(?:-?[NRHJ])?|CH|R|N|SC)(?:$|[\d\-,.:(])'
+)  # carbon stars in MK notation: C5, C-N5, C-R, CH, R, N, SC, dC
 
 
 def star_group(
-    subclass: str,  # an SDSS star subclass: one of the 41 or any spectral type ('G5', 'M0.5', 'K0III', 'F5V (HD 1)', 'WDcooler')
+    subclass: str,  # an SDSS star subclass: one of the 41, a BOSS archetype name ('F0IV (81937)', 'sd:F0 (G_84-29)') or any MK type
     default=_RAISE,  # returned for a subclass no group fits (default: raise ValueError)
 ) -> str:
-    "The thesis's 15-way group of an SDSS star subclass, from its letter(s): 'K5' -> 'K', 'OB' -> 'O', 'M0.5' -> 'M', 'WDcooler' -> 'WD'."
-    import re
-
-    s = str(subclass).split('(')[0].strip().split(' ')[0] if subclass is not None else ''
+    "The thesis's 15-way group of an SDSS star subclass: 'K5' -> 'K', 'OB' -> 'O', 'M0.5' -> 'M', 'F0IV (81937)' -> 'F', 'WDcooler' -> 'WD'."
+    s = '' if subclass is None else str(subclass).split('(')[0].strip()  # the archetype's catalogue id in parentheses
+    s = s.split(' ')[0].replace(':', '')  # ':' marks an uncertain type ('sd:F0')
     if s in _SPECIAL:
         return s
-    if s == 'OB':
-        return 'O'
+    if s in ('OB', 'sdOB'):
+        return 'O'  # OB stars, hot subdwarfs sdOB
     if s.startswith('Carbon'):
         return 'Carbon'  # other carbon-star variants
-    if 'WD' in s or s.startswith('DA'):
-        return 'WD'  # WDcooler, WDhotter, CalciumWD, DA white dwarfs
-    m = re.fullmatch(r'(?:e?sd|usd)?([OBAFGKML])(?:\d+(?:\.\d+)?)?(?:I{1,3}|IV|V|p|e|n|[ab]|/)*[^a-z]*', s)
+    if 'WD' in s or _WD.match(s):
+        return 'WD'  # WDcooler, WDhotter, CalciumWD, DA, DB, ... white dwarfs
+    if _CARBON.match(s):
+        return 'Carbon'
+    if re.match(r'W[NCRO]', s):
+        return 'O'  # Wolf-Rayet stars: hot, like O stars
+    if re.match(r'M?S(?:$|\d)', s):
+        return 'M'  # S stars (ZrO bands of cool giants)
+    t = _PREFIX.sub('', s, count=1)
+    t = re.sub(r'^k(?=[OBAFGKM])', '', t)  # Am-star notation kA2hA5mA7V: the first (Ca K) type
+    m = _TYPE.match(t)
     if m:
-        return m[1]  # letter, optional number, luminosity class
-    if re.fullmatch(r'T\d+(?:\.\d+)?', s):
-        return 'T2'  # T dwarfs: the thesis's only T group
+        return m[1]
+    if re.match(r'[TY](?:\d|$)', t):
+        return 'T2'  # T (and Y) dwarfs: the thesis's only T group
     if default is _RAISE:
         raise ValueError(
             f"Unknown star subclass {subclass!r}: no star group fits it; expected a spectral type such as "
-            f"'K5', 'M0.5', 'G2V' or one of {', '.join(_SPECIAL)}."
+            f"'K5', 'M0.5', 'G2V', 'F0IV (81937)' or one of {', '.join(_SPECIAL)}."
         )
     return default
 
@@ -371,6 +389,7 @@ class RunLayout:
     autoencoder: str = 'autoencoder'
     baselines: str = 'baselines'
     domain_shift: str = 'domain_shift'
+    real: str = 'real'  # the real-SDSS yardstick stage (08d_real_sdss): metrics.json, figures, per-object predictions
     classifiers: tuple = ('cnn/models', 'mixed/models')  # one bundle folder per classifier inside each
     autoencoder_model: str = 'autoencoder/models/autoencoder'  # autoencoder.keras, encoder.keras
     redshift_model: str = 'redshift/models/cnn_compact_z'  # the redshift network's bundle

@@ -319,7 +319,7 @@ def preprocess_parts(
             try:
                 for res, err in results:
                     for k, v in err.items():
-                        errors[k] = errors.get(k, 0) + v
+                        errors[k] = errors.get(k, [] if isinstance(v, list) else 0) + v
                     yield from res
             finally:
                 results.close()
@@ -357,7 +357,7 @@ def _predict_task(task: Task, model_path: str, batch_size: int) -> tuple:
 def predict_parts(
     model_path,
     parts,
-    out_csv=None,
+    out=None,
     scheduler: str | None = None,
     n_workers: int = 2,
     client=None,
@@ -366,7 +366,7 @@ def predict_parts(
     progress: bool = True,
 ) -> pd.DataFrame:
     "`predict` over dataset .h5 and raw .parquet files on a Dask cluster, each worker loading the model once: the table `predict` gives for each file, concatenated in input order."
-    out_csv = check_out_file(out_csv) if out_csv else None
+    out = check_out_file(out) if out else None
     pr = Predictor(model_path)  # bundle and calibration checked here; the model itself is loaded by the workers
     items = input_parts(parts)
     if not items:
@@ -391,8 +391,8 @@ def predict_parts(
                 outs += o
                 bar.update(t.n)
                 for k, v in d.items():
-                    dropped[k] = dropped.get(k, 0) + v
+                    dropped[k] = dropped.get(k, [] if isinstance(v, list) else 0) + v
         finally:
             results.close()
     where = items[0][1] if len(items) == 1 else f"{len(items)} files ({items[0][1]}, ...)"
-    return predictions_table(outs, dropped, total, where, out_csv)
+    return predictions_table(outs, dropped, total, where, out)

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 import numpy as np, pandas as pd
 from .config import *
-from .sdssfiles import iter_fits_records
+from .sdssfiles import iter_fits_records, read_spplate
 from .spectra import grid_chunk, bad_pixels, fill_bad
 from .preprocess import process_chunk, FEATURE_COLUMNS
 from .inputs import InputSpec, model_input, model_feed
@@ -17,50 +17,9 @@ from .bundle import load_bundle, bundle_spec
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'read_spplate', 'flux_only_predict', 'real_spectra', 'build_mocks', 'shift_metrics']
+__all__ = ['log', 'flux_only_predict', 'real_spectra', 'build_mocks', 'shift_metrics']
 
 # %% ../nbs/08a_domain_shift.ipynb #d0e92c37
-def read_spplate(path, fibers=None) -> tuple:
-    "Raw records (catalogue DataFrame, pixel dict) of the fibres of an SDSS spPlate file; catalogue values a plate does not hold are NaN / ''."
-    from astropy.io import fits
-
-    with fits.open(path, memmap=False) as h:
-        hdr = h[0].header
-        flux = np.asarray(h[0].data, np.float32)
-        # a full spPlate has ivar (HDU 1), and_mask (HDU 2) and the plug map (HDU 5); trimmed copies (pydl's test file) keep only the flux
-        ivar = (
-            np.asarray(h[1].data, np.float32)
-            if len(h) > 1
-            else np.where(np.isfinite(flux) & (flux != 0), 1.0, 0.0).astype(np.float32)
-        )
-        mask = np.asarray(h[2].data, np.int32) if len(h) > 2 else np.zeros(flux.shape, np.int32)
-        plug = h[5].data if len(h) > 5 else None
-    n, npix = flux.shape
-    if hdr.get('COEFF1') is None:
-        raise ValueError(f"{path}: no COEFF0/COEFF1 wavelength keywords; not an SDSS spPlate file.")
-    loglam = np.broadcast_to(hdr['COEFF0'] + hdr['COEFF1'] * np.arange(npix), (n, npix))
-    idx = np.arange(n) if fibers is None else np.asarray(fibers)
-    obj = [str(x).strip() for x in plug['OBJTYPE']][:n] if plug is not None and 'OBJTYPE' in plug.names else [''] * n
-    cat = (
-        pd.DataFrame(
-            dict(
-                specObjID=np.arange(n, dtype=np.uint64) + 1,
-                plate=int(hdr.get('PLATEID', 0)),
-                mjd=int(hdr.get('MJD', 0)),
-                fiberID=np.arange(1, n + 1),
-                objtype=obj,
-                **{'class': '', 'subClass': ''},
-                z=np.nan,
-                source='sdss',
-            )
-        )
-        .iloc[idx]
-        .reset_index(drop=True)
-    )
-    pix = dict(loglam=np.asarray(loglam[idx], np.float64), flux=flux[idx], ivar=ivar[idx], and_mask=mask[idx])
-    return cat, pix
-
-
 def flux_only_predict(model_path, pix: dict) -> pd.DataFrame:
     "Class probabilities of a flux-only classifier for raw pixel records without catalogue values; columns prob_<class>, predicted, probability, missing_frac."
     model, meta, sc = load_bundle(model_path)

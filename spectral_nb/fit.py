@@ -14,12 +14,13 @@ from .config import *
 from .dataset import Dataset
 from .preprocess import FEATURE_COLUMNS
 from .inputs import InputSpec, TaskData, Augment, augment_flux, flux_input, model_feed, task_arrays
-from .streaming import needs_streaming, stream_task, fit_streaming
+from .streaming import needs_streaming, stream_task
 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'seed_everything', 'augmented_inputs', 'fit_epochs', 'epoch_log', 'is_streamed', 'fit_model', 'load_task']
+__all__ = ['log', 'seed_everything', 'augmented_inputs', 'early_stopping', 'fit_epochs', 'fit_streaming', 'epoch_log',
+           'is_streamed', 'fit_model', 'load_task']
 
 # %% ../nbs/04d_fit.ipynb #6466d5bd
 def seed_everything(seed: int = SEED):
@@ -56,6 +57,25 @@ def augmented_inputs(
     return model_feed(X, data.feat, kind, data.spec)
 
 
+def early_stopping(model, fit_epoch, epochs: int, monitor: str = 'val_accuracy', patience: int = 4) -> dict:
+    """Fit one epoch at a time with `fit_epoch(e)` (it returns Keras's History of epoch `e`), stopping when `monitor` has not
+    improved for `patience` epochs (accuracies: higher is better; losses: lower) and restoring the best weights; returns
+    the history dict. The one loop behind `fit_epochs` (arrays) and `fit_streaming` (streamed batches)."""
+    better = (lambda a, b: a > b) if 'acc' in monitor else (lambda a, b: a < b)
+    hist, best, best_w, wait = {}, None, None, 0
+    for e in range(epochs):
+        for k, v in fit_epoch(e).history.items():
+            hist.setdefault(k, []).extend(float(x) for x in v)
+        cur = hist[monitor][-1]
+        if best is None or better(cur, best):
+            best, best_w, wait = cur, model.get_weights(), 0
+        elif (wait := wait + 1) >= patience:
+            break
+    if best_w is not None:
+        model.set_weights(best_w)
+    return hist
+
+
 def fit_epochs(
     model,
     inputs,
@@ -69,31 +89,58 @@ def fit_epochs(
     callbacks=(),
     verbose: int = 0,
 ) -> dict:
-    "Fit one epoch at a time on `inputs(epoch)` (fresh augmentation per epoch), stopping early on `monitor` (accuracies: higher is better; losses: lower) and restoring the best weights; returns the history dict."
-    better = (lambda a, b: a > b) if 'acc' in monitor else (lambda a, b: a < b)
-    hist, best, best_w, wait = {}, None, None, 0
-    for e in range(epochs):
-        h = model.fit(
-            inputs(e),
-            y,
-            validation_data=validation_data,
-            initial_epoch=e,
-            epochs=e + 1,
-            batch_size=batch_size,
-            class_weight=class_weight,
-            callbacks=list(callbacks),
-            verbose=verbose,
-            shuffle=True,
+    "`early_stopping` on arrays: epoch `e` fits on `inputs(e)` (fresh augmentation per epoch); returns the history dict."
+
+    def one(e):
+        kw = dict(batch_size=batch_size, class_weight=class_weight, callbacks=list(callbacks), verbose=verbose)
+        return model.fit(
+            inputs(e), y, validation_data=validation_data, initial_epoch=e, epochs=e + 1, shuffle=True, **kw
         )
-        for k, v in h.history.items():
-            hist.setdefault(k, []).extend(float(x) for x in v)
-        cur = hist[monitor][-1]
-        if best is None or better(cur, best):
-            best, best_w, wait = cur, model.get_weights(), 0
-        elif (wait := wait + 1) >= patience:
-            break
-    if best_w is not None:
-        model.set_weights(best_w)
+
+    return early_stopping(model, one, epochs, monitor, patience)
+
+
+def fit_streaming(
+    model,
+    data: dict,
+    epochs: int = 10,
+    patience: int = 4,
+    monitor: str = 'val_accuracy',
+    callbacks=(),
+    verbose: int = 0,
+) -> dict:
+    """`early_stopping` on a streamed task (`streaming.stream_task`; its batch size, augmentation and class weights
+    apply): epoch `e` serves the (seed, e) order of the training batches, validation runs on the streamed validation
+    batches. Returns the history dict with the training time, spectra per second, the augmentation and the block reads."""
+    tr, va = data['train'], data['val']
+
+    def one(e):
+        t = time.perf_counter()
+        with tr.holding(e):
+            h = model.fit(
+                tr,
+                validation_data=va,
+                initial_epoch=e,
+                epochs=e + 1,
+                callbacks=list(callbacks),
+                verbose=verbose,
+                shuffle=False,
+            )
+        log.info(
+            "streamed epoch %d/%d: %s, %.0f spectra/s",
+            e + 1,
+            epochs,
+            {k: round(v[-1], 4) for k, v in h.history.items()},
+            tr.n / (time.perf_counter() - t),
+        )
+        return h
+
+    t = time.perf_counter()
+    hist = early_stopping(model, one, epochs, monitor, patience)
+    hist['train_seconds'] = time.perf_counter() - t
+    hist['train_spectra_per_s'] = tr.n * len(hist['loss']) / hist['train_seconds']
+    hist['augment'] = asdict(tr.augment) if tr.augment is not None else None
+    hist['block_reads'] = tr.reads
     return hist
 
 
@@ -148,13 +195,7 @@ def fit_model(
     if is_streamed(data):  # a task from stream_task (load_task(stream=...)): the same fit, one file block at a time
         tr.configure(batch_size, augment, class_weight)
         return fit_streaming(
-            model,
-            data=data,
-            epochs=epochs,
-            seed=seed,
-            patience=patience,
-            callbacks=[epoch_log(tr.n, epochs, name or model.name)],
-            verbose=verbose,
+            model, data, epochs, patience, callbacks=[epoch_log(tr.n, epochs, name or model.name)], verbose=verbose
         )
     cb = [
         keras.callbacks.EarlyStopping(monitor='val_accuracy', patience=patience, restore_best_weights=True),

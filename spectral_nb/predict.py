@@ -16,6 +16,8 @@ from .dataset import Dataset, Scaler, TASKS, read_info
 from .spectra import spectrum_scale
 from .preprocess import FEATURE_COLUMNS, process_chunk
 from .records import iter_records, prefetch
+from .sdssfiles import spectrum_files, iter_fits_records
+from .catalog import ZW, DROP_BITS, catalog_columns, write_table
 from .inputs import InputSpec, prepare_flux, feature_input, model_feed
 from spectral_nb.bundle import (
     check_bundle,
@@ -33,7 +35,8 @@ log = get_logger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'MODEL_BATCH', 'INFO_BLOCK', 'check_out_file', 'fold_batchnorm', 'predictor_fn', 'stored_scale', 'chunks_h5',
-           'chunks_raw', 'Predictor', 'predictions_table', 'predict']
+           'chunks_raw', 'chunks_fits', 'is_fits_input', 'fits_spectra_count', 'Predictor', 'predictions_table',
+           'predict']
 
 # %% ../nbs/04f_predict.ipynb #2404833a
 def check_out_file(path) -> Path:
@@ -210,14 +213,60 @@ def chunks_h5(h5_path, batch: int, rows: range | None = None, columns=None):
                 yield info.iloc[a : a + batch].reset_index(drop=True), np.array(part['values_block_0'], np.float32), {}
 
 
-def chunks_raw(raw_path, batch: int, smoothing_px: float, row_groups: range | None = None):
-    "(info, fluxes, dropped) of `process_chunk` per chunk of raw records (of its `row_groups` only, if given)."
-    for cat, pix in iter_records(raw_path, batch_size=batch, row_groups=row_groups):
-        info, flux, dropped = process_chunk(cat, pix, smoothing_px=smoothing_px)
+def _prepared_chunks(records, smoothing_px: float, where):
+    "(info, fluxes, dropped) of `process_chunk` (prediction: rows without a class or redshift kept) per raw-record chunk."
+    for cat, pix in records:
+        info, flux, dropped = process_chunk(cat, pix, smoothing_px=smoothing_px, labelled=False)
+        rows = dropped.get('_rows')
         dropped = {k: int(v) for k, v in dropped.items() if not k.startswith('_')}
         if dropped:
-            log.warning("predict: %d raw spectra could not be used: %s", sum(dropped.values()), dropped)
+            log.warning("predict: %d spectra of %s could not be used: %s", sum(dropped.values()), where, dropped)
+        if rows is not None:
+            dropped['_rows'] = [rows]
         yield info, flux, dropped
+
+
+def chunks_raw(raw_path, batch: int, smoothing_px: float, row_groups: range | None = None):
+    "(info, fluxes, dropped) per chunk of raw records (of its `row_groups` only, if given); `dropped['_rows']` names the rows dropped."
+    return _prepared_chunks(iter_records(raw_path, batch_size=batch, row_groups=row_groups), smoothing_px, raw_path)
+
+
+def chunks_fits(files: list, batch: int, smoothing_px: float):
+    "(info, fluxes, dropped) per chunk of SDSS spectrum files (spec, spSpec, spPlate); a file that cannot be read is named in a last chunk."
+    errors = {}
+    yield from _prepared_chunks(iter_fits_records(files, batch, errors), smoothing_px, f'{len(files)} files')
+    bad = errors.get('_corrupt_files', [])
+    if bad:
+        rows = pd.DataFrame({'specObjID': np.zeros(len(bad), np.uint64), 'reason': 'corrupt_fits', 'filename': bad})
+        yield pd.DataFrame(), np.zeros((0, NPIX), np.float32), {'corrupt_fits': len(bad), '_rows': [rows]}
+
+
+def is_fits_input(data) -> bool:
+    "Whether `data` names SDSS spectrum files: a FITS file, a folder, a glob pattern or a list (not a dataset.h5 or raw.parquet)."
+    if isinstance(data, (list, tuple)):
+        return True
+    p = Path(data)
+    return (
+        p.is_dir()
+        or any(ch in str(data) for ch in '*?[')
+        or p.name.lower().endswith(('.fits', '.fit', '.fits.gz', '.fit.gz'))
+    )
+
+
+def fits_spectra_count(files) -> int:
+    "How many spectra SDSS spectrum files hold: one per spec or spSpec file, one per fibre of a spPlate file."
+    from astropy.io import fits
+
+    n = 0
+    for f in files:
+        if Path(f).name.lower().startswith('spplate'):
+            try:
+                n += int(fits.getheader(f).get('NAXIS2', 1))
+            except Exception:
+                n += 1
+        else:
+            n += 1
+    return n
 
 # %% ../nbs/04f_predict.ipynb #4f1d0006
 class Predictor:
@@ -242,7 +291,14 @@ class Predictor:
         self._run = None
 
     def check_data(self, data_path) -> tuple:
-        "('h5' or 'raw', number of spectra) of a data file this model can be applied to; otherwise a clear error naming it and the fix."
+        """('h5', 'raw' or 'fits', number of spectra) of data this model can be applied to (a dataset.h5, a raw.parquet, or
+        SDSS spectrum files: files, a folder, a glob, a list); otherwise a clear error naming it and the fix."""
+        if is_fits_input(data_path):
+            if self.spec.dataset_smoothing_px is None:
+                raise ValueError(f"{self.path} does not record the smoothing its training data had; retrain it.")
+            files = spectrum_files(data_path)
+            self._files = files
+            return 'fits', fits_spectra_count(files)
         data_path, meta, spec = Path(data_path), self.meta, self.spec
         if not data_path.exists():
             raise FileNotFoundError(f"No data at {data_path}.")
@@ -260,20 +316,13 @@ class Predictor:
                     f"like them; apply it to a dataset.h5 preprocessed like its training data instead."
                 )
             return 'raw', count_records(data_path)
-        raise ValueError(f"{data_path}: give a dataset .h5 or a raw-record .parquet file.")
+        raise ValueError(
+            f"{data_path}: give a dataset .h5, a raw-record .parquet file, or SDSS spectrum files (spec-*.fits, "
+            f"spSpec-*.fit, spPlate-*.fits; a folder or a glob of them)."
+        )
 
-    INFO_COLUMNS = (
-        'specObjID',
-        'plate',
-        'mjd',
-        'fiberID',
-        'z',
-        'split',
-        'source',
-        'sn_median',
-        'label_main',
-        'flux_scale',
-    )  # what `table` reads
+    OUT_COLUMNS = ('specObjID', 'plate', 'mjd', 'fiberID', 'z', 'split', 'source', 'sn_median', 'label_main')
+    INFO_COLUMNS = (*OUT_COLUMNS, 'flux_scale')  # what `table` reads: the columns it copies, and the stored scale
 
     def chunks(self, data_path, kind: str, batch_size: int = 1024, rows: range | None = None):
         """(info, fluxes, dropped) chunks of a checked data file of `kind` ('h5': `rows` are row numbers, and only the
@@ -282,6 +331,10 @@ class Predictor:
             have = set(Dataset(data_path).columns)
             cols = [c for c in dict.fromkeys((*self.INFO_COLUMNS, self.col, *self.spec.feature_columns)) if c in have]
             return chunks_h5(data_path, batch_size, rows, cols)
+        if kind == 'fits':
+            return chunks_fits(
+                getattr(self, '_files', None) or spectrum_files(data_path), batch_size, self.spec.dataset_smoothing_px
+            )
         return chunks_raw(data_path, batch_size, self.spec.dataset_smoothing_px, rows)
 
     def prepared(self, flux: np.ndarray, inplace: bool = False, scale: np.ndarray | None = None) -> np.ndarray:
@@ -301,35 +354,18 @@ class Predictor:
             self._run = predictor_fn(
                 load_bundle(self.path)[0], self.meta['kind'], self.spec, self.scaler, batch=min(batch_size, MODEL_BATCH)
             )
-        with (
-            one_blas_thread()
-        ):  # the novelty score's matrix product must not leave BLAS threads spinning beside the model's
+        # the novelty score's matrix product must not leave BLAS threads spinning beside the model's
+        with one_blas_thread():
             r = self._run(flux if prepared else self.prepared(flux), feature_input(info, self.spec, self.scaler))
             p, emb = r if isinstance(r, tuple) else (r, None)
             p = apply_temperature(p, self.temperature)
             nov = novelty_score(emb, self.novelty) if (self.novelty and emb is not None) else np.full(len(info), np.nan)
-        o = info[
-            [
-                c
-                for c in dict.fromkeys(
-                    (
-                        'specObjID',
-                        'plate',
-                        'mjd',
-                        'fiberID',
-                        'z',
-                        'split',
-                        'source',
-                        'sn_median',
-                        'label_main',
-                        self.col,
-                    )
-                )
-                if c in info
-            ]
-        ].copy()
+        o = info[[c for c in dict.fromkeys((*self.OUT_COLUMNS, self.col)) if c in info]].copy()
         o['novelty'] = nov
         o['flag'] = flag_low_confidence(p, self.threshold, nov if self.nov_th is not None else None, self.nov_th)
+        low = p.max(1) < self.threshold
+        novel = (nov > self.nov_th) if self.nov_th is not None else np.zeros(len(o), bool)
+        o['ZWARNING'] = np.where(low, ZW['LOW_CONFIDENCE'], 0) | np.where(novel, ZW['NOVELTY'], 0)
         for j, c in enumerate(self.meta['classes']):
             o[f'prob_{c}'] = p[:, j]
         o['predicted'] = np.asarray(self.meta['classes'])[p.argmax(1)]
@@ -354,40 +390,52 @@ class Predictor:
 
         for info, P, drop in prefetch(read(self.chunks(data_path, kind, batch_size, rows))):
             for k, v in drop.items():
-                dropped[k] = dropped.get(k, 0) + v
+                dropped[k] = dropped.get(k, [] if k == '_rows' else 0) + v
             if len(info):
                 outs.append(self.table(info, P, prepared=True, batch_size=batch_size))
             if bar is not None:
-                bar.update(len(info) + sum(drop.values()))
+                bar.update(len(info) + sum(v for k, v in drop.items() if not k.startswith('_')))
         return outs, dropped
 
 
-def predictions_table(outs: list, dropped: dict, total: int, where, out_csv=None) -> pd.DataFrame:
-    "Concatenate prediction tables (in order) and write them atomically to `out_csv`; no usable spectrum at all is an error that names `where`."
+def predictions_table(outs: list, dropped: dict, total: int, where, out=None) -> pd.DataFrame:
+    """Concatenate prediction tables (in order), add a row for every spectrum that got no answer (its `ZWARNING` and
+    `DROPPED` say why) and SDSS's column names (`catalog.catalog_columns`), and write the table atomically to `out`, as
+    CSV, Parquet or FITS by its extension; no usable spectrum at all is an error that names `where`."""
+    counts = {k: v for k, v in dropped.items() if not k.startswith('_')}
     if not outs:
         raise ValueError(
-            f"None of the {total} spectra in {where} could be used ({dropped or 'empty input'}); no predictions written. "
-            f"Check the input (too many missing pixels, no redshift, off the wavelength grid)."
+            f"None of the {total} spectra in {where} could be used ({counts or 'empty input'}); no predictions written. "
+            f"Check the input (too many missing pixels, off the wavelength grid, damaged files)."
         )
     df = pd.concat(outs, ignore_index=True)
-    if out_csv:
-        out_csv = Path(out_csv)
-        out_csv.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_csv.with_name(f'.{out_csv.name}.{uuid.uuid4().hex[:8]}.tmp')
-        try:
-            df.to_csv(tmp, index=False)
-            os.replace(tmp, out_csv)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+    miss = dropped.get('_rows') or []
+    if miss:
+        m = pd.concat(miss, ignore_index=True).rename(columns={'reason': 'DROPPED'})
+        m['ZWARNING'] = [ZW[DROP_BITS.get(r, 'NODATA')] for r in m['DROPPED']]
+        df = pd.concat([df, m], ignore_index=True)
+        df['DROPPED'] = df['DROPPED'].fillna('')
+    if 'specObjID' in df and df['specObjID'].duplicated().any():
+        d = df.loc[df['specObjID'].duplicated(keep=False), 'specObjID']
+        log.warning(
+            "%s: %d rows share a specObjID with another row (e.g. %s); each is predicted and marked DUPLICATE_ID in ZWARNING.",
+            where,
+            len(d),
+            ', '.join(map(str, d.unique()[:5])),
+        )
+    df = catalog_columns(df)
+    if out:
+        write_table(df, out)
     return df
 
 
-def predict(model_path, data_path, out_csv=None, batch_size: int = 1024, progress: bool = True) -> pd.DataFrame:
-    "Apply a saved classifier to a dataset.h5 or raw.parquet through `model_input`; returns (and writes, if `out_csv`) the predictions table."
-    out_csv = check_out_file(out_csv) if out_csv else None
+def predict(model_path, data_path, out=None, batch_size: int = 1024, progress: bool = True) -> pd.DataFrame:
+    """Apply a saved classifier to a dataset.h5, a raw.parquet or SDSS spectrum files (files, a folder, a glob, a list)
+    through `model_input`; returns (and writes, if `out`: .csv, .parquet or .fits) the predictions table, one row per
+    input spectrum."""
+    out = check_out_file(out) if out else None
     pr = Predictor(model_path)
     kind, total = pr.check_data(data_path)
     with tqdm(total=total, desc='predict', unit='spec', disable=not progress) as bar:
         outs, dropped = pr.apply(data_path, kind, batch_size, bar=bar)
-    return predictions_table(outs, dropped, total, Path(data_path), out_csv)
+    return predictions_table(outs, dropped, total, data_path, out)

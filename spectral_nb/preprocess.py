@@ -94,8 +94,13 @@ REQUIRED_COLUMNS = ('specObjID', 'class', 'subClass', 'z', *PIXEL_KEYS)
 DEFECTS = ('bad_pixel_arrays', 'bad_loglam', 'bad_z')  # damaged input rows: each is logged with its specObjID
 
 
-def process_chunk(cat: pd.DataFrame, pix: dict, smoothing_px: float = 0.0, max_missing: float = 0.05) -> tuple:
-    "Preprocess one raw-record chunk: returns (info DataFrame, fluxes float32 (n, NPIX), dropped {reason: count}); keys starting with '_' are notes, not drops."
+def process_chunk(
+    cat: pd.DataFrame, pix: dict, smoothing_px: float = 0.0, max_missing: float = 0.05, labelled: bool = True
+) -> tuple:
+    """Preprocess one raw-record chunk: returns (info DataFrame, fluxes float32 (n, NPIX), dropped {reason: count}); keys
+    starting with '_' are notes, not drops (`_rows`: the specObjID and reason of every dropped row). `labelled=False`
+    (prediction on new spectra): a row without a known class or a usable redshift is kept, its labels empty and its
+    equivalent widths NaN."""
     missing = [c for c in REQUIRED_COLUMNS if c not in cat and c not in pix]
     if missing:
         raise ValueError(
@@ -115,13 +120,20 @@ def process_chunk(cat: pd.DataFrame, pix: dict, smoothing_px: float = 0.0, max_m
         why,
     )
     why = np.where(pbad != '', pbad, why)
-    why = np.where((why == '') & ~np.isfinite(z), 'z_nan', why)
     with np.errstate(invalid='ignore'):
-        why = np.where((why == '') & ((z < Z_RANGE[0]) | (z > Z_RANGE[1])), 'bad_z', why)
+        zbad = np.isfinite(z) & ((z < Z_RANGE[0]) | (z > Z_RANGE[1]))
+    if labelled:
+        why = np.where((why == '') & ~np.isfinite(z), 'z_nan', why)
+        why = np.where((why == '') & zbad, 'bad_z', why)
+    else:
+        why = np.where(np.isin(why, ('unknown_class',)), '', why)
+        z = np.where(zbad, np.nan, z)
     why = np.where((why == '') & (miss > max_missing), 'missing_flux', why)
     keep = why == ''
     dropped = pd.Series(why[~keep]).value_counts().to_dict()
     ids = cat['specObjID'].to_numpy()
+    if (~keep).any():
+        dropped['_rows'] = pd.DataFrame({'specObjID': ids[~keep], 'reason': why[~keep]})
     named = {r: [int(v) for v in ids[why == r]] for r in DEFECTS if (why == r).any()}
     for r, v in named.items():
         log.warning(
@@ -398,6 +410,7 @@ def write_dataset(
             ):
                 for n_in, info, flux, dropped in chunks:
                     summ.n_resampled += dropped.pop('_resampled', 0)
+                    dropped.pop('_rows', None)  # the dropped rows by id: predict names them, the summary counts them
                     for r, v in dropped.pop('_ids', {}).items():
                         summ.dropped_ids[r] = (summ.dropped_ids.get(r, []) + v)[:100]
                     for k in ('galaxy', 'star'):
@@ -415,7 +428,7 @@ def write_dataset(
                         store.append('fluxes', pd.DataFrame(flux, columns=cols), format='table', index=False)
                         infos.append(info)
                     bar.update(n_in)
-                for k, v in errors.items():
+                for k, v in ((k, v) for k, v in errors.items() if not k.startswith('_')):  # '_': notes
                     summ.dropped[k] = summ.dropped.get(k, 0) + v
                     summ.n_in += v
                 if not infos:

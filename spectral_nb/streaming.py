@@ -32,7 +32,7 @@ log = get_logger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'BLOCK', 'STREAM_COPIES', 'row_blocks', 'H5Rows', 'fit_streaming_scaler', 'H5Batches', 'stream_task',
-           'fit_streaming', 'predict_streaming', 'memory_available', 'needs_streaming']
+           'predict_streaming', 'memory_available', 'needs_streaming']
 
 # %% ../nbs/04c_streaming.ipynb #ad3ab792
 BLOCK = 4096  # file rows per block: 4,096 x 3,736 float32 pixels = 61 MB of fluxes in memory at a time
@@ -292,71 +292,6 @@ def stream_task(
     }
     out.update(scaler=scaler, spec=spec, classes=tuple(classes), dataset=dataset_record(ds, spec))
     return out
-
-
-def fit_streaming(
-    model,
-    h5_path=None,
-    task: str = 'main',
-    kind: str = 'cnn',
-    spec: InputSpec | None = None,
-    scaler: Scaler | None = None,
-    epochs: int = 10,
-    batch_size: int = 64,
-    seed: int = SEED,
-    patience: int = 4,
-    class_weight: dict | str | None = None,
-    augment: bool | Augment | None = False,
-    block: int = BLOCK,
-    monitor: str = 'val_accuracy',
-    max_rows: int | None = None,
-    data: dict | None = None,
-    callbacks=(),
-    verbose: int = 0,
-) -> dict:
-    "Fit `model` one epoch at a time on streamed training batches (epoch e: order and augmentation seeded by (seed, e)), validating on streamed validation batches, stopping early on `monitor` (accuracies: higher is better; losses: lower) and restoring the best weights, as `fit_epochs` does; returns the history dict. Pass `data` (from `stream_task`; its batch size, augmentation and class weights then apply) to keep its scaler and spec for `save_bundle`."
-    data = data or stream_task(
-        h5_path, task, kind, spec, scaler, batch_size, block, seed, augment, class_weight, max_rows
-    )
-    tr, va = data['train'], data['val']
-    better = (lambda a, b: a > b) if 'acc' in monitor else (lambda a, b: a < b)
-    hist, best, best_w, wait = {}, None, None, 0
-    t = time.perf_counter()
-    for e in range(epochs):
-        t_e = time.perf_counter()
-        with tr.holding(e):
-            h = model.fit(
-                tr,
-                validation_data=va,
-                initial_epoch=e,
-                epochs=e + 1,
-                callbacks=list(callbacks),
-                verbose=verbose,
-                shuffle=False,
-            )
-        for k, v in h.history.items():
-            hist.setdefault(k, []).extend(float(x) for x in v)
-        cur = hist[monitor][-1]
-        log.info(
-            "streamed epoch %d/%d: loss %.4f, %s %.4f, %.0f spectra/s",
-            e + 1,
-            epochs,
-            hist['loss'][-1],
-            monitor,
-            cur,
-            tr.n / (time.perf_counter() - t_e),
-        )
-        if best is None or better(cur, best):
-            best, best_w, wait = cur, model.get_weights(), 0
-        elif (wait := wait + 1) >= patience:
-            break
-    if best_w is not None:
-        model.set_weights(best_w)
-    hist['train_seconds'] = time.perf_counter() - t
-    hist['train_spectra_per_s'] = tr.n * len(hist['loss']) / hist['train_seconds']
-    hist['augment'] = asdict(tr.augment) if tr.augment is not None else None
-    hist['block_reads'] = tr.reads
-    return hist
 
 
 def predict_streaming(model, batches: H5Batches, batch_size: int = 1024):

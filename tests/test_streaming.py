@@ -4,7 +4,7 @@ import numpy as np, pandas as pd, pytest
 from spectral_nb.bundle import load_bundle
 from spectral_nb.config import NPIX
 from spectral_nb.dataset import Dataset
-from spectral_nb.fit import load_task, seed_everything
+from spectral_nb.fit import load_task, seed_everything, fit_streaming
 from spectral_nb.inputs import InputSpec
 from spectral_nb.predict import predict
 from spectral_nb import streaming as S
@@ -106,7 +106,7 @@ def test_reads_one_block_at_a_time(h5, monkeypatch):
     reads.clear()
     seed_everything(0)
     model = _tiny(len(data['classes']))
-    hist = S.fit_streaming(model, data=data, epochs=2, patience=5)
+    hist = fit_streaming(model, data, epochs=2, patience=5)
     tr, va = data['train'], data['val']
     assert reads and all(lo // BLOCK == hi // BLOCK and n <= BLOCK for lo, hi, n in reads)
     assert hist['block_reads'] == tr.reads == 2 * len(tr.groups)       # each block read once per epoch, no re-reads
@@ -138,7 +138,7 @@ def test_fit_streaming_learns(h5):
     seed_everything(0)
     data = S.stream_task(h5, 'main', 'cnn', batch_size=32, block=BLOCK, augment=True, class_weight='sqrt')
     model = _tiny(len(data['classes']))
-    hist = S.fit_streaming(model, data=data, epochs=8, patience=8)
+    hist = fit_streaming(model, data, epochs=8, patience=8)
     te = data['test']
     acc = float((S.predict_streaming(model, te).argmax(1) == te.y).mean())
     majority = np.bincount(te.y).max() / te.n

@@ -1,0 +1,121 @@
+"A user's own spectra: every SDSS file flavour in, a catalogue out in three formats, every input row accounted for."
+import glob, logging
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.io import fits
+
+from spectral_nb.catalog import ZW, read_table, zwarning_names
+from spectral_nb.predict import predict
+from spectral_nb.sdssfiles import read_sdss_spec
+
+SPEC_FILES = sorted(glob.glob(str(Path(resources.files('ppxf')) / 'spectra' / '*_SDSS_DR18.fits')))
+SPPLATE = Path(resources.files('pydl')) / 'pydlspec2d' / 'tests' / 't' / 'spPlate-4055-55359-0020.fits'
+
+
+@pytest.fixture(scope='module')
+def model(demo_run):
+    return demo_run / 'cnn' / 'models' / 'cnn_compact'
+
+
+@pytest.fixture(scope='module')
+def sdss_files(tmp_path_factory):
+    "A folder with every flavour: two spec files (DR18), a DR7-format spSpec file made from one of them, a spPlate file."
+    d = tmp_path_factory.mktemp('sdss')
+    for i, f in enumerate(SPEC_FILES):
+        (d / f'spec-{i:04d}-55000-{i + 1:04d}.fits').write_bytes(Path(f).read_bytes())
+    c, x = read_sdss_spec(SPEC_FILES[0])
+    rows = np.zeros((5, len(x['flux'])))
+    ok = x['ivar'] > 0
+    rows[0], rows[3] = x['flux'], x['and_mask']
+    rows[2][ok] = 1 / np.sqrt(x['ivar'][ok])
+    hdr = fits.Header(dict(COEFF0=x['loglam'][0], COEFF1=1e-4, PLATEID=266, MJD=51602, FIBERID=9, Z=c['z'], SPEC_CLN=2))
+    fits.PrimaryHDU(rows, hdr).writeto(d / 'spSpec-51602-0266-009.fit')
+    (d / SPPLATE.name).write_bytes(SPPLATE.read_bytes())
+    return d
+
+
+def test_every_fits_flavour_is_read_and_predicted(model, sdss_files):
+    with fits.open(sdss_files / SPPLATE.name) as h:
+        n_fibres = h[0].header['NAXIS2']
+    df = predict(model, sdss_files, progress=False)
+    assert len(df) == len(SPEC_FILES) + 1 + n_fibres  # every spectrum of every file: a row each
+    assert set(df.loc[df['ZWARNING'] & (ZW['NODATA'] | ZW['BAD_INPUT']) == 0, 'CLASS']) <= {'GALAXY', 'QSO', 'STAR'}
+    plate = df[df['plate'] == 4055]
+    assert len(plate) == n_fibres and plate['specObjID'].is_unique  # fibres get SDSS's own specObjIDs
+    # a glob and a list of files give the same catalogue as the folder
+    by_glob = predict(model, str(sdss_files / 'spec-*.fits'), progress=False)
+    assert len(by_glob) == len(SPEC_FILES)
+    by_list = predict(model, sorted(sdss_files.glob('spec-*.fits')), progress=False)
+    pd.testing.assert_frame_equal(by_glob, by_list)
+
+
+@pytest.mark.parametrize('ext', ['csv', 'parquet', 'fits'])
+def test_catalogue_round_trips_in_each_format(model, sdss_files, tmp_path, ext):
+    df = predict(model, sdss_files, out=tmp_path / f'cat.{ext}', progress=False)
+    back = read_table(tmp_path / f'cat.{ext}')
+    assert len(back) == len(df)
+    for c in ('CLASS', 'ZWARNING', 'PROB_GALAXY', 'PROB_QSO', 'PROB_STAR', 'specObjID'):
+        assert c in back, c
+    assert back['specObjID'].astype('uint64').tolist() == df['specObjID'].astype('uint64').tolist()
+    assert list(back['CLASS'].fillna('').astype(str)) == list(df['CLASS'].astype(str))
+    np.testing.assert_allclose(back['PROB_QSO'].to_numpy(float), df['PROB_QSO'].to_numpy(float))
+    if ext == 'fits':
+        from astropy.table import Table
+
+        assert Table.read(tmp_path / 'cat.fits').meta['ORIGIN'] == 'spectral_nb'
+
+
+def test_broken_rows_keep_their_place_in_the_catalogue(model, demo_run, tmp_path, caplog):
+    "60 raw records, three broken (+inf pixels, x1e30, all zero), one damaged file-free record and a duplicate id: one output row per input row."
+    from spectral_nb.records import read_records, RecordWriter, CATALOG_COLUMNS
+
+    cat, pix = read_records(demo_run / 'data' / 'raw.parquet')
+    cat = cat.iloc[:60][[c for c in CATALOG_COLUMNS if c in cat]].reset_index(drop=True)
+    pix = {k: np.array(np.stack(list(v[:60]))) for k, v in pix.items()}
+    pix['flux'][0] = np.full_like(pix['flux'][0], np.inf)
+    pix['flux'][1] = pix['flux'][1] * 1e30
+    pix['flux'][2] = np.zeros_like(pix['flux'][2])
+    pix['ivar'][2] = np.zeros_like(pix['ivar'][2])
+    cat.loc[3, 'specObjID'] = cat.loc[4, 'specObjID']  # a duplicate id
+    raw = tmp_path / 'broken.parquet'
+    with RecordWriter(raw) as w:
+        w.write(cat, pix)
+    with caplog.at_level(logging.WARNING, logger='spectral_nb.predict'):
+        df = predict(model, raw, out=tmp_path / 'cat.fits', progress=False)
+    assert len(df) == 60
+    no_answer = df[(df['ZWARNING'] & (ZW['NODATA'] | ZW['BAD_INPUT'])) != 0]
+    assert set(no_answer['DROPPED']) <= {'no_good_flux', 'off_grid', 'missing_flux', 'bad_pixel_arrays'}
+    assert cat.loc[0, 'specObjID'] in set(no_answer['specObjID']) and cat.loc[2, 'specObjID'] in set(no_answer['specObjID'])
+    assert (no_answer['CLASS'] == '').all()
+    assert df.loc[df['specObjID'] == cat.loc[1, 'specObjID'], 'CLASS'].iloc[0] in ('GALAXY', 'QSO', 'STAR')  # x1e30 is fine
+    dup = df[df['specObjID'] == cat.loc[4, 'specObjID']]
+    assert len(dup) == 2 and all('DUPLICATE_ID' in zwarning_names(v) for v in dup['ZWARNING'])
+    assert any('share a specObjID' in r.getMessage() for r in caplog.records)
+    assert len(read_table(tmp_path / 'cat.fits')) == 60
+
+
+def test_a_corrupt_file_is_named_not_lost(model, sdss_files, tmp_path):
+    d = tmp_path / 'mixed'
+    d.mkdir()
+    (d / 'spec-0001-55000-0001.fits').write_bytes(Path(SPEC_FILES[0]).read_bytes())
+    (d / 'spec-0002-55000-0002.fits').write_bytes(Path(SPEC_FILES[1]).read_bytes()[:5000])  # truncated download
+    df = predict(model, d, progress=False)
+    assert len(df) == 2
+    bad = df[df['DROPPED'] == 'corrupt_fits']
+    assert len(bad) == 1 and bad['filename'].iloc[0].endswith('spec-0002-55000-0002.fits')
+    assert 'BAD_INPUT' in zwarning_names(bad['ZWARNING'].iloc[0])
+
+
+def test_truncated_model_file_says_so(model, tmp_path, sdss_files):
+    import shutil
+
+    broken = tmp_path / 'broken_model'
+    shutil.copytree(model, broken)
+    data = (broken / 'model.keras').read_bytes()
+    (broken / 'model.keras').write_bytes(data[: len(data) // 3])
+    with pytest.raises(ValueError, match='damaged or truncated'):
+        predict(broken, sdss_files, progress=False)
