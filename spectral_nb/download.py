@@ -271,7 +271,7 @@ def download(
 # %% ../nbs/02_download.ipynb #a7d93fb3
 def to_records(catalog, out_dir, raw_path=None, data_release: int = 17, lite: bool = True, batch: int = 256) -> Path:
     "Downloaded spec files of a catalogue -> raw.parquet (returns its path)."
-    from spectral_nb.preprocess import read_sdss_spec, BadSpectrumError
+    from spectral_nb.sdssfiles import read_sdss_spec, BadSpectrumError
 
     cat = (pd.read_parquet(catalog) if not isinstance(catalog, pd.DataFrame) else catalog).drop_duplicates('specObjID')
     raw_path = check_writable(raw_path or Path(out_dir) / 'raw.parquet')
