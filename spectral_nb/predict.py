@@ -34,9 +34,9 @@ from spectral_nb.bundle import (
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'MODEL_BATCH', 'INFO_BLOCK', 'check_out_file', 'fold_batchnorm', 'predictor_fn', 'stored_scale', 'chunks_h5',
-           'chunks_raw', 'chunks_fits', 'is_fits_input', 'fits_spectra_count', 'Predictor', 'predictions_table',
-           'predict']
+__all__ = ['log', 'MODEL_BATCH', 'INFO_BLOCK', 'TRAIN_MAX_MISSING', 'PREDICT_MAX_MISSING', 'check_out_file', 'fold_batchnorm',
+           'predictor_fn', 'stored_scale', 'chunks_h5', 'chunks_raw', 'chunks_fits', 'is_fits_input',
+           'fits_spectra_count', 'Predictor', 'predictions_table', 'predict']
 
 # %% ../nbs/04f_predict.ipynb #2404833a
 def check_out_file(path) -> Path:
@@ -213,10 +213,19 @@ def chunks_h5(h5_path, batch: int, rows: range | None = None, columns=None):
                 yield info.iloc[a : a + batch].reset_index(drop=True), np.array(part['values_block_0'], np.float32), {}
 
 
+TRAIN_MAX_MISSING = (
+    0.05  # the missing-pixel fraction preprocessing allows the training data (`preprocess(max_missing=)`)
+)
+PREDICT_MAX_MISSING = (
+    0.5  # predict answers up to this fraction missing, with ZWARNING's LITTLE_COVERAGE bit above the former
+)
+
+
 def _prepared_chunks(records, smoothing_px: float, where):
-    "(info, fluxes, dropped) of `process_chunk` (prediction: rows without a class or redshift kept) per raw-record chunk."
+    """(info, fluxes, dropped) of `process_chunk` per raw-record chunk, for prediction: rows without a class or redshift are
+    kept, and so are rows with up to `PREDICT_MAX_MISSING` of their pixels missing (flagged in `table`)."""
     for cat, pix in records:
-        info, flux, dropped = process_chunk(cat, pix, smoothing_px=smoothing_px, labelled=False)
+        info, flux, dropped = process_chunk(cat, pix, smoothing_px, PREDICT_MAX_MISSING, labelled=False)
         rows = dropped.get('_rows')
         dropped = {k: int(v) for k, v in dropped.items() if not k.startswith('_')}
         if dropped:
@@ -321,7 +330,18 @@ class Predictor:
             f"spSpec-*.fit, spPlate-*.fits; a folder or a glob of them)."
         )
 
-    OUT_COLUMNS = ('specObjID', 'plate', 'mjd', 'fiberID', 'z', 'split', 'source', 'sn_median', 'label_main')
+    OUT_COLUMNS = (
+        'specObjID',
+        'plate',
+        'mjd',
+        'fiberID',
+        'z',
+        'split',
+        'source',
+        'sn_median',
+        'label_main',
+        'missing_frac',
+    )
     INFO_COLUMNS = (*OUT_COLUMNS, 'flux_scale')  # what `table` reads: the columns it copies, and the stored scale
 
     def chunks(self, data_path, kind: str, batch_size: int = 1024, rows: range | None = None):
@@ -366,6 +386,8 @@ class Predictor:
         low = p.max(1) < self.threshold
         novel = (nov > self.nov_th) if self.nov_th is not None else np.zeros(len(o), bool)
         o['ZWARNING'] = np.where(low, ZW['LOW_CONFIDENCE'], 0) | np.where(novel, ZW['NOVELTY'], 0)
+        if 'missing_frac' in o:
+            o['ZWARNING'] |= np.where(o['missing_frac'].to_numpy() > TRAIN_MAX_MISSING, ZW['LITTLE_COVERAGE'], 0)
         for j, c in enumerate(self.meta['classes']):
             o[f'prob_{c}'] = p[:, j]
         o['predicted'] = np.asarray(self.meta['classes'])[p.argmax(1)]

@@ -194,7 +194,8 @@ def test_predict_on_unusable_spectra_is_an_error_and_writes_no_csv(s4, tmp_path)
     import pyarrow.parquet as pq, pyarrow as pa
     d, raw, _, _ = s4
     t = pq.read_table(raw).slice(0, 20)
-    t = t.set_column(t.schema.get_field_index('z'), 'z', pa.array(np.full(len(t), np.nan)))
+    ivar = t.column('ivar').to_pylist()   # no usable pixel at all: nothing a model could read
+    t = t.set_column(t.schema.get_field_index('ivar'), 'ivar', pa.array([[0.0] * len(v) for v in ivar], t.schema.field('ivar').type))
     bad = tmp_path / 'bad.parquet'
     pq.write_table(t, bad)
     with pytest.raises(ValueError, match='could be used'):
