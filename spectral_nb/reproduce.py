@@ -12,9 +12,9 @@ from .config import *
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'STAGE_ORDER', 'SOURCE_STAGES', 'NOTEBOOKS', 'REPORT_NOTEBOOK', 'nbs_dir', 'stage_params', 'package_dir',
-           'file_hash', 'code_hash', 'StageFailed', 'run_stage', 'reproduce', 'head_to_head', 'collect_metrics',
-           'render_report', 'write_report', 'report_images']
+__all__ = ['log', 'STAGE_ORDER', 'SOURCE_STAGES', 'NOTEBOOKS', 'REAL_MODELS', 'REPORT_NOTEBOOK', 'nbs_dir', 'stage_params',
+           'package_dir', 'file_hash', 'code_hash', 'StageFailed', 'run_stage', 'reproduce', 'head_to_head',
+           'collect_metrics', 'render_report', 'write_report', 'report_images']
 
 # %% ../nbs/99_reproduce.ipynb #91a18e63
 STAGE_ORDER = (
@@ -28,6 +28,7 @@ STAGE_ORDER = (
     'autoencoder',
     'baselines',
     'domain_shift',
+    'real',
 )
 SOURCE_STAGES = {'mock': ('mock',), 'sdss': ('query', 'download')}
 NOTEBOOKS = {
@@ -41,6 +42,13 @@ NOTEBOOKS = {
     'autoencoder': '07_autoencoder.ipynb',
     'baselines': '08_baselines.ipynb',
     'domain_shift': '08a_domain_shift.ipynb',
+    'real': '08d_real_sdss.ipynb',
+}
+REAL_MODELS = {  # the run's main-class classifiers that the real stage scores: name -> bundle folder in the run
+    'cnn': f'{RUN_LAYOUT.cnn}/models/cnn',
+    'cnn_compact': f'{RUN_LAYOUT.cnn}/models/cnn_compact',
+    'mixed_main': f'{RUN_LAYOUT.mixed}/models/mixed_main',
+    **{k: f'{RUN_LAYOUT.domain_shift}/models_out/models/{k}' for k in ('mixed_no_z', 'mixed_all', 'mixed_flux_only')},
 }
 
 
@@ -113,6 +121,9 @@ def stage_params(stage: str, run: Path, prof: dict, seed: int, source: str, urls
             seed=seed,
             out_dir=str(run / L.domain_shift),
         ), run / L.domain_shift
+    if stage == 'real':
+        # a yardstick: the run's classifiers scored on real SDSS spectra; nothing is trained or tuned on them
+        return dict(run_dir=str(run), models=dict(REAL_MODELS), out_dir=str(run / L.real)), run / L.real
     raise ValueError(f"Unknown stage {stage!r}: stages are {', '.join(STAGE_ORDER)}.")
 
 
@@ -150,7 +161,7 @@ def run_stage(stage: str, run: Path, params: dict, out_dir: Path) -> float:
 
     nb_out = run / RUN_LAYOUT.notebooks / NOTEBOOKS[stage]
     nb_out.parent.mkdir(parents=True, exist_ok=True)
-    if out_dir.exists() and stage in ('preprocess', 'cnn', 'redshift', 'mixed', 'autoencoder'):
+    if out_dir.exists() and stage in ('preprocess', 'cnn', 'redshift', 'mixed', 'autoencoder', 'real'):
         shutil.rmtree(out_dir)  # no stale outputs
     # (data/ is never emptied: mock writes atomically and downloads resume)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -350,6 +361,10 @@ def collect_metrics(run: Path, profile: str, source: str, seed: int) -> dict:
     ds = _load(run / L.domain_shift / 'metrics.json')
     if ds:
         out['domain_shift'] = ds['domain_shift']
+    rl = _load(run / L.real / 'metrics.json')
+    if rl:
+        # per model: balanced_accuracy, recall, accuracy, accuracy_ci95, n (objects), n_spectra, confusion, by_survey
+        out['real'] = rl
     cc = _load(run / L.cnn / 'metrics_cnn_compact.json')
     if cc and bl:
         out['head_to_head'] = head_to_head(cc, bl['baselines'])
