@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt
 from .config import *
 from .dataset import Dataset
 from .inputs import InputSpec, Augment, model_input
-from .fit import load_task, seed_everything, augmented_inputs, fit_epochs, is_streamed
-from .streaming import needs_streaming, stream_task, fit_streaming, predict_streaming
+from .fit import load_task, seed_everything, augmented_inputs, fit_epochs, fit_streaming, is_streamed
+from .streaming import needs_streaming, stream_task, predict_streaming
 from .bundle import save_bundle, load_bundle, bundle_spec, staged_run
 from .predict import chunks_h5, chunks_raw
 from .baselines import redshift_metrics, plot_z_fit
@@ -190,10 +190,9 @@ def train_redshift_cnn(
         if streamed:
             hist = fit_streaming(
                 model,
-                data=data,
-                epochs=epochs,
-                seed=seed,
-                patience=patience,
+                data,
+                epochs,
+                patience,
                 monitor='val_loss',
                 callbacks=[_heartbeat(tr.n, epochs, name)],
             )
