@@ -189,12 +189,7 @@ def train_redshift_cnn(
         t = time.perf_counter()
         if streamed:
             hist = fit_streaming(
-                model,
-                data,
-                epochs,
-                patience,
-                monitor='val_loss',
-                callbacks=[_heartbeat(tr.n, epochs, name)],
+                model, data, epochs, patience, monitor='val_loss', callbacks=[_heartbeat(tr.n, epochs, name)]
             )
         else:
             hist = fit_epochs(
