@@ -11,8 +11,10 @@ from tqdm.auto import tqdm
 from .config import *
 from .records import RecordWriter, check_writable
 from .libraries import STAR_LIBRARIES, SSP_LIBRARIES
-from .mock_templates import WIDE_LOGLAM
-from .mock_spectra import NEBULAR, line_profiles, model_spectra, observe
+from .mock_templates import WIDE_LOGLAM, line_profiles
+from .mock_instruments import SPECTROGRAPH_NAMES, observe, sigma_inst_kms, spectrograph_index
+from .mock_quasars import QSO_TRUTH
+from .mock_spectra import NEBULAR, model_spectra
 
 log = get_logger(__name__)
 
@@ -127,6 +129,9 @@ class MockConfig:
         default_factory=lambda: dict(GALAXY_SUBCLASS_MIX)
     )  # intended populations (labels are measured)
     star_group_mix: dict = field(default_factory=lambda: dict(STAR_GROUP_MIX))
+    spectrograph_mix: dict = field(
+        default_factory=lambda: {'SDSS': 0.5, 'BOSS': 0.5}
+    )  # SDSS-I/II (legacy) and BOSS spectrographs: the thesis does not say its split
     missing_fraction: float = 0.01  # spectra that lose a block of pixels
     detect_snr: float = 3.0  # SDSS line-detection threshold (S/N)
     broad_snr: float = 10.0  # S/N for a broad (> 200 km/s) line to set BROADLINE
@@ -142,6 +147,7 @@ class MockConfig:
         self.class_mix = normalise_mix(self.class_mix, CLASSES, 'class_mix')
         self.galaxy_mix = normalise_mix(self.galaxy_mix, GALAXY_SUBCLASSES, 'galaxy_mix', tol=2e-3)
         self.star_mix = star_subclass_mix(self.star_group_mix)
+        self.spectrograph_mix = normalise_mix(self.spectrograph_mix, SPECTROGRAPH_NAMES, 'spectrograph_mix')
         self.star_libraries, self.galaxy_libraries = tuple(self.star_libraries), tuple(self.galaxy_libraries)
         for name, got, allowed in (
             ('star_libraries', self.star_libraries, STAR_LIBRARIES),
@@ -178,24 +184,34 @@ def allocate(n: int, mix: dict, rng: np.random.Generator) -> np.ndarray:
     return out[rng.permutation(n)]
 
 # %% ../nbs/03_mock.ipynb #a5d1b312
-def _draw_z_mag(cls: np.ndarray, pop: np.ndarray, rng) -> tuple:
+def _draw_z_mag(cls: np.ndarray, pop: np.ndarray, rng, spec: np.ndarray | None = None) -> tuple:
+    "Redshifts, r magnitudes and LRG flags of targets of classes `cls`, populations `pop`, observed by spectrographs `spec` (codes; None: all SDSS)."
     n = len(cls)
+    boss = np.zeros(n, bool) if spec is None else np.asarray(spec) == 1
     z = np.zeros(n)
     r = np.zeros(n)
     lrg = np.zeros(n, bool)
     g = cls == 'GALAXY'
-    lrg[g] = (rng.random(g.sum()) < 0.3) & (pop[g] == 'NULL')
+    lrg[g] = (rng.random(g.sum()) < np.where(boss[g], 0.45, 0.15)) & (pop[g] == 'NULL')
     main = g & ~lrg
     z[main] = np.clip(rng.lognormal(np.log(0.09), 0.5, main.sum()), 0.01, 0.35)
     r[main] = 17.77 - rng.exponential(0.9, main.sum()).clip(0, 3.3)
-    z[lrg] = np.clip(rng.normal(0.45, 0.13, lrg.sum()), 0.15, 0.8)
-    r[lrg] = rng.uniform(17.5, 20.0, lrg.sum())
+    b = boss[lrg]
+    z[lrg] = np.where(
+        b, np.clip(rng.normal(0.5, 0.12, lrg.sum()), 0.15, 0.8), np.clip(rng.normal(0.3, 0.1, lrg.sum()), 0.15, 0.5)
+    )
+    r[lrg] = np.where(b, rng.uniform(17.5, 20.0, lrg.sum()), rng.uniform(17.5, 19.5, lrg.sum()))
     q = cls == 'QSO'
-    boss = rng.random(q.sum()) < 0.45
-    zq = np.where(boss, rng.normal(2.45, 0.45, q.sum()), rng.normal(1.3, 0.65, q.sum()))
+    b = boss[q]
+    hiz = rng.random(q.sum()) < np.where(b, 0.8, 0.1)  # the z ~ 2-3.5 population of BOSS's quasar targets
+    zq = np.where(hiz, rng.normal(2.45, 0.45, q.sum()), rng.normal(1.3, 0.65, q.sum()))
     zq = np.where(rng.random(q.sum()) < 0.04, rng.uniform(3.5, 5.0, q.sum()), zq)  # the high-z tail, to z = 5
     z[q] = np.clip(np.abs(zq), 0.1, 5.0)
-    r[q] = np.where(boss, rng.uniform(19.5, 21.7, q.sum()), rng.uniform(17.0, 20.3, q.sum()))
+    r[q] = np.where(
+        b,
+        np.where(hiz, rng.uniform(19.5, 21.7, q.sum()), rng.uniform(19.0, 21.5, q.sum())),
+        np.where(hiz, rng.uniform(18.0, 20.2, q.sum()), rng.uniform(17.0, 20.3, q.sum())),
+    )
     s = cls == 'STAR'
     z[s] = rng.normal(0, 150, s.sum()) / C_KMS
     r[s] = rng.uniform(15.0, 21.0, s.sum())
@@ -227,8 +243,10 @@ def _ids(start: int, n: int, seed: int) -> dict:
     )
 
 
-def _measure_lines(o: dict, m: dict, z: np.ndarray, galaxy: np.ndarray, sub: np.ndarray, cfg: MockConfig) -> tuple:
-    "The lines SDSS measures on the observed galaxies (`o` from `observe`, `m` from `model_spectra`): (subclasses, `sub` with the galaxies' by the SDSS rules; columns true_measflux_*, true_measfluxerr_*, true_broad_snr; H-alpha EW)."
+def _measure_lines(
+    o: dict, m: dict, z: np.ndarray, galaxy: np.ndarray, sub: np.ndarray, cfg: MockConfig, spec: np.ndarray
+) -> tuple:
+    "The lines SDSS measures on the observed galaxies (`o` from `observe`, `m` from `model_spectra`, `spec` the spectrographs): (subclasses, `sub` with the galaxies' by the SDSS rules; columns true_measflux_*, true_measfluxerr_*, true_broad_snr; H-alpha EW)."
     n = len(z)
     subclass = np.array(sub, dtype=object)
     meas = {f'true_measflux_{l}': np.full(n, np.nan) for l in FIT_LINES}
@@ -239,9 +257,11 @@ def _measure_lines(o: dict, m: dict, z: np.ndarray, galaxy: np.ndarray, sub: np.
     if not len(gi):
         return subclass, meas, ew_ha
     flux, ivar, cont_obs = o['flux'], o['ivar'], o['cont_obs']
-    sig = np.concatenate(  # line widths: the six narrow lines of FIT_LINES, then the two broad ones
+    rest = np.array([LINES[l.replace('_broad', '')] for l in FIT_LINES])
+    intrinsic = np.concatenate(  # line widths: the six narrow lines of FIT_LINES, then the two broad ones
         [np.repeat(m['sigma_narrow'][gi, None], 6, 1), np.repeat(m['sigma_broad'][gi, None], 2, 1)], 1
     )
+    sig = np.hypot(intrinsic, sigma_inst_kms(rest[None] * (1 + z[gi, None]), spec[gi, None]))  # plus the spectrograph's
     amp, err = [], []
     for k in range(0, len(gi), 250):
         b = gi[k : k + 250]
@@ -299,14 +319,20 @@ def generate_chunk(
     start: int = 0,
     seed: int = 0,
     return_models: bool = False,
+    spectrograph: np.ndarray | None = None,
 ):
-    "Records (catalogue dict, pixel dict) for labels `cls` and intended subclasses/populations `sub`; optionally the wide noise-free models."
+    "Records (catalogue dict, pixel dict) for labels `cls`, intended subclasses/populations `sub` and spectrographs `spectrograph` ('SDSS' / 'BOSS'; None: drawn from `cfg.spectrograph_mix`); optionally the wide noise-free models."
     n = len(cls)
     g, q = cls == 'GALAXY', cls == 'QSO'
-    z, rmag, lrg = _draw_z_mag(cls, sub, rng)
-    m = model_spectra(cls, sub, z, rmag, lrg, rng, cfg.star_libraries, cfg.galaxy_libraries)
-    o = observe(m['wide'], m['galcont'], g, rng, cfg.noise_scale, cfg.tilt_sigma, cfg.missing_fraction)
-    subclass, meas, ew_ha_meas = _measure_lines(o, m, z, g, sub, cfg)
+    if spectrograph is None:
+        names = list(cfg.spectrograph_mix)
+        spectrograph = np.array(names, dtype=object)[rng.choice(len(names), n, p=list(cfg.spectrograph_mix.values()))]
+    spectrograph = np.asarray(spectrograph, dtype=object)
+    spec = spectrograph_index(spectrograph)
+    z, rmag, lrg = _draw_z_mag(cls, sub, rng, spec)
+    m = model_spectra(cls, sub, z, rmag, lrg, rng, cfg.star_libraries, cfg.galaxy_libraries, spec)
+    o = observe(m['wide'], m['galcont'], g, rng, cfg.noise_scale, cfg.tilt_sigma, cfg.missing_fraction, spec)
+    subclass, meas, ew_ha_meas = _measure_lines(o, m, z, g, sub, cfg, spec)
     subclass[q] = 'BROADLINE'
     mags_true = m['mags']
     petro_err = mag_errors(mags_true, rng)
@@ -330,6 +356,10 @@ def generate_chunk(
         **{f'petroMag_{b}': petro[:, i].astype(np.float32) for i, b in enumerate('ugriz')},
         **{f'petroMagErr_{b}': petro_err[:, i].astype(np.float32) for i, b in enumerate('ugriz')},
         source=np.full(n, 'mock', dtype=object),
+        instrument=spectrograph,
+        true_spectrograph=spectrograph,
+        true_coverage_lo=o['coverage'][:, 0],
+        true_coverage_hi=o['coverage'][:, 1],
         true_z=z,
         true_population=sub.astype(object),
         true_library=m['library'],
@@ -339,6 +369,7 @@ def generate_chunk(
         true_teff=m['teff'],
         true_ebv=m['ebv'],
         true_alpha_nu=m['alpha_nu'],
+        **{f'true_{k}': v for k, v in m['qso'].items()},
         true_fiber_loss=o['fiber_loss'],
         true_sn_median=o['snr'],
         true_measew_Ha=ew_ha_meas,
@@ -356,10 +387,10 @@ def generate_chunk(
 
 # %% ../nbs/03_mock.ipynb #ea01a287
 def truth_schema(cat: dict) -> dict:
-    "Arrow types of the `true_*` columns of a chunk."
+    "Arrow types of the columns of a chunk beyond the raw-record catalogue's: the `true_*` ones and `instrument`."
     out = {}
     for k, v in cat.items():
-        if not k.startswith('true_'):
+        if not (k.startswith('true_') or k == 'instrument'):
             continue
         v = np.asarray(v)
         out[k] = pa.string() if v.dtype == object else pa.bool_() if v.dtype == bool else pa.float64()
@@ -373,7 +404,7 @@ def _labels(n: int, cfg: MockConfig, rng) -> tuple:
         m = cls == c
         sub[m] = allocate(int(m.sum()), mix, rng) if m.any() else []
     sub[cls == 'QSO'] = 'QSO'
-    return cls, sub
+    return cls, sub, allocate(n, cfg.spectrograph_mix, rng)
 
 
 def iter_mock(n: int, seed: int = SEED, cfg: MockConfig | None = None, progress: bool = True):
@@ -382,14 +413,22 @@ def iter_mock(n: int, seed: int = SEED, cfg: MockConfig | None = None, progress:
         raise ValueError(f"Number of spectra n must be a positive integer, got {n!r}.")
     cfg = (cfg or MockConfig()).validate()
     ss = np.random.SeedSequence(int(seed))
-    cls, sub = _labels(int(n), cfg, np.random.default_rng(ss.spawn(1)[0]))
+    cls, sub, spectrograph = _labels(int(n), cfg, np.random.default_rng(ss.spawn(1)[0]))
     block = 1000  # fixed generation block, so the chunk size never changes the output
     children = np.random.SeedSequence(int(seed), spawn_key=(1,)).spawn((n + block - 1) // block)
     bar = tqdm(total=n, desc='mock spectra', unit='spec', disable=not progress)
     for b, child in enumerate(children):
         a = b * block
         e = min(n, a + block)
-        cat, pix = generate_chunk(cls[a:e], sub[a:e], np.random.default_rng(child), cfg, start=a, seed=int(seed))
+        cat, pix = generate_chunk(
+            cls[a:e],
+            sub[a:e],
+            np.random.default_rng(child),
+            cfg,
+            start=a,
+            seed=int(seed),
+            spectrograph=spectrograph[a:e],
+        )
         if cfg.drop_zwarning:  # the query's zWarning = 0
             keep = np.asarray(cat['zWarning']) == 0
             cat = {k: np.asarray(v)[keep] for k, v in cat.items()}

@@ -14,7 +14,7 @@ __all__ = ['REST_LOGLAM0', 'REST_NPIX', 'REST_LOGLAM', 'REST_WAVE', 'WIDE_LOGLAM
            'BALMER', 'TIO_HEADS', 'SWAN_HEADS', 'CN_HEADS', 'STAR_KIND', 'PHYSICAL_ONLY', 'LIBRARY_POOL', 'AP_TAU',
            'DISPERSIONS_KMS', 'GALAXY_AGES', 'QSO_WIDTHS_KMS', 'planck_lambda', 'gauss_tau', 'band_tau', 'star_tau',
            'star_templates', 'star_templates_m_dwarf', 'library_stars', 'galaxy_templates', 'attenuation',
-           'library_ssps', 'load_qso_composite', 'qso_line_ratio']
+           'library_ssps', 'load_qso_composite', 'qso_line_ratio', 'line_profiles', 'add_lines']
 
 # %% ../nbs/03c_mock_templates.ipynb #ecaeea24
 from .libraries import LIB_LOGLAM0, LIB_NPIX, STAR_LIBRARIES, SSP_LIBRARIES, star_library, ssp_library
@@ -379,3 +379,29 @@ def _shift(templates: np.ndarray, idx: np.ndarray, z: np.ndarray) -> np.ndarray:
     t = templates[idx[:, None], cols]
     t1 = templates[idx[:, None], cols + 1]
     return t * (1 - fr) + t1 * fr
+
+# %% ../nbs/03c_mock_templates.ipynb #fdc0a422
+def line_profiles(n: int, center_wave: np.ndarray, sigma_kms: np.ndarray, loglam0: float, npix: int, nsig: float = 6.0):
+    "Unit-flux Gaussian line profiles (per A) on a log grid: returns flat pixel indices and values for `n` spectra x L lines."
+    center_wave, sigma_kms = np.atleast_2d(center_wave), np.atleast_2d(sigma_kms) * np.ones_like(center_wave)
+    sig_ll = sigma_kms / (C_KMS * np.log(10))  # sigma in log10(lambda)
+    cpix = (np.log10(center_wave) - loglam0) / DLOGLAM
+    half = int(np.ceil(nsig * np.nanmax(sig_ll) / DLOGLAM)) + 1
+    off = np.arange(-half, half + 1)
+    pix = np.floor(cpix)[..., None].astype(np.int64) + off  # (n, L, W)
+    ll = loglam0 + DLOGLAM * pix
+    wave = 10**ll
+    prof = np.exp(-0.5 * ((ll - np.log10(center_wave)[..., None]) / sig_ll[..., None]) ** 2)
+    prof /= np.sqrt(2 * np.pi) * sig_ll[..., None] * np.log(10) * wave  # per unit wavelength
+    ok = (pix >= 0) & (pix < npix) & np.isfinite(prof)
+    rows = np.broadcast_to(np.arange(n)[:, None, None], pix.shape)
+    return rows, pix, np.where(ok, prof, 0.0), ok
+
+
+def add_lines(model: np.ndarray, loglam0: float, center_wave, sigma_kms, flux) -> np.ndarray:
+    "Add Gaussian lines of total `flux` (model units x A) centred at observed `center_wave` (n, L) to `model` (n, npix), in place."
+    n, npix = model.shape
+    rows, pix, prof, ok = line_profiles(n, np.asarray(center_wave, float), np.asarray(sigma_kms, float), loglam0, npix)
+    vals = prof * np.asarray(flux, float)[..., None]
+    np.add.at(model, (rows[ok], pix[ok]), vals[ok])
+    return model

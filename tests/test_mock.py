@@ -44,6 +44,7 @@ def test_galaxy_lines_sit_at_their_redshifted_wavelengths(with_models, line):
 
 # Peak wavelengths of the broad lines in the SDSS composite (Vanden Berk et al. 2001, Table 2): CIV peaks ~560 km/s
 # blueward of its laboratory wavelength, as in real quasars; H-beta peaks on its narrow core at the laboratory wavelength.
+# Mock quasars scatter around these peaks by their own line shifts.
 QSO_PEAKS = {'CIV': 1546.15, 'MgII': 2800.26, 'Hb': 4862.68}
 
 
@@ -55,7 +56,9 @@ def test_qso_broad_lines_sit_at_their_redshifted_wavelengths(with_models, line):
     inside = [i for i in q if wide[60] < QSO_PEAKS[line] * (1 + cat.z[i]) < wide[-60]]
     assert len(inside) >= 5
     offs = [_peak_offset(models['wide'][i], QSO_PEAKS[line], cat.z[i], search=40) for i in inside]
-    assert np.median(np.abs(offs)) <= 4, offs   # pixels of 69 km/s
+    assert abs(np.median(offs)) <= 4, offs   # pixels of 69 km/s: centred on the composite's peak
+    # each quasar's own shift scatters the peaks: ~150 km/s, and C IV's blueshift ~400 km/s more (Richards et al. 2011)
+    assert np.median(np.abs(offs)) <= (8 if line == 'CIV' else 4), offs
 
 
 def test_class_mix_is_the_requested_one(survey):
@@ -313,3 +316,111 @@ def test_quasars_reach_z5_with_broad_absorption_lines(survey):
     q = cat[cat['class'] == 'QSO']
     assert q.true_z.max() > 4.0 and q.true_z.max() <= 5.0
     assert 0.04 < q.true_bal[q.true_z > 1.5].mean() < 0.25
+
+
+# --- the real sky: two spectrographs, quasars as diverse as real ones (issue "The real sky", items 2 and 3) ---
+
+from spectral_nb import mock_instruments
+from spectral_nb.mock_templates import WIDE_WAVE
+
+
+def test_each_spectrum_has_its_spectrographs_coverage(survey):
+    cat, pix = survey
+    assert (cat.instrument == cat.true_spectrograph).all() and set(cat.instrument) == {'SDSS', 'BOSS'}
+    assert (cat.instrument == 'BOSS').sum() == N // 2                     # the mix is allocated exactly
+    for name, p in mock_instruments.SPECTROGRAPHS.items():
+        c = cat[cat.instrument == name]
+        (lo0, lo1), (hi0, hi1) = p['coverage']
+        assert c.true_coverage_lo.between(lo0, lo1).all() and c.true_coverage_hi.between(hi0, hi1).all()
+    wave = sdss_wavelength()
+    outside = (wave[None] < cat.true_coverage_lo.to_numpy()[:, None]) | (wave[None] > cat.true_coverage_hi.to_numpy()[:, None])
+    assert (pix['ivar'][outside] == 0).all() and (pix['flux'][outside] == 0).all()
+
+
+def test_pixels_outside_a_spectrographs_coverage_are_missing(monkeypatch):
+    "A spectrograph that does not reach the grid's ends leaves them with flux 0, ivar 0 and NODATA, as preprocessing expects."
+    monkeypatch.setitem(mock_instruments.SPECTROGRAPHS['SDSS'], 'coverage', ((4000.0, 4000.0), (8000.0, 8000.0)))
+    cat, pix = mock.generate_chunk(np.array(['STAR'] * 6 + ['QSO'] * 6, dtype=object), np.array(['G2'] * 6 + ['QSO'] * 6, dtype=object),
+                                   np.random.default_rng(2), mock.MockConfig(missing_fraction=0).validate(),
+                                   spectrograph=np.array(['SDSS', 'BOSS'] * 6, dtype=object))
+    wave = sdss_wavelength()
+    out = (wave < 4000) | (wave > 8000)
+    legacy = np.asarray(cat['instrument']) == 'SDSS'
+    assert (pix['ivar'][legacy][:, out] == 0).all() and (pix['flux'][legacy][:, out] == 0).all()
+    assert ((pix['and_mask'][legacy][:, out] & (1 << MASK_BITS['NODATA'])) > 0).all()
+    assert (pix['ivar'][legacy][:, ~out] > 0).all() and (pix['ivar'][~legacy] > 0).all()
+
+
+def test_legacy_spectra_are_noisier_at_both_ends_than_boss(survey):
+    cat, pix = survey
+    wave = sdss_wavelength()
+    ok = ~cat.true_missing_block.to_numpy()
+    with np.errstate(divide='ignore'):
+        noise = 1 / np.sqrt(pix['ivar'])
+    def end_to_middle(rows, band):
+        b, m = (wave > band[0]) & (wave < band[1]), (wave > 6100) & (wave < 6500)
+        return np.median(np.median(noise[rows][:, b], 1) / np.median(noise[rows][:, m], 1))
+    for band in ((3850, 4000), (8900, 9100)):
+        legacy = end_to_middle(ok & (cat.instrument == 'SDSS').to_numpy(), band)
+        boss = end_to_middle(ok & (cat.instrument == 'BOSS').to_numpy(), band)
+        assert legacy > 1.3 * boss, (band, legacy, boss)
+
+
+def test_spectrograph_mix_is_a_parameter():
+    cat, _ = mock.generate(300, seed=4, cfg=mock.MockConfig(spectrograph_mix={'SDSS': 1.0}, drop_zwarning=False))
+    assert (cat.instrument == 'SDSS').all()
+    with pytest.raises(ValueError, match='unknown label'):
+        mock.MockConfig(spectrograph_mix={'2dF': 1.0}).validate()
+
+
+def test_quasar_line_strengths_vary_line_by_line(survey):
+    cat, _ = survey
+    q = cat[cat['class'] == 'QSO']
+    r = np.log10(q.true_qsoew_MgII / q.true_qsoew_Hb)
+    assert 0.2 < r.std() < 0.45, r.std()                                 # not one strength for all lines
+    rho = np.corrcoef(np.log10(q.true_qsoew_MgII), np.log10(q.true_qsoew_Hb))[0, 1]
+    assert 0.1 < rho < 0.8, rho                                          # yet the lines of one quasar correlate
+
+
+def _ew(model_row, z, lo, hi, side=40.0):
+    w = WIDE_WAVE / (1 + z)
+    b, r, m = (w > lo - side) & (w < lo), (w > hi) & (w < hi + side), (w >= lo) & (w <= hi)
+    cb, cr = np.median(model_row[b]), np.median(model_row[r])
+    c = cb + (cr - cb) * (w[m] - lo) / (hi - lo)
+    return np.sum((model_row[m] - c) / c * np.gradient(w)[m])
+
+
+def test_quasar_line_ratios_spread_on_the_spectra_themselves():
+    "Measured on the noise-free models, not read from the truth: the Mg II / H-beta EW ratio spreads by > 0.15 dex."
+    cat, _, models = mock.generate_chunk(np.array(['QSO'] * 400, dtype=object), np.array(['QSO'] * 400, dtype=object),
+                                         np.random.default_rng(8), mock.MockConfig().validate(), return_models=True)
+    z = np.asarray(cat['true_z'])
+    sel = np.flatnonzero((z > 0.35) & (z < 1.1) & (np.asarray(cat['true_host_frac']) < 0.3))
+    assert len(sel) >= 20
+    mg = np.array([_ew(models['wide'][i], z[i], 2700, 2900) for i in sel])
+    hb = np.array([_ew(models['wide'][i], z[i], 4750, 4950) for i in sel])
+    ok = (mg > 2) & (hb > 2)
+    assert ok.sum() >= 15 and np.log10(mg[ok] / hb[ok]).std() > 0.15
+
+
+def test_weak_line_host_dominated_and_reddened_quasars_in_their_fractions(survey):
+    cat, _ = survey
+    q = cat[cat['class'] == 'QSO']
+    assert 0.012 <= q.true_weak_line.mean() <= 0.055                      # 3% weak-line quasars
+    assert 0.06 <= q.true_reddened.mean() <= 0.14                         # 10% reddened
+    assert q.true_host_frac.max() <= 0.85 and (q.true_host_frac[q.true_z >= 0.8] == 0).all()
+    low = q[q.true_z < 0.5]
+    assert len(low) > 30 and 0.25 <= (low.true_host_frac > 0.5).mean() <= 0.9   # host-dominated at low z
+    assert q.true_qsoew_Hb[q.true_weak_line].median() < 0.4 * q.true_qsoew_Hb[~q.true_weak_line].median()
+
+
+def test_reddened_quasars_are_redder(survey):
+    cat, _ = survey
+    q = cat[(cat['class'] == 'QSO') & cat.true_z.between(0.6, 2.0)]
+    gi = q.true_petroMag_g - q.true_petroMag_i
+    assert gi[q.true_reddened].median() > gi[~q.true_reddened].median() + 0.15
+
+
+def test_raw_records_carry_the_instrument(tmp_path):
+    cat, _ = read_records(mock.write_mock(tmp_path, 30, seed=3, progress=False))
+    assert set(cat.instrument) <= {'SDSS', 'BOSS'} and (cat.instrument == cat.true_spectrograph).all()
