@@ -5,6 +5,7 @@
 # %% ../nbs/09_classify.ipynb #09c10003
 from __future__ import annotations
 import json, shutil, tempfile, time
+from importlib import resources
 from pathlib import Path
 import numpy as np, pandas as pd
 from .config import *
@@ -20,7 +21,7 @@ __all__ = ['log', 'DEFAULT_MODELS', 'default_model', 'spectra_records', 'write_r
            'pretrain']
 
 # %% ../nbs/09_classify.ipynb #09c10006
-DEFAULT_MODELS = Path(__file__).resolve().parent / 'models' / 'default'
+DEFAULT_MODELS = Path(str(resources.files('spectral_nb'))) / 'models' / 'default'
 
 
 def default_model(kind: str = 'classifier') -> Path:
@@ -164,39 +165,51 @@ def classify(
     return df
 
 # %% ../nbs/09_classify.ipynb #09c10012
-def pretrain(out=DEFAULT_MODELS, n: int = 12000, seed: int = SEED, epochs: int = 12, work=None) -> dict:
-    "Make the pretrained classifier and redshift model (see the text above) in `out`; returns the metrics it records."
+def pretrain(
+    out=DEFAULT_MODELS, n: int = 12000, seed: int = SEED, epochs: int = 12, work=None, kinds=('classifier', 'redshift')
+) -> dict:
+    "Make the pretrained classifier and/or redshift model (see the text above) in `out`; returns the metrics it records."
     from spectral_nb.mock import write_mock
     from spectral_nb.preprocess import preprocess
-    from spectral_nb.cnn import train_compact_cnn
-    from spectral_nb.redshift import train_redshift_cnn
 
     out, t0 = Path(out), time.perf_counter()
     work = Path(work or tempfile.mkdtemp(prefix='pretrain-'))
     h5 = work / 'dataset.h5'
     if not h5.exists():
         preprocess(write_mock(work / 'mock', n, seed, progress=True), h5, seed=seed, progress=True)
-    cls, mc = train_compact_cnn(h5, work / 'cnn', epochs, seed, figures=False, name='classifier')
-    zdir, mz = train_redshift_cnn(h5, work / 'redshift', epochs, seed, name='redshift')
     out.mkdir(parents=True, exist_ok=True)
-    for src, name in ((cls, 'classifier'), (zdir, 'redshift')):
-        if (out / name).exists():
-            shutil.rmtree(out / name)
-        shutil.copytree(src, out / name)
-    metrics = dict(
-        n_targets=n,
-        seed=seed,
-        epochs=epochs,
-        mock_test_accuracy=mc['accuracy'],
-        mock_test_accuracy_ci95=mc.get('accuracy_ci95'),
-        mock_recall=mc.get('recall'),
-        redshift_sigma_nmad=mz.get('sigma_nmad'),
-        seconds=round(time.perf_counter() - t0, 1),
-    )
-    from spectral_nb.real_sdss import load_real_dev, write_real_dev, score_model
+    mfile = out / 'metrics.json'
+    metrics = json.loads(mfile.read_text()) if mfile.exists() else {}
+    metrics.update(n_targets=n, seed=seed, epochs=epochs)
+    if 'classifier' in kinds:
+        from spectral_nb.cnn import train_compact_cnn
+        from spectral_nb.real_sdss import load_real_dev, write_real_dev, score_model
 
-    cat, pix = load_real_dev()
-    m, _, _ = score_model(out / 'classifier', write_real_dev(work / 'real.parquet', cat, pix), cat)
-    metrics['real'] = {k: m[k] for k in ('balanced_accuracy', 'recall', 'n', 'n_spectra', 'by_survey') if k in m}
-    (out / 'metrics.json').write_text(json.dumps(metrics, indent=1, default=float))
+        path, m = train_compact_cnn(h5, work / 'cnn', epochs, seed, figures=False, name='classifier')
+        _replace(path, out / 'classifier')
+        cat, pix = load_real_dev()
+        r, _, _ = score_model(out / 'classifier', write_real_dev(work / 'real.parquet', cat, pix), cat)
+        metrics['classifier'] = dict(
+            mock_test_accuracy=m['accuracy'],
+            mock_test_accuracy_ci95=m.get('accuracy_ci95'),
+            mock_recall=m.get('recall'),
+            real={k: r[k] for k in ('balanced_accuracy', 'recall', 'n', 'n_spectra', 'by_survey') if k in r},
+        )
+    if 'redshift' in kinds:
+        from spectral_nb.redshift import train_redshift_cnn
+
+        path, m = train_redshift_cnn(h5, work / 'redshift', epochs, seed, name='redshift')
+        _replace(path, out / 'redshift')
+        metrics['redshift'] = {
+            k: v for k, v in m.items() if k in ('sigma_nmad', 'outlier_fraction', 'within_1_zerr', 'n_test')
+        }
+    metrics['seconds'] = round(time.perf_counter() - t0, 1)
+    mfile.write_text(json.dumps(metrics, indent=1, default=float))
     return metrics
+
+
+def _replace(src: Path, dst: Path):
+    "Copy a model folder over `dst` (removed first)."
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
