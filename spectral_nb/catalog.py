@@ -12,8 +12,8 @@ from .config import *
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'ZWARNING', 'ZW', 'NO_ANSWER', 'DROP_BITS', 'UNITS', 'zwarning_names', 'catalog_columns', 'write_table',
-           'read_table']
+__all__ = ['log', 'ZWARNING', 'LOW_SN', 'ZW', 'NO_ANSWER', 'DROP_BITS', 'UNITS', 'zwarning_names', 'catalog_columns',
+           'write_table', 'read_table']
 
 # %% ../nbs/04j_catalog.ipynb #4j0c0006
 ZWARNING = {  # bit: (name, meaning); the one definition of the catalogue's ZWARNING bits
@@ -32,7 +32,9 @@ ZWARNING = {  # bit: (name, meaning); the one definition of the catalogue's ZWAR
         'a damaged record (pixel arrays of unequal length, a wavelength array that does not increase, a bad redshift): no answer',
     ),
     19: ('DUPLICATE_ID', 'the identifier occurs more than once in the input'),
+    20: ('LOW_SN', 'median S/N per pixel below 0.5: sky, an empty fibre or noise; the class is a guess'),
 }
+LOW_SN = 0.5  # the median S/N per pixel (SDSS's SN_MEDIAN_ALL) below which a spectrum carries LOW_SN
 ZW = {name: 1 << bit for bit, (name, _) in ZWARNING.items()}  # name -> mask value
 NO_ANSWER = ZW['NODATA'] | ZW['BAD_INPUT']  # rows with one of these have no class
 

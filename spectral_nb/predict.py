@@ -17,7 +17,7 @@ from .spectra import spectrum_scale
 from .preprocess import FEATURE_COLUMNS, process_chunk
 from .records import iter_records, prefetch
 from .sdssfiles import spectrum_files, iter_fits_records
-from .catalog import ZW, DROP_BITS, catalog_columns, write_table
+from .catalog import ZW, DROP_BITS, LOW_SN, catalog_columns, write_table
 from .inputs import InputSpec, prepare_flux, feature_input, model_feed
 from spectral_nb.bundle import (
     check_bundle,
@@ -386,6 +386,8 @@ class Predictor:
         low = p.max(1) < self.threshold
         novel = (nov > self.nov_th) if self.nov_th is not None else np.zeros(len(o), bool)
         o['ZWARNING'] = np.where(low, ZW['LOW_CONFIDENCE'], 0) | np.where(novel, ZW['NOVELTY'], 0)
+        if 'sn_median' in o:  # noise, sky or an empty fibre: a network still gives some class, often with p ~ 1
+            o['ZWARNING'] |= np.where(o['sn_median'].to_numpy() < LOW_SN, ZW['LOW_SN'], 0)
         if 'missing_frac' in o:
             o['ZWARNING'] |= np.where(o['missing_frac'].to_numpy() > TRAIN_MAX_MISSING, ZW['LITTLE_COVERAGE'], 0)
         for j, c in enumerate(self.meta['classes']):
