@@ -19,10 +19,9 @@ __all__ = ['log', 'ZWARNING', 'LOW_SN', 'ZW', 'NO_ANSWER', 'DROP_BITS', 'UNITS',
 ZWARNING = {  # bit: (name, meaning); the one definition of the catalogue's ZWARNING bits
     1: (
         'LITTLE_COVERAGE',
-        'the spectrum covers too little of the model grid (more than the allowed fraction of pixels missing)',
+        'more than 5% of the model grid missing (the training data\'s limit): answered up to half missing, beyond that not',
     ),
     2: ('SMALL_DELTA_CHI2', 'the redshift fit\'s best and next-best candidates have nearly equal chi-square'),
-    4: ('MANY_OUTLIERS', 'many masked or unusable pixels'),
     5: ('Z_FITLIMIT', 'the redshift chi-square minimum lies at the edge of its search window'),
     9: ('NODATA', 'no usable flux: the spectrum got no answer'),
     16: ('LOW_CONFIDENCE', 'the calibrated top class probability is below the model\'s flag threshold'),
@@ -62,6 +61,10 @@ def catalog_columns(pred: pd.DataFrame) -> pd.DataFrame:
     out = pred.copy()
     n = len(out)
     zw = out['ZWARNING'].fillna(0).to_numpy(np.int64) if 'ZWARNING' in out else np.zeros(n, np.int64)
+    if (
+        'zwarning' in out
+    ):  # the redshift fit's own bits (SMALL_DELTA_CHI2, Z_FITLIMIT), from `redshift.predict_redshift`
+        zw = zw | out['zwarning'].fillna(0).to_numpy(np.int64)
     if 'specObjID' in out:
         dup = out['specObjID'].duplicated(keep=False).to_numpy()
         zw = zw | np.where(dup, ZW['DUPLICATE_ID'], 0)
