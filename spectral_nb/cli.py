@@ -178,8 +178,11 @@ def cmd_predict(a) -> int:
         import pandas as pd
         from spectral_nb.redshift import predict_redshift
 
-        z = pd.concat([predict_redshift(zm, data) for data in a.data], ignore_index=True)
-        df = df.drop(columns=[c for c in ('z_pred', 'z_err') if c in df]).merge(z, on='specObjID', how='left')
+        method = getattr(a, 'z_method', 'hybrid')
+        z = pd.concat([predict_redshift(zm, data, method=method) for data in a.data], ignore_index=True)
+        df = df.drop(columns=[c for c in z.columns if c != 'specObjID' and c in df]).merge(
+            z, on='specObjID', how='left'
+        )
         tmp = a.out.with_name(f'.{a.out.name}.tmp')
         df.to_csv(tmp, index=False)
         tmp.replace(a.out)

@@ -171,7 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
         '--redshift-model',
         type=Path,
         default=None,
-        help="also write z_pred and z_err from a redshift model folder (a run's redshift/models/cnn_compact_z)",
+        help="also write redshifts from a redshift model folder (a run's redshift/models/cnn_compact_z): z_pred, z_err and, "
+        "with --z-method hybrid, zwarning, delta_chi2, z_class, rv_kms, z_network, z_network_err",
+    )
+    pr.add_argument(
+        '--z-method',
+        choices=['hybrid', 'network'],
+        default='hybrid',
+        help="hybrid: the network's candidate redshifts refined by the model folder's eigen-templates (SDSS-style Z_ERR, "
+        "delta chi2, ZWARNING); network: the network alone",
     )
     _dask_args(pr)
     q = add('query', 'query a class-balanced random sample of SDSS spectra (SpecObjAll x SpecPhotoAll)')

@@ -4,25 +4,34 @@
 
 # %% ../nbs/08b_redshift.ipynb #7ad9ebba
 from __future__ import annotations
-import json, time
+import json, os, time
 from pathlib import Path
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 from .config import *
 from .dataset import Dataset
-from .inputs import InputSpec, Augment, model_input
-from .fit import load_task, seed_everything, augmented_inputs, fit_epochs, fit_streaming, is_streamed
+from .inputs import InputSpec, Augment, model_input, augment_flux, flux_input
+from .fit import load_task, seed_everything, early_stopping, fit_streaming, is_streamed
 from .streaming import needs_streaming, stream_task, predict_streaming
 from .bundle import save_bundle, load_bundle, bundle_spec, staged_run
 from .predict import chunks_h5, chunks_raw
 from .baselines import redshift_metrics, plot_z_fit
-from .plots import data_banner
+from .template_fit import build_templates, design, fit_templates, TEMPLATES_JSON
+from spectral_nb.hybrid_z import (
+    hybrid_templates,
+    hybrid_redshift,
+    zerr_floor,
+    candidate_coverage,
+    save_hybrid,
+    load_hybrid,
+)
 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'U_SCALE', 'Z_BIN_EDGES', 'build_redshift_cnn', 'to_u', 'to_bin', 'from_bins', 'from_u', 'predict_z',
-           'redshift_scores', 'plot_z_pred', 'train_redshift_cnn', 'predict_redshift']
+__all__ = ['log', 'U_SCALE', 'Z_BIN_EDGES', 'Z_SHIFT_PX', 'LABEL_SMOOTHING_BINS', 'Z_TRUNK', 'build_redshift_cnn', 'to_u',
+           'to_bin', 'soft_targets', 'shift_z', 'from_bins', 'from_u', 'predict_z', 'redshift_scores', 'plot_z_pred',
+           'train_redshift_cnn', 'predict_redshift']
 
 # %% ../nbs/08b_redshift.ipynb #0d5c2e3f
 U_SCALE = 0.1  # u = log10(1 + z) is learned in units of 0.1 (z = 5 is u = 7.8 units)
@@ -30,20 +39,23 @@ U_SCALE = 0.1  # u = log10(1 + z) is learned in units of 0.1 (z = 5 is u = 7.8 u
 Z_BIN_EDGES = np.linspace(
     -0.1, 8.0, 325
 )  # bins of u (units of U_SCALE in log10(1 + z)): 0.025 wide, z from -0.023 to 5.3
+Z_SHIFT_PX = 200  # training shifts of galaxies and quasars along the grid (pixels, +-), their redshift moved with them
+LABEL_SMOOTHING_BINS = 1.0  # sigma (bins) of the Gaussian target around the true u
+Z_TRUNK = 'lean'  # the compact trunk of the redshift network (`cnn.TRUNKS`)
 
 
-def build_redshift_cnn(npix: int = NPIX, lr: float = 2e-3, n_bins: int = len(Z_BIN_EDGES) - 1):
-    "The compact CNN trunk (with its position map) and a softmax head over `n_bins` bins of u = log10(1 + z) / U_SCALE."
+def build_redshift_cnn(npix: int = NPIX, lr: float = 2e-3, n_bins: int = len(Z_BIN_EDGES) - 1, trunk: str = Z_TRUNK):
+    "The compact CNN trunk (with its position map) and a softmax head over `n_bins` bins of u = log10(1 + z) / U_SCALE, trained on soft targets."
     import keras
     from keras import layers
     from spectral_nb.cnn import compact_trunk
 
     inp = keras.Input((npix, 1), name='flux')
-    # the strided trunk (full-resolution first layer): with the faster space-to-depth trunk of the classifiers, quasars'
-    # sigma_NMAD doubled (0.021 against 0.011 on a 3,000-target mock, 10 epochs) while galaxies' improved (0.0019 against 0.0021)
-    x = layers.Dense(128, activation='relu')(compact_trunk(inp, 'strided'))
+    # the strided trunk (full-resolution first layer) was needed while the network learnt without redshift shifts: with
+    # the lean trunk quasars' sigma_NMAD doubled then; with shifts and label smoothing the lean trunk does better, 6x cheaper
+    x = layers.Dense(128, activation='relu')(compact_trunk(inp, trunk))
     model = keras.Model(inp, layers.Dense(n_bins, activation='softmax', name='z_bins')(x), name='redshift_cnn')
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss='sparse_categorical_crossentropy')
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss='categorical_crossentropy')
     return model
 
 
@@ -54,6 +66,27 @@ def to_u(z) -> np.ndarray:
 def to_bin(z, edges=Z_BIN_EDGES) -> np.ndarray:
     "Index of the u bin of each redshift (beyond the ends: the end bins)."
     return np.clip(np.digitize(to_u(z), edges) - 1, 0, len(edges) - 2).astype(np.int32)
+
+
+def soft_targets(z, edges=Z_BIN_EDGES, sigma_bins: float = LABEL_SMOOTHING_BINS) -> np.ndarray:
+    "Targets (n, bins) float32: a Gaussian of `sigma_bins` bins over the bin centres around each true u (0: one-hot, `to_bin`)."
+    edges = np.asarray(edges)
+    if sigma_bins <= 0:
+        return np.eye(len(edges) - 1, dtype=np.float32)[to_bin(z, edges)]
+    cen = 0.5 * (edges[1:] + edges[:-1])
+    u = np.clip(to_u(z).astype(np.float64), cen[0], cen[-1])
+    w = np.exp(-0.5 * ((cen[None] - u[:, None]) / (sigma_bins * (edges[1] - edges[0]))) ** 2)
+    return (w / w.sum(1, keepdims=True)).astype(np.float32)
+
+
+def shift_z(raw: np.ndarray, z: np.ndarray, labels, rng, max_shift: int = Z_SHIFT_PX) -> tuple:
+    "(shifted raw fluxes, their redshifts): galaxies and quasars moved by up to +-`max_shift` pixels (edge fill; z kept >= 0), stars not."
+    n, npix = raw.shape
+    lz = np.log10(1 + np.asarray(z, np.float64))
+    k = rng.integers(-max_shift, max_shift + 1, n)
+    k = np.where(np.asarray(labels) == 'STAR', 0, np.maximum(k, np.ceil(-lz / DLOGLAM))).astype(np.int64)
+    f = np.take_along_axis(raw, np.clip(np.arange(npix)[None] - k[:, None], 0, npix - 1), 1)
+    return f, np.where(k == 0, z, 10 ** (lz + k * DLOGLAM) - 1)
 
 
 def from_bins(p: np.ndarray, edges=Z_BIN_EDGES, half: int = 2) -> tuple:
@@ -110,33 +143,168 @@ def predict_z(model, X: np.ndarray, batch_size: int = 1024, edges=Z_BIN_EDGES) -
     )  # 2 outputs: a bundle from before the bin head
 
 
-def redshift_scores(z_pred, z_err, z_true, labels) -> dict:
-    "Per-class sigma_NMAD and outlier fraction (`baselines.redshift_metrics`), and the fraction within 1 z_err."
+def redshift_scores(z_pred, z_err, z_true, labels, flagged=None) -> dict:
+    "Per-class sigma_NMAD and outlier fraction (`baselines.redshift_metrics`), the fractions within 1 and 2 z_err, and flagged (if given)."
     m = redshift_metrics(z_pred, z_true, labels)
-    within = np.abs(np.asarray(z_pred) - np.asarray(z_true)) <= np.asarray(z_err)
-    labels = np.asarray(labels)
-    return dict(
+    dz, e, labels = np.abs(np.asarray(z_pred) - np.asarray(z_true)), np.asarray(z_err), np.asarray(labels)
+    frac = lambda ok: {c: float(ok[labels == c].mean()) if (labels == c).any() else None for c in CLASSES}
+    out = dict(
         sigma_nmad={c: m[c]['sigma_nmad'] for c in CLASSES},
         outlier_fraction={c: m[c]['outlier_fraction'] for c in CLASSES},
-        within_1_zerr={c: float(within[labels == c].mean()) if (labels == c).any() else None for c in CLASSES},
+        within_1_zerr=frac(dz <= e),
+        within_2_zerr=frac(dz <= 2 * e),
         n={c: m[c]['n'] for c in CLASSES},
         by_class=m,
     )
+    if flagged is not None:
+        out['fraction_flagged'] = frac(np.asarray(flagged))
+    return out
 
 
-def plot_z_pred(z_true, z_pred, z_err, labels, source: str = 'mock', title: str = ''):
-    "The network's redshift against the catalogue redshift per true class, and dz/(1+z) (the template fit's figure, `baselines.plot_z_fit`)."
+def plot_z_pred(
+    z_true, z_pred, z_err, labels, source: str = 'mock', title: str = '', flagged=None, who: str = 'network'
+):
+    "A redshift against the catalogue redshift per true class, and dz/(1+z) (the template fit's figure, `baselines.plot_z_fit`; flagged as crosses)."
     return plot_z_fit(
         z_true,
         z_pred,
         labels,
-        np.zeros(len(np.asarray(z_true)), bool),
+        np.zeros(len(np.asarray(z_true)), bool) if flagged is None else np.asarray(flagged),
         source,
-        who='network',
+        who=who,
         title=title or 'Redshift from the fluxes alone (compact CNN)',
     )
 
+# %% ../nbs/08b_redshift.ipynb #b7e0a002
+def _fit_shifted(model, tr, va, epochs, batch_size, seed, patience, z_shift, views, callbacks) -> dict:
+    "Early stopping on the validation loss; each epoch fits `views` freshly shifted and augmented copies of the training split."
+    z, lab, y_va = tr.info['z'].to_numpy(), tr.info['label_main'].to_numpy(), soft_targets(va.info['z'])
 
+    def one(e):
+        for v in range(views):
+            rng = np.random.default_rng([seed, e, v, 17])
+            raw, zv = shift_z(tr.raw, z, lab, rng, z_shift)
+            X = flux_input(augment_flux(raw, rng, Augment(shift=0)), tr.spec, tr.scaler)
+            last = v == views - 1
+            h = model.fit(
+                X,
+                soft_targets(zv),
+                validation_data=(va.flux, y_va) if last else None,
+                batch_size=batch_size,
+                initial_epoch=e,
+                epochs=e + 1,
+                callbacks=list(callbacks) if last else [],
+                shuffle=True,
+                verbose=0,
+            )
+        return h
+
+    return early_stopping(model, one, epochs, 'val_loss', patience)
+
+
+def _split_flux(data: dict, split: str, h5_path) -> np.ndarray:
+    "Stored fluxes of a split (as in dataset.h5), in memory or read from the file for a streamed task."
+    s = data[split]
+    return s.raw if not is_streamed(data) else Dataset(h5_path).fluxes(s.info['row'].to_numpy())
+
+
+def _posterior(model, data: dict, split: str) -> np.ndarray:
+    s = data[split]
+    return predict_streaming(model, s) if is_streamed(data) else model.predict(s.flux, batch_size=1024, verbose=0)
+
+# %% ../nbs/08b_redshift.ipynb #b7e0a003
+def _speeds(model, data: dict, flux: np.ndarray, ht, designs: list, hybrid_kw: dict, rows: int) -> dict:
+    """Spectra per second (wall and CPU) of each method end to end from model inputs and stored fluxes, warm: the network
+    and the hybrid on the test split repeated to >= `rows` spectra (in memory) or streamed once, the template scan once."""
+    te, lz_edges = data['test'], Z_BIN_EDGES * U_SCALE
+    if is_streamed(data):
+        post, F = (lambda: predict_streaming(model, te)), flux
+    else:
+        X = np.concatenate([te.flux] * -(-rows // te.n))
+        post, F = (lambda: model.predict(X, batch_size=1024, verbose=0)), np.concatenate([flux] * -(-rows // te.n))
+    runs = dict(
+        network=(lambda: from_bins(post()), len(F)),
+        hybrid=(lambda: hybrid_redshift(F, post(), lz_edges, ht, **hybrid_kw), len(F)),
+        template=(lambda: fit_templates(flux, designs), len(flux)),
+    )
+    p0 = post()  # warm-up (tracing, FFT plans)
+    hybrid_redshift(F[:300], p0[:300], lz_edges, ht, **hybrid_kw)
+    fit_templates(flux[:8], designs)
+    out = {}
+    for k, (f, n) in runs.items():
+        w, c = time.perf_counter(), time.process_time()
+        f()
+        w, c = time.perf_counter() - w, time.process_time() - c
+        out[k] = dict(spectra_per_s=n / w, spectra_per_cpu_s=n / max(c, 1e-9), n_timed=n)
+    return out
+
+
+def _score_methods(model, data: dict, h5_path, ht, hybrid_kw: dict, speed_rows: int = 4096) -> tuple:
+    "(per-method scores, test DataFrame) of the network, the hybrid and the full template scan on the test split, and their speeds."
+    te = data['test']
+    lab, zt = te.info['label_main'].to_numpy(), te.info['z'].to_numpy()
+    flux, lz_edges = _split_flux(data, 'test', h5_path), Z_BIN_EDGES * U_SCALE
+    p = _posterior(model, data, 'test')
+    zn, en = from_bins(p)
+    h = hybrid_redshift(flux, p, lz_edges, ht, **hybrid_kw)
+    designs = [design(s) for s in ht.sets]
+    tf = fit_templates(flux, designs)
+    speed = _speeds(model, data, flux, ht, designs, hybrid_kw, speed_rows)
+    zw = h['zwarning'].to_numpy() != 0
+    out = dict(
+        network=dict(
+            **redshift_scores(zn, en, zt, lab),
+            candidates_contain_truth=candidate_coverage(h, zt, lab, 'z_peak'),
+            **speed['network'],
+        ),
+        hybrid=dict(
+            **redshift_scores(h['z_pred'], h['z_err'], zt, lab, zw),
+            within_1_zerr_fit=redshift_scores(h['z_pred'], h['z_err_fit'], zt, lab)['within_1_zerr'],
+            candidates_contain_truth=candidate_coverage(h, zt, lab, 'z_cand'),
+            **speed['hybrid'],
+        ),
+        template=dict(**redshift_scores(tf['z_fit'], tf['z_err'], zt, lab, tf['zwarning'] != 0), **speed['template']),
+    )
+    for m in out.values():
+        m.pop('by_class')
+    df = pd.DataFrame(dict(specObjID=te.info['specObjID'], label_main=lab, z=zt))
+    df = df.assign(**{c: h[c] for c in ('z_pred', 'z_err', 'zwarning', 'delta_chi2', 'z_class', 'rv_kms')})
+    df = df.assign(z_network=zn, z_network_err=en, z_template=tf['z_fit'], z_template_err=tf['z_err'])
+    return out, df.assign(template_zwarning=tf['zwarning'], template_class=tf['template_class'])
+
+
+def _hybrid_for(model, data: dict, h5_path, seed: int, max_templates: int | None, hybrid_kw: dict):
+    "Eigen-templates from the training split (float32, as saved) and Z_ERR floors per class from the validation split."
+    tr = data['train']
+    if is_streamed(
+        data
+    ):  # read a sample of training rows, at most 4 x max_templates per class (build_templates caps again)
+        rng, info = np.random.default_rng(seed), tr.info
+        cap = 4 * (max_templates or len(info))
+        pick = np.sort(
+            np.concatenate([rng.permutation(np.flatnonzero(info['label_main'] == c))[:cap] for c in CLASSES])
+        )
+        sets = build_templates(
+            Dataset(h5_path).fluxes(info['row'].to_numpy()[pick]), info.iloc[pick], 8, max_templates, seed
+        )
+    else:
+        sets = build_templates(tr.raw, tr.info, 8, max_templates, seed)
+    for s in sets:
+        s.basis = s.basis.astype(np.float32).astype(np.float64)
+    ht = hybrid_templates(sets)
+    va = data['val']
+    hv = hybrid_redshift(
+        _split_flux(data, 'val', h5_path), _posterior(model, data, 'val'), Z_BIN_EDGES * U_SCALE, ht, **hybrid_kw
+    )
+    z = va.info['z'].to_numpy()
+    ht.z_err_floor = {
+        c: zerr_floor(hv['z_pred'][m] - z[m], hv['z_err_fit'][m], z[m])
+        for c in CLASSES
+        if (m := (hv['z_class'] == c).to_numpy()).sum() >= 5
+    }
+    return ht
+
+# %% ../nbs/08b_redshift.ipynb #b7e0a004
 def train_redshift_cnn(
     h5_path,
     out_dir,
@@ -148,12 +316,19 @@ def train_redshift_cnn(
     patience: int = 4,
     data: dict | None = None,
     stream: bool | None = None,
+    z_shift: int = Z_SHIFT_PX,
+    views: int = 2,
+    trunk: str = Z_TRUNK,
+    max_templates: int | None = 150,
+    hybrid_kw: dict | None = None,
 ) -> tuple:
-    """Train, score and save the flux-only redshift CNN on every class of a dataset; returns (bundle path, metrics dict).
-    `stream`: read the fluxes block by block from the file (`streaming.stream_task` with redshift bins as targets) instead of
-    loading them; None streams when the task would not fit in memory (`needs_streaming`)."""
+    """Train, score and save the flux-only redshift CNN on every class of a dataset, with the eigen-templates of its hybrid;
+    returns (bundle path, metrics dict). `stream`: read the fluxes block by block from the file (`streaming.stream_task`
+    with soft redshift targets) instead of loading them; None streams when the task would not fit in memory
+    (`needs_streaming`). `hybrid_kw`: arguments of `hybrid_z.hybrid_redshift` (saved with the templates)."""
 
     seed_everything(seed)
+    hybrid_kw = dict(hybrid_kw or {})
     if data is None:
         big = needs_streaming(h5_path, 'main') if stream is None else bool(stream)
         data = (
@@ -165,7 +340,7 @@ def train_redshift_cnn(
                 batch_size=batch_size,
                 seed=seed,
                 augment=Augment(shift=0),
-                target=lambda info: to_bin(info['z']),
+                target=lambda info: soft_targets(info['z']),
             )
             if big
             else load_task(h5_path, 'main', InputSpec(), seed=seed)
@@ -177,35 +352,19 @@ def train_redshift_cnn(
             f"{h5_path}: some training or validation spectra have no usable catalogue redshift (z <= -1 or NaN); "
             "the redshift network needs z for every spectrum it learns from."
         )
-    b_tr, b_va = to_bin(tr.info['z']), to_bin(va.info['z'])
-    edges = Z_BIN_EDGES
-
-    def predict_test():  # (z_pred, z_err) of the test split, block by block when streamed
-        return from_bins(predict_streaming(model, te), edges) if streamed else predict_z(model, te.flux)
-
     with staged_run(out_dir) as stage:
         seed_everything(seed)
-        model = build_redshift_cnn(NPIX if streamed else tr.flux.shape[1])
+        model = build_redshift_cnn(NPIX if streamed else tr.flux.shape[1], trunk=trunk)
         t = time.perf_counter()
+        beat = [_heartbeat(tr.n, epochs, name)]
         if streamed:
-            hist = fit_streaming(
-                model, data, epochs, patience, monitor='val_loss', callbacks=[_heartbeat(tr.n, epochs, name)]
-            )
+            hist = fit_streaming(model, data=data, epochs=epochs, patience=patience, monitor='val_loss', callbacks=beat)
         else:
-            hist = fit_epochs(
-                model,
-                lambda e: augmented_inputs(tr, 'cnn', seed, e, Augment(shift=0)),
-                b_tr,
-                (va.flux, b_va),
-                epochs,
-                batch_size,
-                'val_loss',
-                patience,
-                callbacks=[_heartbeat(tr.n, epochs, name)],
-            )
+            hist = _fit_shifted(model, tr, va, epochs, batch_size, seed, patience, z_shift, views, beat)
         train_s = time.perf_counter() - t
-        zp, ze = predict_test()
-        labels = te.info['label_main'].to_numpy()
+        ht = _hybrid_for(model, data, h5_path, seed, max_templates, hybrid_kw)
+        methods, df = _score_methods(model, data, h5_path, ht, hybrid_kw)
+        labels = df['label_main'].to_numpy()
         m = dict(
             name=name,
             kind='redshift',
@@ -217,19 +376,41 @@ def train_redshift_cnn(
             train_seconds=train_s,
             history=hist,
             streamed=streamed,
-            **redshift_scores(zp, ze, te.info['z'].to_numpy(), labels),
+            training=dict(
+                trunk=trunk,
+                z_shift_px=0 if streamed else z_shift,
+                views=1 if streamed else views,
+                label_smoothing_bins=LABEL_SMOOTHING_BINS,
+            ),
+            **{
+                k: methods['hybrid'][k]
+                for k in ('sigma_nmad', 'outlier_fraction', 'within_1_zerr', 'within_2_zerr', 'n')
+            },
+            predict_spectra_per_s=methods['hybrid']['spectra_per_s'],
+            methods=methods,
+            z_err_floor=ht.z_err_floor,
+            hybrid_settings=hybrid_kw,
+            templates={s.name: s.n_train for s in ht.sets},
+            load_average_1min=os.getloadavg()[0],
+            cpu_count=os.cpu_count(),
         )
-        t = time.perf_counter()
-        predict_test()
-        m['predict_spectra_per_s'] = te.n / max(time.perf_counter() - t, 1e-9)
         (stage / f'metrics_{name}.json').write_text(json.dumps(m, indent=1, default=float))
-        pd.DataFrame(
-            dict(specObjID=te.info['specObjID'], label_main=labels, z=te.info['z'], z_pred=zp, z_err=ze)
-        ).to_csv(stage / f'redshift_{name}.csv', index=False)
-        fig = plot_z_pred(te.info['z'], zp, ze, labels, source, f'{name}: redshift from the fluxes alone (test split)')
-        fig.savefig(stage / f'z_pred_{name}.png', dpi=110)
-        plt.close(fig)
-        save_bundle(
+        df.to_csv(stage / f'redshift_{name}.csv', index=False)
+        for who, zc, ec, fl, fig_name in (
+            ('network', 'z_network', 'z_network_err', None, f'z_pred_{name}.png'),
+            ('hybrid', 'z_pred', 'z_err', df['zwarning'] != 0, f'z_hybrid_{name}.png'),
+        ):
+            title = f'{name}: redshift from the ' + (
+                'fluxes alone' if who == 'network' else 'network + templates (hybrid)'
+            )
+            fig = plot_z_pred(df['z'], df[zc], df[ec], labels, source, f'{title} (test split)', fl, who)
+            fig.savefig(stage / fig_name, dpi=110)
+            plt.close(fig)
+        extra = dict(seed=seed, source=source, target='softmax over bins of log10(1+z) / u_scale', u_scale=U_SCALE)
+        extra.update(u_bin_edges=Z_BIN_EDGES.tolist(), epochs=m['epochs'], training=m['training'], hybrid=True)
+        extra.update(sigma_nmad=m['sigma_nmad'], outlier_fraction=m['outlier_fraction'])
+        extra.update({f'hybrid_{k}': methods['hybrid'][k] for k in ('sigma_nmad', 'outlier_fraction')})
+        path = save_bundle(
             stage / 'models' / name,
             model,
             'redshift',
@@ -237,28 +418,33 @@ def train_redshift_cnn(
             CLASSES,
             data['scaler'],
             data['spec'],
-            dict(
-                seed=seed,
-                source=source,
-                target='softmax over bins of log10(1+z) / u_scale',
-                u_scale=U_SCALE,
-                u_bin_edges=Z_BIN_EDGES.tolist(),
-                epochs=m['epochs'],
-                sigma_nmad=m['sigma_nmad'],
-                outlier_fraction=m['outlier_fraction'],
-            ),
+            extra,
             data['dataset'],
         )
+        save_hybrid(path, ht, hybrid_kw)
     return Path(out_dir) / 'models' / name, m
 
 # %% ../nbs/08b_redshift.ipynb #f28bc7d6
-def predict_redshift(model_path, data_path, batch_size: int = 4096) -> pd.DataFrame:
-    "specObjID, z_pred and z_err of every usable spectrum of a dataset.h5 or raw.parquet, read in chunks, from a saved redshift bundle."
+def predict_redshift(
+    model_path, data_path, batch_size: int = 4096, method: str = 'hybrid', workers: int = 2
+) -> pd.DataFrame:
+    "One row per usable spectrum of a dataset.h5 or raw.parquet, read in chunks, from a saved redshift bundle: the hybrid (`method='hybrid'`) or the network alone ('network')."
+    if method not in ('hybrid', 'network'):
+        raise ValueError(f"method must be 'hybrid' or 'network', got {method!r}.")
     model, meta, sc = load_bundle(model_path)
     if meta['kind'] != 'redshift':
         raise ValueError(
             f"{model_path} holds a {meta['kind']} model, not a redshift model (kind 'redshift'); train one with the `redshift` stage."
         )
+    edges = np.asarray(meta.get('u_bin_edges', Z_BIN_EDGES))
+    if method == 'hybrid' and (not (Path(model_path) / TEMPLATES_JSON).is_file() or 'u_bin_edges' not in meta):
+        log.warning(
+            "%s carries no templates (trained before the hybrid redshift): the network's redshift only", model_path
+        )
+        method = 'network'
+    if method == 'hybrid':
+        ht, kw = load_hybrid(model_path)
+        kw.pop('workers', None)
     spec, data_path = bundle_spec(meta), Path(data_path)
     if data_path.suffix == '.parquet':
         if not data_path.is_file():
@@ -268,11 +454,20 @@ def predict_redshift(model_path, data_path, batch_size: int = 4096) -> pd.DataFr
         ds = Dataset(data_path)
         ds.check_grid(meta)
         chunks = chunks_h5(ds.path, batch_size)
-    out = [pd.DataFrame(dict(specObjID=[], z_pred=[], z_err=[]))]
+    cols = ['z_pred', 'z_err'] + (
+        ['zwarning', 'delta_chi2', 'z_class', 'rv_kms', 'z_network', 'z_network_err'] if method == 'hybrid' else []
+    )
+    out = [pd.DataFrame({c: [] for c in ['specObjID'] + cols})]
     for info, flux, _ in chunks:
         if not len(info):
             continue
         X, _ = model_input(flux, info, spec, sc)
-        zp, ze = predict_z(model, X, edges=meta.get('u_bin_edges', Z_BIN_EDGES))
-        out.append(pd.DataFrame(dict(specObjID=info['specObjID'].to_numpy(), z_pred=zp, z_err=ze)))
+        p = model.predict(X, batch_size=1024, verbose=0)
+        zn, en = from_u(p) if p.shape[1] == 2 else from_bins(p, edges)  # 2 outputs: a bundle from before the bin head
+        if method == 'network':
+            out.append(pd.DataFrame(dict(specObjID=info['specObjID'].to_numpy(), z_pred=zn, z_err=en)))
+            continue
+        h = hybrid_redshift(flux, p, edges * meta.get('u_scale', U_SCALE), ht, workers=workers, **kw)
+        h = h.assign(specObjID=info['specObjID'].to_numpy(), z_network=zn, z_network_err=en)
+        out.append(h[['specObjID'] + cols])
     return pd.concat(out, ignore_index=True)

@@ -4,7 +4,9 @@
 
 # %% ../nbs/08c_template_fit.ipynb #ca44f452
 from __future__ import annotations
+import json
 from dataclasses import dataclass
+from pathlib import Path
 import numpy as np, pandas as pd
 from .config import *
 from .mock import ZWARNING_SMALL_DELTA_CHI2, ZWARNING_Z_FITLIMIT
@@ -12,10 +14,10 @@ from .mock import ZWARNING_SMALL_DELTA_CHI2, ZWARNING_Z_FITLIMIT
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'Z_MAX', 'S_MAX', 'REST_MARGIN', 'FIT_REST_NPIX', 'Z_SCAN', 'DV_DISTINCT_KMS', 'DCHI2_MIN', 'rest_loglam',
-           'shift_of_z', 'z_of_shift', 'shift_range', 'spectrum_norm', 'noise_sigma', 'to_rest', 'pca_basis',
-           'TemplateSet', 'build_templates', 'legendre_basis', 'correlate', 'Design', 'design', 'chi2_scan',
-           'fit_templates']
+__all__ = ['log', 'Z_MAX', 'S_MAX', 'REST_MARGIN', 'FIT_REST_NPIX', 'Z_SCAN', 'DV_DISTINCT_KMS', 'DCHI2_MIN', 'TEMPLATES_NPZ',
+           'TEMPLATES_JSON', 'rest_loglam', 'shift_of_z', 'z_of_shift', 'shift_range', 'spectrum_norm', 'noise_sigma',
+           'to_rest', 'pca_basis', 'TemplateSet', 'build_templates', 'legendre_basis', 'correlate', 'Design', 'design',
+           'chi2_scan', 'fit_templates', 'save_templates', 'load_templates']
 
 # %% ../nbs/08c_template_fit.ipynb #f434b552
 Z_MAX = 5.0  # the highest redshift any template is scanned to
@@ -320,3 +322,48 @@ def fit_templates(
         out['zwarning'] |= np.where(out['dchi2'] < dchi2_min, ZWARNING_SMALL_DELTA_CHI2, 0).astype(np.int32)
         rows.append(pd.DataFrame(out))
     return pd.concat(rows, ignore_index=True)
+
+# %% ../nbs/08c_template_fit.ipynb #5e1c0a02
+TEMPLATES_NPZ, TEMPLATES_JSON = 'templates.npz', 'templates.json'
+
+
+def save_templates(sets: list, folder, extra: dict | None = None) -> Path:
+    "Write template sets into `folder` (`templates.npz`: float32 eigen-templates; `templates.json`: names, classes, scans, `extra`); returns the folder."
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / TEMPLATES_NPZ, **{f'basis_{i}': t.basis.astype(np.float32) for i, t in enumerate(sets)})
+    meta = dict(
+        rest_grid=dict(loglam0=float(rest_loglam()[0]), dloglam=DLOGLAM, npix=FIT_REST_NPIX, s_max=S_MAX),
+        sets=[
+            dict(name=t.name, cls=t.cls, shifts=[int(t.shifts[0]), int(t.shifts[-1])], n_train=int(t.n_train))
+            for t in sets
+        ],
+        **(extra or {}),
+    )
+    (folder / TEMPLATES_JSON).write_text(json.dumps(meta, indent=1))
+    return folder
+
+
+def load_templates(folder) -> tuple:
+    "(template sets, the rest of templates.json) from a folder written by `save_templates`."
+    folder = Path(folder)
+    if not (folder / TEMPLATES_JSON).is_file() or not (folder / TEMPLATES_NPZ).is_file():
+        raise FileNotFoundError(
+            f"{folder} holds no templates ({TEMPLATES_NPZ} and {TEMPLATES_JSON}); save them with save_templates."
+        )
+    meta = json.loads((folder / TEMPLATES_JSON).read_text())
+    g = meta.pop('rest_grid')
+    if g['npix'] != FIT_REST_NPIX or g['s_max'] != S_MAX or abs(g['loglam0'] - rest_loglam()[0]) > 1e-9:
+        raise ValueError(f"{folder}: templates on another rest grid ({g}); rebuild them with build_templates.")
+    with np.load(folder / TEMPLATES_NPZ, allow_pickle=False) as z:
+        sets = [
+            TemplateSet(
+                s['name'],
+                s['cls'],
+                z[f'basis_{i}'].astype(np.float64),
+                np.arange(s['shifts'][0], s['shifts'][1] + 1),
+                s['n_train'],
+            )
+            for i, s in enumerate(meta.pop('sets'))
+        ]
+    return sets, meta

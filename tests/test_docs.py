@@ -24,3 +24,12 @@ def test_the_two_commands_are_the_makefile_targets_ci_runs():
     mk = (ROOT / 'Makefile').read_text()
     assert re.search(r'^report:', mk, re.M) and re.search(r'^test:', mk, re.M)
     assert 'make test' in (ROOT / '.ci' / 'run').read_text()
+
+
+def test_readme_lists_every_zwarning_bit_as_the_code_defines_it():
+    from spectral_nb.catalog import ZWARNING
+
+    text = (ROOT / 'README.md').read_text()
+    rows = re.findall(r'^\| (\d+) \| (\d+) \| `(\w+)` \| (.+?) \|$', text, re.M)
+    assert {int(b): (n, m) for b, v, n, m in rows} == {b: (n, m) for b, (n, m) in ZWARNING.items()}
+    assert all(int(v) == 1 << int(b) for b, v, _, _ in rows)

@@ -1,4 +1,4 @@
-"The network redshift (issue 11): training, saved bundle, `predict_redshift`, and `spectral-nb predict --redshift-model`."
+"The redshift stage (issue 11; the hybrid of 08e_hybrid_z): training, saved bundle with its templates, `predict_redshift`, and `spectral-nb predict --redshift-model [--z-method]`."
 import numpy as np, pandas as pd, pytest
 
 
@@ -15,12 +15,27 @@ def test_metrics_agree_with_the_saved_predictions(zrun):
     d, raw, h5, path, m = zrun
     from spectral_nb.baselines import redshift_metrics
     pz = pd.read_csv(d / 'run' / 'redshift_cnn_compact_z.csv')
-    ref = redshift_metrics(pz.z_pred, pz.z, pz.label_main)
     assert m['n_test'] == len(pz) and (d / 'run' / 'z_pred_cnn_compact_z.png').stat().st_size > 5000
-    for c in ('GALAXY', 'QSO', 'STAR'):
-        if ref[c]['n']: assert m['sigma_nmad'][c] == pytest.approx(ref[c]['sigma_nmad'], abs=1e-12)
-    within = (np.abs(pz.z_pred - pz.z) <= pz.z_err)
-    assert m['within_1_zerr']['GALAXY'] == pytest.approx(within[pz.label_main == 'GALAXY'].mean(), abs=1e-12)
+    assert (d / 'run' / 'z_hybrid_cnn_compact_z.png').stat().st_size > 5000
+    for method, zc, ec in (('network', 'z_network', 'z_network_err'), ('hybrid', 'z_pred', 'z_err'),
+                           ('template', 'z_template', 'z_template_err')):
+        mm = m['methods'][method]
+        ref = redshift_metrics(pz[zc], pz.z, pz.label_main)
+        for c in ('GALAXY', 'QSO', 'STAR'):
+            if ref[c]['n']:
+                assert mm['sigma_nmad'][c] == pytest.approx(ref[c]['sigma_nmad'], abs=1e-12)
+                assert mm['outlier_fraction'][c] == pytest.approx(ref[c]['outlier_fraction'], abs=1e-12)
+        for k in (1, 2):
+            within = np.abs(pz[zc] - pz.z) <= k * pz[ec]
+            assert mm[f'within_{k}_zerr']['GALAXY'] == pytest.approx(within[pz.label_main == 'GALAXY'].mean(), abs=1e-12)
+        assert mm['spectra_per_s'] > 0 and mm['spectra_per_cpu_s'] > 0
+    assert m['sigma_nmad'] == m['methods']['hybrid']['sigma_nmad']  # the top level: what predict_redshift writes by default
+    assert m['predict_spectra_per_s'] == m['methods']['hybrid']['spectra_per_s']
+    for method in ('network', 'hybrid'):
+        cov = m['methods'][method]['candidates_contain_truth']
+        assert all(v is None or 0 <= v <= 1 for v in cov.values())
+    assert set(m['z_err_floor']) <= {'GALAXY', 'QSO', 'STAR'}
+    assert (path / 'templates.npz').is_file() and (path / 'templates.json').is_file()
 
 
 def test_predict_redshift_reproduces_the_test_split_from_h5_and_raw(zrun):
@@ -29,10 +44,33 @@ def test_predict_redshift_reproduces_the_test_split_from_h5_and_raw(zrun):
     a = predict_redshift(path, h5).set_index('specObjID')
     b = predict_redshift(path, raw).set_index('specObjID')
     pz = pd.read_csv(d / 'run' / 'redshift_cnn_compact_z.csv').set_index('specObjID')
-    np.testing.assert_allclose(a.loc[pz.index, 'z_pred'], pz.z_pred, atol=1e-4)
+    assert list(a.columns) == ['z_pred', 'z_err', 'zwarning', 'delta_chi2', 'z_class', 'rv_kms', 'z_network', 'z_network_err']
+    np.testing.assert_allclose(a.loc[pz.index, 'z_network'], pz.z_network, atol=1e-4)
+    assert (np.abs(a.loc[pz.index, 'z_pred'] - pz.z_pred) < 1e-4).mean() > 0.98  # the templates travel in the folder
     common = a.index.intersection(b.index)
     assert len(common) > 0.9 * len(a)
-    np.testing.assert_allclose(a.loc[common, 'z_pred'], b.loc[common, 'z_pred'], atol=1e-4)
+    np.testing.assert_allclose(a.loc[common, 'z_network'], b.loc[common, 'z_network'], atol=1e-4)
+    assert (np.abs(a.loc[common, 'z_pred'] - b.loc[common, 'z_pred']) < 1e-4).mean() > 0.98
+    stars = a.z_class == 'STAR'
+    np.testing.assert_allclose(a.rv_kms[stars], 299792.458 * a.z_pred[stars])
+    assert a.rv_kms[~stars].isna().all()
+    n = predict_redshift(path, h5, method='network')
+    assert list(n.columns) == ['specObjID', 'z_pred', 'z_err']
+    np.testing.assert_allclose(n.z_pred, a.z_network.to_numpy(), atol=1e-9)
+
+
+def test_a_bundle_without_templates_predicts_with_the_network_only(zrun, tmp_path, caplog):
+    import shutil
+    from spectral_nb.redshift import predict_redshift
+    d, raw, h5, path, m = zrun
+    old = tmp_path / 'old'
+    shutil.copytree(path, old)
+    (old / 'templates.json').unlink()
+    got = predict_redshift(old, h5)
+    assert list(got.columns) == ['specObjID', 'z_pred', 'z_err'] and 'carries no templates' in caplog.text
+    np.testing.assert_allclose(got.z_pred, predict_redshift(path, h5, method='network').z_pred, atol=1e-9)
+    with pytest.raises(ValueError, match="'hybrid' or 'network'"):
+        predict_redshift(path, h5, method='template')
 
 
 def test_cli_predict_writes_z_columns_and_refuses_a_classifier_as_redshift_model(zrun, tmp_path):
@@ -43,8 +81,15 @@ def test_cli_predict_writes_z_columns_and_refuses_a_classifier_as_redshift_model
     out = tmp_path / 'p.csv'
     assert main(['-q', 'predict', '--model', str(cls), '--data', str(h5), '--out', str(out), '--redshift-model', str(path)]) == 0
     p = pd.read_csv(out)
-    assert {'prob_GALAXY', 'prob_QSO', 'prob_STAR', 'predicted', 'z_pred', 'z_err'} <= set(p.columns)
-    assert len(p) == len(pd.read_hdf(h5, 'source_info')) and np.isfinite(p.z_pred).all() and (p.z_err > 0).all()
+    assert {'prob_GALAXY', 'prob_QSO', 'prob_STAR', 'predicted', 'z_pred', 'z_err', 'zwarning', 'delta_chi2', 'rv_kms',
+            'z_network', 'z_network_err'} <= set(p.columns)
+    assert len(p) == len(pd.read_hdf(h5, 'source_info')) and np.isfinite(p.z_network).all() and (p.z_network_err > 0).all()
+    assert np.isfinite(p.z_pred).mean() > 0.99 and (p.z_err > 0).mean() > 0.95  # NaN: no curvature (flagged)
+    net = tmp_path / 'n.csv'
+    assert main(['-q', 'predict', '--model', str(cls), '--data', str(h5), '--out', str(net), '--redshift-model', str(path),
+                 '--z-method', 'network']) == 0
+    pn = pd.read_csv(net)
+    assert 'zwarning' not in pn and np.allclose(pn.z_pred, p.z_network, atol=1e-9)
     assert main(['-q', 'predict', '--model', str(cls), '--data', str(h5), '--out', str(tmp_path / 'q.csv'), '--redshift-model', str(cls)]) == 2
     assert main(['-q', 'predict', '--model', str(cls), '--data', str(h5), '--out', str(tmp_path / 'r.csv'), '--redshift-model', str(tmp_path / 'no')]) == 2
 
