@@ -354,7 +354,10 @@ def collect_metrics(run: Path, profile: str, source: str, seed: int) -> dict:
                 'epochs',
                 'predict_spectra_per_s',
             )
+            if k in z
         }
+        for meth, mm in z.get('methods', {}).items():  # network alone, the hybrid, the full template scan: side by side
+            out['redshift'][meth] = mm
     bl = _load(run / L.baselines / 'metrics.json')
     if bl:
         out['baselines'] = bl['baselines']
