@@ -20,7 +20,7 @@ setuptools.setup(
     keywords=cfg['keywords'].split(),
     packages=setuptools.find_packages(include=['spectral_nb', 'spectral_nb.*']),
     include_package_data=True,
-    package_data={'spectral_nb': ['data/*.txt', 'data/real_sdss_dev/*']},  # the quasar composite; the real-SDSS yardstick (npz, csv, README)
+    package_data={'spectral_nb': ['data/*.txt', 'data/real_sdss_dev/*', 'models/default/*', 'models/default/*/*']},  # the quasar composite; the real-SDSS yardstick; the pretrained model
     install_requires=requirements,
     extras_require={'dev': dev_requirements},
     python_requires='>=' + cfg['min_python'],

@@ -17,8 +17,8 @@ from .cli_parser import build_parser
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'COMMANDS', 'cmd_mock', 'cmd_preprocess', 'cmd_train', 'cmd_predict', 'cmd_reproduce', 'cmd_query',
-           'cmd_download', 'cmd_explore', 'main']
+__all__ = ['log', 'COMMANDS', 'cmd_mock', 'cmd_preprocess', 'cmd_train', 'cmd_predict', 'cmd_pretrain', 'cmd_reproduce',
+           'cmd_query', 'cmd_download', 'cmd_explore', 'main']
 
 # %% ../nbs/90_cli.ipynb #a20b8fa8
 def _check_out_folder(p: Path, flag: str = '--out') -> Path:
@@ -132,39 +132,66 @@ def cmd_train(a) -> int:
     return 0
 
 
-def cmd_predict(a) -> int:
-    "Apply a saved classifier to dataset.h5 or raw.parquet files and write predictions.csv; on Dask for several files, --workers or --scheduler."
-    if not a.model.is_dir():
+def _check_redshift_model(zm: Path):
+    "A clear error, before any work, when `zm` is not a redshift model folder."
+    if not (zm / 'meta.json').is_file():
         raise FileNotFoundError(
-            f"--model {a.model}: no model folder there; give a folder written by `spectral-nb train` (with model.keras, meta.json)."
+            f"--redshift-model {zm}: no model folder there; give the models/cnn_compact_z folder of a run's redshift stage."
         )
-    for data in a.data:
-        if data.suffix.lower() != '.parquet':
-            from spectral_nb.dataset import check_dataset
+    kind = json.loads((zm / 'meta.json').read_text()).get('kind')
+    if kind != 'redshift':
+        raise ValueError(
+            f"--redshift-model {zm} holds a {kind} model, not a redshift model; give the models/cnn_compact_z folder of a run's redshift stage."
+        )
 
-            check_dataset(data)
-        elif not data.is_file():
-            raise FileNotFoundError(
-                f"--data {data}: no such raw-record file; run `spectral-nb mock` or `download` first."
-            )
+
+def cmd_predict(a) -> int:
+    """Apply a saved classifier (default: the pretrained one) to dataset.h5, raw.parquet or SDSS spectrum files and write
+    a catalogue, one row per input spectrum (.csv, .parquet or .fits); on Dask for several tables, --workers or --scheduler."""
+    import tempfile
+    from spectral_nb.predict import is_fits_input, check_out_file
+    from spectral_nb.catalog import catalog_columns, write_table
+
+    model = a.model
+    if model is None:
+        from spectral_nb.classify import default_model
+
+        model = default_model('classifier')
+    if not model.is_dir():
+        raise FileNotFoundError(
+            f"--model {model}: no model folder there; give a folder written by `spectral-nb train` (with model.keras, meta.json)."
+        )
+    check_out_file(a.out)
+    fits = any(is_fits_input(d) for d in a.data)
+    if fits:
+        from spectral_nb.sdssfiles import spectrum_files
+
+        data = spectrum_files(list(a.data))  # a clear error, before any work, when nothing is there
+    else:
+        data = [Path(d) for d in a.data]
+        for d in data:
+            if d.suffix.lower() != '.parquet':
+                from spectral_nb.dataset import check_dataset
+
+                check_dataset(d)
+            elif not d.is_file():
+                raise FileNotFoundError(
+                    f"--data {d}: no such raw-record file; run `spectral-nb mock` or `download` first."
+                )
     zm = getattr(a, 'redshift_model', None)
-    if zm is not None:  # checked before any work
-        if not (zm / 'meta.json').is_file():
-            raise FileNotFoundError(
-                f"--redshift-model {zm}: no model folder there; give the models/cnn_compact_z folder of a run's redshift stage."
-            )
-        kind = json.loads((zm / 'meta.json').read_text()).get('kind')
-        if kind != 'redshift':
-            raise ValueError(
-                f"--redshift-model {zm} holds a {kind} model, not a redshift model; give the models/cnn_compact_z folder of a run's redshift stage."
-            )
-    if _use_dask(a, len(a.data)):  # the same table as one process gives for the files in turn
+    if zm is None and a.model is None:
+        from spectral_nb.classify import default_model
+
+        zm = default_model('redshift')  # the pretrained classifier comes with its redshift model
+    if zm is not None:
+        _check_redshift_model(zm)
+    if not fits and _use_dask(a, len(data)):  # the same table as one process gives for the files in turn
         from spectral_nb.distributed import predict_parts
 
         df = predict_parts(
-            a.model,
-            a.data,
-            a.out,
+            model,
+            data,
+            None,
             scheduler=a.scheduler,
             n_workers=a.workers or 2,
             batch_size=a.batch_size,
@@ -173,20 +200,38 @@ def cmd_predict(a) -> int:
     else:
         from spectral_nb.predict import predict
 
-        df = predict(a.model, a.data[0], a.out, batch_size=a.batch_size, progress=not a.quiet)
-    if zm is not None:  # the network's redshift beside the class probabilities (in this process)
+        df = predict(model, data if fits else data[0], batch_size=a.batch_size, progress=not a.quiet)
+    if zm is not None:  # the redshift beside the class probabilities (in this process)
         import pandas as pd
         from spectral_nb.redshift import predict_redshift
 
         method = getattr(a, 'z_method', 'hybrid')
-        z = pd.concat([predict_redshift(zm, data, method=method) for data in a.data], ignore_index=True)
-        df = df.drop(columns=[c for c in z.columns if c != 'specObjID' and c in df]).merge(
-            z, on='specObjID', how='left'
-        )
-        tmp = a.out.with_name(f'.{a.out.name}.tmp')
-        df.to_csv(tmp, index=False)
-        tmp.replace(a.out)
-    log.info("wrote %d predictions to %s", len(df), a.out)
+        with tempfile.TemporaryDirectory() as tmp:
+            if fits:
+                from spectral_nb.classify import fits_to_records
+
+                raw = fits_to_records(data, Path(tmp) / 'raw.parquet')
+                srcs = [raw] if raw is not None else []
+            else:
+                srcs = data
+            z = pd.concat([predict_redshift(zm, s, method=method) for s in srcs], ignore_index=True) if srcs else None
+        if z is not None:
+            df = df.drop(columns=[c for c in z.columns if c != 'specObjID' and c in df]).merge(
+                z, on='specObjID', how='left'
+            )
+    write_table(catalog_columns(df), a.out)
+    log.info("wrote %d rows to %s", len(df), a.out)
+    return 0
+
+
+def cmd_pretrain(a) -> int:
+    "Make the pretrained classifier and redshift model (`classify.pretrain`) in --out."
+    from spectral_nb.classify import pretrain
+
+    m = pretrain(a.out, n=a.n, seed=a.seed, epochs=a.epochs, work=a.work)
+    log.info(
+        "pretrained models in %s; real-SDSS balanced accuracy %.3f", a.out, m['classifier']['real']['balanced_accuracy']
+    )
     return 0
 
 
@@ -286,6 +331,7 @@ COMMANDS = dict(
     preprocess=cmd_preprocess,
     train=cmd_train,
     predict=cmd_predict,
+    pretrain=cmd_pretrain,
     query=cmd_query,
     download=cmd_download,
     reproduce=cmd_reproduce,

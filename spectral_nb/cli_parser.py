@@ -154,18 +154,28 @@ def build_parser() -> argparse.ArgumentParser:
         action='store_true',
         help='train without augmentation (noise, shifts, calibration tilt, sky residuals, brightness)',
     )
-    pr = add('predict', 'apply a saved classifier to new spectra')
+    pr = add('predict', 'apply a saved classifier to new spectra and write a catalogue')
     pr.add_argument(
-        '--model', type=Path, required=True, help='model folder (model.keras, meta.json) written by `spectral-nb train`'
+        '--model',
+        type=Path,
+        default=None,
+        help='model folder (model.keras, meta.json) written by `spectral-nb train` (default: the pretrained model in '
+        'the package, with its redshift model)',
     )
     pr.add_argument(
         '--data',
-        type=Path,
+        type=str,
         nargs='+',
         required=True,
-        help='dataset.h5 or raw.parquet file(s); several go to Dask, rows in file order',
+        help='dataset.h5 or raw.parquet file(s) (several go to Dask, rows in file order), or SDSS spectrum files: '
+        "spec-*.fits, spSpec-*.fit, spPlate-*.fits, folders of them or quoted globs ('spectra/spec-*.fits')",
     )
-    pr.add_argument('--out', type=Path, default=Path('predictions.csv'), help='CSV file to write, one row per spectrum')
+    pr.add_argument(
+        '--out',
+        type=Path,
+        default=Path('predictions.csv'),
+        help='catalogue to write, one row per input spectrum: .csv, .parquet or .fits (by the extension)',
+    )
     pr.add_argument('--batch-size', type=_positive_int, default=1024, help='spectra per inference batch')
     pr.add_argument(
         '--redshift-model',
@@ -182,6 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
         "delta chi2, ZWARNING); network: the network alone",
     )
     _dask_args(pr)
+    pt = add('pretrain', 'make the pretrained model the package ships (mock survey -> compact CNN + redshift network)')
+    pt.add_argument('--n', type=_positive_int, default=30000, help='targets of the mock survey it trains on')
+    pt.add_argument('--epochs', type=_positive_int, default=12, help='training epochs of each network')
+    pt.add_argument('--seed', type=int, default=SEED)
+    pt.add_argument('--out', type=Path, required=True, help='folder for classifier/, redshift/ and metrics.json')
+    pt.add_argument(
+        '--work',
+        type=Path,
+        default=None,
+        help='folder for the mock survey and the training runs (default: a temporary one)',
+    )
     q = add('query', 'query a class-balanced random sample of SDSS spectra (SpecObjAll x SpecPhotoAll)')
     q.add_argument('--n', type=_positive_int, required=True, help='spectra wanted in total')
     q.add_argument(
