@@ -17,9 +17,10 @@ from .plots import plot_spectrum, data_banner
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'SURVEYS', 'REAL_EXTRA', 'real_dev_dir', 'survey_name', 'load_real_dev', 'write_real_dev', 'score_objects',
-           'object_metrics', 'real_metrics', 'display_flux', 'plot_real_confusion', 'plot_misses', 'real_predictions',
-           'score_model', 'run_real', 'yardstick_table', 'survey_table']
+__all__ = ['log', 'SURVEYS', 'REAL_EXTRA', 'real_dev_dir', 'survey_name', 'load_real_dev', 'write_real_dev',
+           'write_real_dev_fits', 'score_objects', 'object_metrics', 'real_metrics', 'display_flux',
+           'plot_real_confusion', 'plot_misses', 'real_predictions', 'score_model', 'run_real', 'yardstick_table',
+           'survey_table']
 
 # %% ../nbs/08d_real_sdss.ipynb #b2cdce05
 SURVEYS = ('SDSS-I/II', 'BOSS', 'eBOSS')  # scored apart as well as together
@@ -98,6 +99,24 @@ def write_real_dev(path, cat: pd.DataFrame | None = None, pix: dict | None = Non
     with RecordWriter(path, REAL_EXTRA) as w:
         w.write(cat, pix)
     return Path(path)
+
+
+def write_real_dev_fits(folder, cat: pd.DataFrame | None = None, pix: dict | None = None) -> list:
+    """The development set as SDSS spec files (`spec-PLATE-MJD-FIBER.fits`, the COADD and SPECOBJ tables SDSS serves), one
+    per spectrum: the files a user has, for `spectral-nb predict --data FOLDER` and the tutorial."""
+    from spectral_nb.fakesdss import write_spec_fits
+
+    if cat is None:
+        cat, pix = load_real_dev()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, r in enumerate(cat.to_dict('records')):
+        p = folder / f"spec-{int(r['plate']):04d}-{int(r['mjd'])}-{int(r['fiberID']):04d}.fits"
+        p = p.with_name(f'{p.stem}-{i}.fits') if p in out else p
+        p.write_bytes(write_spec_fits(r, {k: pix[k][i] for k in ('loglam', 'flux', 'ivar', 'and_mask')}))
+        out.append(p)
+    return out
 
 # %% ../nbs/08d_real_sdss.ipynb #3841ac95
 def _mode(labels, classes) -> str:
