@@ -72,15 +72,15 @@ def spectra_records(flux=None, loglam=None, wave=None, ivar=None, and_mask=None,
         if loglam is None and wave is None:
             raise ValueError("Give the wavelengths of the fluxes: loglam (log10 Angstrom) or wave (Angstrom).")
         ll = np.log10(np.asarray(wave, np.float64)) if loglam is None else np.asarray(loglam, np.float64)
-        ll = np.broadcast_to(ll, f.shape) if ll.ndim == 1 else ll
+        if ll.shape[-1] != f.shape[-1] or (ll.ndim == 2 and ll.shape != f.shape):
+            raise ValueError(f"flux has shape {f.shape} but the wavelengths {ll.shape}; give one wavelength per pixel.")
+        ll = np.broadcast_to(ll, f.shape)
         iv = np.ones_like(f) if ivar is None else np.broadcast_to(np.asarray(ivar, np.float64), f.shape)
         mk = (
             np.zeros(f.shape, np.int32)
             if and_mask is None
             else np.broadcast_to(np.asarray(and_mask, np.int32), f.shape)
         )
-        if ll.shape != f.shape:
-            raise ValueError(f"flux has shape {f.shape} but the wavelengths {ll.shape}; give one wavelength per pixel.")
         rows = list(zip(ll, f, iv, mk))
     n = len(rows)
     ids = np.arange(1, n + 1, dtype=np.uint64) if ids is None else np.asarray(ids, np.uint64)
