@@ -337,7 +337,7 @@ PROFILES = {
     ),
     'quick': dict(
         n_spectra=3000,
-        tuner_trials=3,
+        tuner_trials=6,  # the cnn search: 3 trials of each trunk family (05_cnn)
         tuner_epochs=2,
         epochs=10,
         ae_epochs=6,

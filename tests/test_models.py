@@ -176,3 +176,18 @@ def test_compact_cnn_sees_where_a_feature_sits():
     pooled = keras.Model(inp, keras.layers.Dense(2, activation='softmax')(keras.layers.Dense(64, activation='relu')(compact_trunk(inp, position_channels=0))))
     pooled.compile(optimizer=keras.optimizers.Adam(2e-3), loss='sparse_categorical_crossentropy')
     assert acc(pooled) < 0.75   # the control: translation-invariant features cannot tell the two apart
+
+
+def test_tuned_cnn_searches_both_families_reproducibly(ds, tmp_path):
+    "The keras-tuner search alternates the thesis's conv/pool family and the compact position-aware family, repeats itself for a seed, and keeps the thesis's space reachable."
+    import keras_tuner as kt
+    from spectral_nb.cnn import (REDUCED_SPACE, SEARCH_SPACE, THESIS_SPACE, build_thesis_cnn, build_tuned_cnn, tune_cnn)
+    _, _, h5 = ds
+    assert build_tuned_cnn(kt.HyperParameters(), len(CLASSES)).count_params() == build_compact_cnn(len(CLASSES)).count_params()
+    assert SEARCH_SPACE['filters'] == THESIS_SPACE['filters'] == (64, 128, 256, 512) and 'thesis' in SEARCH_SPACE['families']
+    thesis = build_tuned_cnn(kt.HyperParameters(), 3, 512, THESIS_SPACE)   # the thesis's own search: its family only
+    assert thesis.name == 'thesis_cnn' and thesis.count_params() == build_thesis_cnn(kt.HyperParameters(), 3, 512).count_params()
+    data = load_task(h5, 'main', max_rows=300, seed=1)
+    tables = [tune_cnn(data, REDUCED_SPACE, 2, 1, tmp_path / f't{i}', seed=3)[1] for i in range(2)]
+    assert set(tables[0]['trunk_family']) == {'compact', 'thesis'}
+    pd.testing.assert_frame_equal(tables[0], tables[1])
