@@ -274,19 +274,20 @@ MIN_SPLIT = {'train': 10, 'val': 2, 'test': 2}
 
 
 def subsample(info: pd.DataFrame, n: int, seed: int, by: str) -> np.ndarray:
-    "Positions of a stratified, seeded subset of `n` rows (all rows if n >= len)."
+    """Positions (sorted) of a stratified, seeded subset of exactly `n` rows (all rows if n >= len): every class of `by`
+    keeps its share to within one row, and at least one row while n allows."""
     if n is None or n >= len(info):
         return np.arange(len(info))
     rng = np.random.default_rng(
         [seed, 7]
     )  # a stream independent of the split's (same seed would pick the test rows first)
     key = rng.random(len(info))
-    frac = n / len(info)
-    keep = []
+    q = np.empty(len(info))  # each row's place within its class, as a fraction: taking the smallest n keeps the shares
     for _, idx in info.groupby(by).indices.items():
         idx = np.asarray(idx)[np.argsort(key[idx])]
-        keep.append(idx[: max(1, int(round(frac * len(idx))))])
-    return np.sort(np.concatenate(keep))[:n]
+        q[idx] = (np.arange(len(idx)) + 0.5) / len(idx)
+        q[idx[0]] = 0.0  # one row of every class first
+    return np.sort(np.lexsort((key, q))[:n])
 
 
 def check_trainable(split: pd.Series, h5_path, task: str, minimum: dict = MIN_SPLIT):
