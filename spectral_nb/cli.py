@@ -352,8 +352,27 @@ def _quiet_libraries():
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _c_stderr_to_devnull():
+    """The console script's own stderr stays the terminal (logging, warnings, progress bars, tracebacks: Python writes
+    them through `sys.stderr`), while file descriptor 2, where TensorFlow's C++ libraries write their start-up notices
+    (absl's pre-init warning, the oneDNN notice) whatever `TF_CPP_MIN_LOG_LEVEL` says, goes to /dev/null.
+    `SPECTRAL_NB_VERBOSE=1` keeps them."""
+    import io
+
+    if os.environ.get('SPECTRAL_NB_VERBOSE') == '1':
+        return
+    sys.stderr.flush()
+    keep = os.dup(2)
+    sys.stderr = io.TextIOWrapper(os.fdopen(keep, 'wb', buffering=0), write_through=True, errors='backslashreplace')
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+
+
 def main(argv: list | None = None) -> int:
     "Entry point of the `spectral-nb` console script: exit 0 on success, 2 with one line on bad input (1: a reproduce stage failed)."
+    if argv is None:  # run as the console script (not called from Python, whose stderr is not ours to move)
+        _c_stderr_to_devnull()
     _quiet_libraries()
     a = build_parser().parse_args(argv)
     if getattr(a, 'command', None) == 'reproduce' and a.out is None:

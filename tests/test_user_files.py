@@ -134,3 +134,18 @@ def test_noise_only_spectra_are_flagged(model, tmp_path):
     assert len(df) == 200
     flagged = (df['ZWARNING'] & (ZW['LOW_SN'] | ZW['NODATA'] | ZW['BAD_INPUT'])) > 0
     assert flagged.mean() >= 0.95, flagged.mean()
+
+
+def test_cli_stderr_carries_no_tensorflow_chatter(sdss_files, tmp_path):
+    "`spectral-nb predict` with the pretrained model on SDSS files: a catalogue, and on stderr only what is ours."
+    import subprocess, sys
+
+    exe = Path(sys.executable).parent / 'spectral-nb'
+    r = subprocess.run([str(exe), 'predict', '--data', str(sdss_files), '--out', str(tmp_path / 'cat.fits')],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for noise in ('oneDNN', 'absl', 'I0000', 'node_def', 'cuda', 'TF_ENABLE'):
+        assert noise not in r.stderr, (noise, r.stderr[-1500:])
+    assert 'wrote' in r.stderr   # our own log line stays
+    cat = read_table(tmp_path / 'cat.fits')
+    assert {'CLASS', 'Z', 'Z_ERR', 'ZWARNING'} <= set(cat.columns) and len(cat) > 20
