@@ -11,11 +11,11 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['LOGLAM0', 'DLOGLAM', 'NPIX', 'C_KMS', 'WIDE_OFFSET', 'WIDE_NPIX', 'CLASSES', 'GALAXY_SUBCLASSES', 'STAR_SUBCLASSES',
-           'STAR_GROUPS', 'STAR_SUBCLASS_GROUP', 'CLASS_MIX_STATED', 'CLASS_MIX_THESIS_TEST', 'GALAXY_SUBCLASS_MIX',
-           'STAR_GROUP_MIX', 'LINES', 'EW_LINES', 'KEY_LINES', 'EW_COLUMNS', 'MASK_BITS', 'BAD_PIXEL_MASK', 'Z_RANGE',
-           'SEED', 'PROJECT_ROOT', 'DATA_DIR', 'REPORTS_DIR', 'PROFILES', 'RUN_LAYOUT', 'THESIS', 'sdss_loglam',
-           'sdss_wavelength', 'wide_loglam', 'star_group', 'normalise_mix', 'star_subclass_mix', 'ew_column',
-           'get_profile', 'RunLayout', 'get_logger']
+           'STAR_TEFF', 'STAR_GROUPS', 'STAR_SUBCLASS_GROUP', 'CLASS_MIX_STATED', 'CLASS_MIX_THESIS_TEST',
+           'GALAXY_SUBCLASS_MIX', 'STAR_GROUP_MIX', 'LINES', 'EW_LINES', 'KEY_LINES', 'EW_COLUMNS', 'MASK_BITS',
+           'BAD_PIXEL_MASK', 'Z_RANGE', 'SEED', 'PROJECT_ROOT', 'DATA_DIR', 'REPORTS_DIR', 'PROFILES', 'RUN_LAYOUT',
+           'THESIS', 'sdss_loglam', 'sdss_wavelength', 'wide_loglam', 'star_group', 'normalise_mix',
+           'star_subclass_mix', 'ew_column', 'get_profile', 'RunLayout', 'get_logger']
 
 # %% ../nbs/00_config.ipynb #e83e0176
 LOGLAM0 = 3.5855  # log10(Angstrom) of the first kept pixel
@@ -100,6 +100,49 @@ STAR_SUBCLASSES = (
     'WD',
     'WDmagnetic',
 )
+STAR_TEFF = {  # effective temperature (K) of each star subclass: the mock's physical stars, the libraries' type order
+    'O': 38000,
+    'OB': 28000,
+    'B6': 14000,
+    'B9': 10500,
+    'A0': 9600,
+    'A0p': 9300,
+    'F2': 7000,
+    'F5': 6500,
+    'F9': 6050,
+    'G0': 5900,
+    'G2': 5750,
+    'K1': 5100,
+    'K3': 4750,
+    'K5': 4400,
+    'K7': 4050,
+    'M0': 3850,
+    'M0V': 3850,
+    'M1': 3700,
+    'M2': 3550,
+    'M2V': 3550,
+    'M3': 3400,
+    'M4': 3250,
+    'M5': 3100,
+    'M6': 2950,
+    'M7': 2800,
+    'M8': 2650,
+    'M9': 2500,
+    'L0': 2300,
+    'L1': 2200,
+    'L2': 2100,
+    'L3': 2000,
+    'L4': 1900,
+    'L5.5': 1750,
+    'L9': 1450,
+    'T2': 1250,
+    'WD': 15000,
+    'WDmagnetic': 12000,
+    'CV': 15000,
+    'Carbon': 3000,
+    'CarbonWD': 8000,
+    'Carbon_lines': 4500,
+}
 STAR_GROUPS = (
     'A',
     'B',

@@ -246,32 +246,7 @@ NORMAL_SEQUENCE = (
     'M8',
     'M9',
 )
-SEQUENCE_TEFF = {
-    'O': 38000,
-    'OB': 28000,
-    'B6': 14000,
-    'B9': 10500,
-    'A0': 9600,
-    'F2': 7000,
-    'F5': 6500,
-    'F9': 6050,
-    'G0': 5900,
-    'G2': 5750,
-    'K1': 5100,
-    'K3': 4750,
-    'K5': 4400,
-    'K7': 4050,
-    'M0': 3850,
-    'M1': 3700,
-    'M2': 3550,
-    'M3': 3400,
-    'M4': 3250,
-    'M5': 3100,
-    'M6': 2950,
-    'M7': 2800,
-    'M8': 2650,
-    'M9': 2500,
-}
+SEQUENCE_TEFF = {k: STAR_TEFF[k] for k in NORMAL_SEQUENCE}  # (config's STAR_TEFF)
 
 
 def sdss_subclass(teff: float, logg: float = np.nan, sptype: str = '') -> str:

@@ -10,8 +10,8 @@ import numpy as np, pandas as pd
 from .config import *
 
 # %% auto #0
-__all__ = ['REST_LOGLAM0', 'REST_NPIX', 'REST_LOGLAM', 'REST_WAVE', 'WIDE_LOGLAM', 'WIDE_WAVE', 'SIGMA_INST_KMS', 'STAR_TEFF',
-           'BALMER', 'TIO_HEADS', 'SWAN_HEADS', 'CN_HEADS', 'STAR_KIND', 'PHYSICAL_ONLY', 'LIBRARY_POOL', 'AP_TAU',
+__all__ = ['REST_LOGLAM0', 'REST_NPIX', 'REST_LOGLAM', 'REST_WAVE', 'WIDE_LOGLAM', 'WIDE_WAVE', 'SIGMA_INST_KMS', 'BALMER',
+           'TIO_HEADS', 'SWAN_HEADS', 'CN_HEADS', 'STAR_KIND', 'PHYSICAL_ONLY', 'LIBRARY_POOL', 'AP_TAU',
            'DISPERSIONS_KMS', 'GALAXY_AGES', 'QSO_WIDTHS_KMS', 'planck_lambda', 'gauss_tau', 'band_tau', 'star_tau',
            'star_templates', 'star_templates_m_dwarf', 'library_stars', 'galaxy_templates', 'attenuation',
            'library_ssps', 'load_qso_composite', 'qso_line_ratio', 'line_profiles', 'add_lines']
@@ -45,49 +45,6 @@ def band_tau(wave, head, length, depth, to_red: bool = True) -> np.ndarray:
     return np.where(d >= 0, depth * np.exp(-np.clip(d, 0, None) / length), 0.0)
 
 # %% ../nbs/03c_mock_templates.ipynb #f4411807
-STAR_TEFF = {
-    'O': 38000,
-    'OB': 28000,
-    'B6': 14000,
-    'B9': 10500,
-    'A0': 9600,
-    'A0p': 9300,
-    'F2': 7000,
-    'F5': 6500,
-    'F9': 6050,
-    'G0': 5900,
-    'G2': 5750,
-    'K1': 5100,
-    'K3': 4750,
-    'K5': 4400,
-    'K7': 4050,
-    'M0': 3850,
-    'M0V': 3850,
-    'M1': 3700,
-    'M2': 3550,
-    'M2V': 3550,
-    'M3': 3400,
-    'M4': 3250,
-    'M5': 3100,
-    'M6': 2950,
-    'M7': 2800,
-    'M8': 2650,
-    'M9': 2500,
-    'L0': 2300,
-    'L1': 2200,
-    'L2': 2100,
-    'L3': 2000,
-    'L4': 1900,
-    'L5.5': 1750,
-    'L9': 1450,
-    'T2': 1250,
-    'WD': 15000,
-    'WDmagnetic': 12000,
-    'CV': 15000,
-    'Carbon': 3000,
-    'CarbonWD': 8000,
-    'Carbon_lines': 4500,
-}
 BALMER = {
     'Ha': 6564.61,
     'Hb': 4862.68,

@@ -13,7 +13,7 @@ log = get_logger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'STAGE_ORDER', 'SOURCE_STAGES', 'NOTEBOOKS', 'REAL_MODELS', 'REPORT_NOTEBOOK', 'nbs_dir', 'stage_params',
-           'package_dir', 'file_hash', 'code_hash', 'StageFailed', 'run_stage', 'reproduce', 'head_to_head',
+           'package_dir', 'file_hash', 'code_hash', 'StageFailed', 'execute', 'run_stage', 'reproduce', 'head_to_head',
            'collect_metrics', 'render_report', 'write_report', 'report_images']
 
 # %% ../nbs/99_reproduce.ipynb #91a18e63
@@ -155,21 +155,14 @@ class StageFailed(RuntimeError):
     "A stage notebook raised; the message names the stage, the error and the executed notebook to read."
 
 
-def run_stage(stage: str, run: Path, params: dict, out_dir: Path) -> float:
-    "Execute one stage notebook with papermill into run/notebooks/; returns its wall time."
+def execute(nb: str, out: Path, params: dict, run: Path, what: str):
+    "Execute the notebook `nb` of nbs/ with papermill into `out`, in the run folder; a failure is a StageFailed naming `what` and the executed notebook."
     import papermill as pm
 
-    nb_out = run / RUN_LAYOUT.notebooks / NOTEBOOKS[stage]
-    nb_out.parent.mkdir(parents=True, exist_ok=True)
-    if out_dir.exists() and stage in ('preprocess', 'cnn', 'redshift', 'mixed', 'autoencoder', 'real'):
-        shutil.rmtree(out_dir)  # no stale outputs
-    # (data/ is never emptied: mock writes atomically and downloads resume)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t = time.perf_counter()
     try:
         pm.execute_notebook(
-            str(nbs_dir() / NOTEBOOKS[stage]),
-            str(nb_out),
+            str(nbs_dir() / nb),
+            str(out),
             parameters=params,
             cwd=str(run),
             progress_bar=False,
@@ -177,11 +170,20 @@ def run_stage(stage: str, run: Path, params: dict, out_dir: Path) -> float:
             log_output=False,
         )
     except Exception as e:
-        ename = getattr(e, 'ename', type(e).__name__)
-        evalue = getattr(e, 'evalue', str(e))
-        raise StageFailed(
-            f"stage {stage!r} failed: {ename}: {str(evalue)[:500]} (executed notebook: {nb_out})"
-        ) from None
+        ename, evalue = getattr(e, 'ename', type(e).__name__), getattr(e, 'evalue', str(e))
+        raise StageFailed(f"{what} failed: {ename}: {str(evalue)[:500]} (executed notebook: {out})") from None
+
+
+def run_stage(stage: str, run: Path, params: dict, out_dir: Path) -> float:
+    "Execute one stage notebook with papermill into run/notebooks/; returns its wall time."
+    nb_out = run / RUN_LAYOUT.notebooks / NOTEBOOKS[stage]
+    nb_out.parent.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and stage in ('preprocess', 'cnn', 'redshift', 'mixed', 'autoencoder', 'real'):
+        shutil.rmtree(out_dir)  # no stale outputs
+    # (data/ is never emptied: mock writes atomically and downloads resume)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    execute(NOTEBOOKS[stage], nb_out, params, run, f'stage {stage!r}')
     return time.perf_counter() - t
 
 
@@ -406,28 +408,13 @@ def render_report(nb_path, run) -> tuple:
 
 def write_report(run, profile: str, source: str, seed: int) -> Path:
     "Write metrics.json, execute the report notebook (nbs/98_report.ipynb) on the run folder into report.ipynb, render index.html and index.md; returns index.html."
-    import papermill as pm
-
     run = Path(run).resolve()
     m = collect_metrics(run, profile, source, seed)
     (run / RUN_LAYOUT.metrics).write_text(json.dumps(m, indent=1, default=float))
     out = run / 'report.ipynb'
-    try:  # run='.': the executed notebook opens and reruns from the run folder itself
-        pm.execute_notebook(
-            str(nbs_dir() / REPORT_NOTEBOOK),
-            str(out),
-            parameters=dict(run='.', profile=profile, source=source, seed=seed),
-            cwd=str(run),
-            progress_bar=False,
-            kernel_name='python3',
-            log_output=False,
-        )
-    except Exception as e:
-        ename = getattr(e, 'ename', type(e).__name__)
-        evalue = getattr(e, 'evalue', str(e))
-        raise StageFailed(
-            f"the report notebook failed: {ename}: {str(evalue)[:500]} (executed notebook: {out}); metrics.json is written"
-        ) from None
+    # run='.': the executed notebook opens and reruns from the run folder itself
+    params = dict(run='.', profile=profile, source=source, seed=seed)
+    execute(REPORT_NOTEBOOK, out, params, run, 'the report notebook (metrics.json is written)')
     html, _ = render_report(out, run)
     log.info("report: %s (notebook %s)", html, out)
     return html
