@@ -38,7 +38,9 @@ def cmd_mock(a) -> int:
         cfg.class_mix = a.class_mix
     t = time.time()
     path = write_mock(a.out, a.n, a.seed, cfg, progress=not a.quiet)
-    log.info("mock survey: %d spectra in %.1f s -> %s", a.n, time.time() - t, path)
+    from spectral_nb.records import count_records
+
+    log.info("mock survey: %d spectra of %d targets in %.1f s -> %s", count_records(path), a.n, time.time() - t, path)
     return 0
 
 

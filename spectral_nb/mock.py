@@ -464,5 +464,15 @@ def write_mock(out, n: int, seed: int = SEED, cfg: MockConfig | None = None, pro
             w.close(ok=False)
         raise
     w.close(ok=True)
-    log.info("wrote %d mock spectra (seed %d) to %s", n, seed, path)
+    dropped = n - w.n
+    log.info(
+        "wrote %d mock spectra of %d targets (seed %d) to %s%s",
+        w.n,
+        n,
+        seed,
+        path,
+        f"; {dropped} dropped: their redshift fit failed (zWarning != 0), as the thesis's query drops them"
+        if dropped
+        else '',
+    )
     return path

@@ -424,3 +424,15 @@ def test_reddened_quasars_are_redder(survey):
 def test_raw_records_carry_the_instrument(tmp_path):
     cat, _ = read_records(mock.write_mock(tmp_path, 30, seed=3, progress=False))
     assert set(cat.instrument) <= {'SDSS', 'BOSS'} and (cat.instrument == cat.true_spectrograph).all()
+
+
+def test_mock_log_states_the_count_it_wrote(tmp_path, caplog):
+    "write_mock says how many spectra it wrote and how many targets it dropped (failed redshift fits), never the count asked for."
+    import logging, re
+    from spectral_nb.records import count_records
+    with caplog.at_level(logging.INFO, logger='spectral_nb.mock'):
+        path = mock.write_mock(tmp_path, 300, seed=3, progress=False)
+    msg = next(r.getMessage() for r in caplog.records if r.getMessage().startswith('wrote'))
+    wrote, asked = map(int, re.match(r'wrote (\d+) mock spectra of (\d+) targets', msg).groups())
+    assert wrote == count_records(path) and asked == 300
+    assert (wrote == asked) or f'{asked - wrote} dropped' in msg
