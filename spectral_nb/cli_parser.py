@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt = add('pretrain', 'make the pretrained model the package ships (mock survey -> compact CNN + redshift network)')
     pt.add_argument('--n', type=_positive_int, default=30000, help='targets of the mock survey it trains on')
     pt.add_argument('--epochs', type=_positive_int, default=12, help='training epochs of each network')
-    pt.add_argument('--seed', type=int, default=SEED)
+    pt.add_argument('--seed', type=int, default=SEED, help='random seed of the mock survey and the training')
     pt.add_argument('--out', type=Path, required=True, help='folder for classifier/, redshift/ and metrics.json')
     pt.add_argument(
         '--work',
