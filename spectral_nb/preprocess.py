@@ -156,7 +156,7 @@ def process_chunk(
     snr = sn_median(flux, ivar, bad)
     filled = fill_bad(flux, bad)
     out = gaussian_smooth(filled, smoothing_px, ~bad) if smoothing_px > 0 else filled
-    info = pd.DataFrame({c: (cat[c].to_numpy() if c in cat else np.nan)[keep] for c in INFO_COLUMNS})
+    info = pd.DataFrame({c: (cat[c].to_numpy() if c in cat else np.full(len(cat), np.nan))[keep] for c in INFO_COLUMNS})
     info['subClass'] = [normalise_subclass(s) for s in info['subClass']]
     info['label_main'], info['label_galaxy'], info['label_star'] = main[keep], gal[keep], star[keep]
     for j, l in enumerate(EW_LINES):
