@@ -101,11 +101,16 @@ def spectra_records(flux=None, loglam=None, wave=None, ivar=None, and_mask=None,
 
 
 def _filled(cat: pd.DataFrame) -> pd.DataFrame:
-    "`cat` with every raw-record catalogue column, missing ones empty: '' for text, 0 for integers, NaN otherwise."
-    fill = {'str': '', 'int32': 0, 'int64': 0, 'uint64': 0}
-    return pd.DataFrame(
-        {c: cat[c] if c in cat else fill.get(t, np.nan) for c, t in CATALOG_COLUMNS.items()}, index=cat.index
-    )
+    "`cat` with every raw-record catalogue column, missing values empty: '' for text, 0 for integers, NaN otherwise."
+    out = {}
+    for c, t in CATALOG_COLUMNS.items():
+        v = cat[c] if c in cat else pd.Series(np.nan, index=cat.index)
+        if t == 'str':
+            v = v.fillna('').astype(str)
+        elif t in ('int32', 'int64', 'uint64'):
+            v = pd.to_numeric(v, errors='coerce').fillna(0).astype(t)
+        out[c] = v
+    return pd.DataFrame(out, index=cat.index)
 
 
 def write_records(out, cat: pd.DataFrame, pix: dict) -> Path:
