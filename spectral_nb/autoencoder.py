@@ -12,15 +12,8 @@ from pathlib import Path
 import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 from .config import *
-from spectral_nb.dataset import (
-    read_fluxes,
-    read_flux_rows,
-    read_info,
-    Scaler,
-    check_task,
-    check_dataset,
-    check_trainable,
-)
+from .dataset import read_fluxes, read_flux_rows, read_info, Scaler, check_task, check_dataset
+from .dataset import check_trainable
 from .fit import seed_everything, epoch_log
 from .bundle import staged_run
 from .plots import data_banner, CLASS_COLORS

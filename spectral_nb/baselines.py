@@ -216,14 +216,8 @@ def run_baselines(
             )
             for s in sets
         },
-        settings=dict(
-            n_components=n_components,
-            n_poly=n_poly,
-            dchi2_min=dchi2_min,
-            max_train=max_train,
-            photometry_iter=photometry_iter,
-            weights='uniform per spectrum; noise from MAD of first differences',
-        ),
+        settings=dict(n_components=n_components, n_poly=n_poly, dchi2_min=dchi2_min, max_train=max_train)
+        | dict(photometry_iter=photometry_iter, weights='uniform per spectrum; noise from MAD of first differences'),
     )
     ytr = encode_labels(info['label_main'].iloc[tr], CLASSES)
     out = dict(template=tm)

@@ -12,34 +12,24 @@ from .config import SEED
 __all__ = ['build_parser']
 
 # %% ../nbs/90a_cli_parser.ipynb #90a0a006
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+def _checked(cast, ok, wanted: str):
+    "An argparse type: `cast` the text, then accept it only where `ok(value)`; the error names what was `wanted`."
+
+    def check(s: str):
+        try:
+            v = cast(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {s!r}")
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {s!r}")
+        return v
+
+    return check
 
 
-def _nonneg_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
-    return v
-
-
-def _positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}")
-    if not (v > 0 and v < float('inf')):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {s!r}")
-    return v
+_positive_int = _checked(int, lambda v: v >= 1, 'a positive integer')
+_nonneg_int = _checked(int, lambda v: v >= 0, 'an integer >= 0')
+_positive_float = _checked(float, lambda v: 0 < v < float('inf'), 'a positive number')
 
 
 def _json_dict(s: str) -> dict:
@@ -54,6 +44,13 @@ def _json_dict(s: str) -> dict:
     return v
 
 # %% ../nbs/90a_cli_parser.ipynb #90a0a009
+def _profile_arg(p: argparse.ArgumentParser, what: str):
+    "--profile: the run size (smoke, quick or full; see README and config.PROFILES)."
+    p.add_argument(
+        '--profile', choices=['smoke', 'quick', 'full'], default='quick', help=f'run size: {what} (see README)'
+    )
+
+
 def _dask_args(p: argparse.ArgumentParser):
     "--scheduler and --workers: where a stage runs on Dask (the output is the one-process output either way)."
     p.add_argument(
@@ -103,10 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pp.add_argument('--fits', nargs='*', default=None, help='SDSS spec-*.fits files or folders of them')
     pp.add_argument(
-        '--out',
-        type=Path,
-        default=Path('data/mock/dataset.h5'),
-        help='dataset file to write (a file path, not a folder)',
+        '--out', type=Path, default=Path('data/mock/dataset.h5'), help='dataset file to write (not a folder)'
     )
     pp.add_argument('--sigma', type=float, default=0.0, help='Gaussian smoothing sigma in pixels (thesis: 0 or 4)')
     pp.add_argument(
@@ -128,12 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument('--data', type=Path, required=True, help='dataset.h5 from `spectral-nb preprocess`')
     t.add_argument('--out', type=Path, required=True, help='run folder for models, metrics and figures')
-    t.add_argument(
-        '--profile',
-        choices=['smoke', 'quick', 'full'],
-        default='quick',
-        help='run size: tuner trials, epochs, spectra (see README)',
-    )
+    _profile_arg(t, 'tuner trials, epochs, spectra')
     t.add_argument(
         '--task',
         nargs='+',
@@ -170,12 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='dataset.h5 or raw.parquet file(s) (several go to Dask, rows in file order), or SDSS spectrum files: '
         "spec-*.fits, spSpec-*.fit, spPlate-*.fits, folders of them or quoted globs ('spectra/spec-*.fits')",
     )
-    pr.add_argument(
-        '--out',
-        type=Path,
-        default=Path('predictions.csv'),
-        help='catalogue to write, one row per input spectrum: .csv, .parquet or .fits (by the extension)',
-    )
+    pr.add_argument('--out', type=Path, default=Path('predictions.csv'), help='catalogue: .csv, .parquet or .fits')
     pr.add_argument('--batch-size', type=_positive_int, default=1024, help='spectra per inference batch')
     pr.add_argument(
         '--redshift-model',
@@ -227,12 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument('--timeout', type=_positive_float, default=30.0, help='seconds to wait for a server answer')
     d.add_argument('--retries', type=_nonneg_int, default=5, help='retries per file after a failure (0: none)')
     r = add('reproduce', 'run every stage notebook headless and write the report')
-    r.add_argument(
-        '--profile',
-        choices=['smoke', 'quick', 'full'],
-        default='quick',
-        help='run size (see README: smoke, quick, full)',
-    )
+    _profile_arg(r, 'spectra, trials and epochs of every stage')
     r.add_argument(
         '--source',
         choices=['mock', 'sdss'],

@@ -314,6 +314,25 @@ def _run_extra(data: dict, hist: dict, **kw) -> dict:
     return dict(n_train=data['train'].n, epochs_trained=len(hist['loss']), augment=hist.get('augment'), **kw)
 
 
+def _report_and_save(
+    name: str, model, data: dict, hist: dict, stage, h5_path, source: str, seed: int, extra=None, run=None, figures=True
+) -> dict:
+    """Report a trained main-class CNN (metrics and figures, with `extra` and its size and speed) and save its bundle as
+    `stage/models/<name>` (with `run`: what else its meta records); returns its test metrics."""
+    speed = inference_speed(model, _speed_sample(data))
+    extra = dict(extra or {}, n_params=model.count_params(), streamed=is_streamed(data), predict_spectra_per_s=speed)
+    m = report_classifier(
+        name, model, data, 'cnn', hist, stage, h5_path, 'cnn_main', source, extra=extra, figures=figures
+    )
+    meta = _run_extra(
+        data, hist, seed=seed, source=source, **(run or {}), test_accuracy=m['accuracy'], n_test=m['n_test']
+    )
+    save_bundle(
+        stage / 'models' / name, model, 'cnn', 'main', CLASSES, data['scaler'], data['spec'], meta, data['dataset']
+    )
+    return m
+
+
 def train_compact_cnn(
     h5_path,
     out_dir,
@@ -334,39 +353,14 @@ def train_compact_cnn(
     `spec`: its input (flux only, median-normalised, by default); `stream`: see `load_task` (None: when the data would not
     fit in memory)."""
     seed_everything(seed)
-    data = data or load_task(h5_path, 'main', spec or InputSpec(), max_rows, seed, stream=stream, kind='cnn')
+    data = data or load_task(
+        h5_path, 'main', spec or InputSpec(), max_rows=max_rows, seed=seed, stream=stream, kind='cnn'
+    )
     with staged_run(out_dir) as stage:
         seed_everything(seed)
         model = build_compact_cnn(len(CLASSES), len(data['scaler'].flux_mean), trunk=trunk)
         hist = fit_model(model, data, 'cnn', epochs, batch_size=batch_size, augment=augment, seed=seed, name=name)
-        m = report_classifier(
-            name,
-            model,
-            data,
-            'cnn',
-            hist,
-            stage,
-            h5_path,
-            'cnn_main',
-            source,
-            extra=dict(
-                n_params=model.count_params(),
-                streamed=is_streamed(data),
-                predict_spectra_per_s=inference_speed(model, _speed_sample(data)),
-            ),
-            figures=figures,
-        )
-        save_bundle(
-            stage / 'models' / name,
-            model,
-            'cnn',
-            'main',
-            CLASSES,
-            data['scaler'],
-            data['spec'],
-            _run_extra(data, hist, seed=seed, source=source, test_accuracy=m['accuracy'], n_test=m['n_test']),
-            data['dataset'],
-        )
+        m = _report_and_save(name, model, data, hist, stage, h5_path, source, seed, figures=figures)
     return Path(out_dir) / 'models' / name, m
 
 
@@ -404,46 +398,10 @@ def run_cnn(
         hist = fit_model(
             best, data, 'cnn', prof['epochs'], batch_size=prof['batch_size'], augment=augment, seed=seed, name='cnn'
         )
-        results['cnn'] = report_classifier(
-            'cnn',
-            best,
-            data,
-            'cnn',
-            hist,
-            stage,
-            h5_path,
-            'cnn_main',
-            source,
-            extra=dict(
-                space=space_name,
-                trunk_family=best_hp.values.get('trunk_family', 'thesis'),
-                tuner_trials=len(table),
-                tuner_seconds=tune_s,
-                n_params=best.count_params(),
-                streamed=is_streamed(data),
-                predict_spectra_per_s=inference_speed(best, _speed_sample(data)),
-            ),
-        )
-        save_bundle(
-            stage / 'models' / 'cnn',
-            best,
-            'cnn',
-            'main',
-            CLASSES,
-            data['scaler'],
-            data['spec'],
-            _run_extra(
-                data,
-                hist,
-                seed=seed,
-                source=source,
-                profile=profile,
-                hyperparameters=dict(best_hp.values),
-                test_accuracy=results['cnn']['accuracy'],
-                n_test=results['cnn']['n_test'],
-            ),
-            data['dataset'],
-        )
+        family = best_hp.values.get('trunk_family', 'thesis')
+        extra = dict(space=space_name, trunk_family=family, tuner_trials=len(table), tuner_seconds=tune_s)
+        run = dict(profile=profile, hyperparameters=dict(best_hp.values))
+        results['cnn'] = _report_and_save('cnn', best, data, hist, stage, h5_path, source, seed, extra, run)
         _, results['cnn_compact'] = train_compact_cnn(
             h5_path, stage, prof['epochs'], seed, augment, batch_size=prof['batch_size'], source=source, data=data
         )

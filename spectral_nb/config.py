@@ -57,48 +57,9 @@ GALAXY_SUBCLASSES = (
     'STARFORMING',
     'STARFORMING BROADLINE',
 )
-STAR_SUBCLASSES = (
-    'A0',
-    'A0p',
-    'B6',
-    'B9',
-    'CV',
-    'Carbon',
-    'CarbonWD',
-    'Carbon_lines',
-    'F2',
-    'F5',
-    'F9',
-    'G0',
-    'G2',
-    'K1',
-    'K3',
-    'K5',
-    'K7',
-    'L0',
-    'L1',
-    'L2',
-    'L3',
-    'L4',
-    'L5.5',
-    'L9',
-    'M0',
-    'M0V',
-    'M1',
-    'M2',
-    'M2V',
-    'M3',
-    'M4',
-    'M5',
-    'M6',
-    'M7',
-    'M8',
-    'M9',
-    'O',
-    'OB',
-    'T2',
-    'WD',
-    'WDmagnetic',
+STAR_SUBCLASSES = tuple(
+    'A0 A0p B6 B9 CV Carbon CarbonWD Carbon_lines F2 F5 F9 G0 G2 K1 K3 K5 K7 L0 L1 L2 L3 L4 L5.5 L9 M0 '
+    'M0V M1 M2 M2V M3 M4 M5 M6 M7 M8 M9 O OB T2 WD WDmagnetic'.split()
 )
 STAR_TEFF = {  # effective temperature (K) of each star subclass: the mock's physical stars, the libraries' type order
     'O': 38000,
@@ -363,50 +324,17 @@ PROJECT_ROOT = Path(os.environ.get('SPECTRAL_NB_ROOT', Path.cwd()))
 DATA_DIR = PROJECT_ROOT / 'data'
 REPORTS_DIR = PROJECT_ROOT / 'reports'
 
-PROFILES = {
-    'smoke': dict(
-        n_spectra=600,
-        tuner_trials=2,
-        tuner_epochs=1,
-        epochs=2,
-        ae_epochs=2,
-        z_epochs=2,
-        batch_size=64,
-        size_grid=[300],
-        compact=True,
-        shift_n_train=300,
-        shift_n_heldout=150,
-        shift_epochs=1,
-    ),
-    'quick': dict(
-        n_spectra=3000,
-        tuner_trials=6,  # the cnn search: 3 trials of each trunk family (05_cnn)
-        tuner_epochs=2,
-        epochs=10,
-        ae_epochs=6,
-        z_epochs=10,
-        batch_size=64,
-        size_grid=[500, 1500],
-        compact=True,
-        shift_n_train=3000,
-        shift_n_heldout=1500,
-        shift_epochs=12,
-    ),
-    'full': dict(
-        n_spectra=96115,
-        tuner_trials=40,
-        tuner_epochs=12,
-        epochs=60,
-        ae_epochs=50,
-        z_epochs=60,
-        batch_size=32,
-        size_grid=[1000, 2000, 4000, 8000, 16000, 32000, 64000, 96115],
-        compact=False,
-        shift_n_train=40000,
-        shift_n_heldout=20000,
-        shift_epochs=60,
-    ),
+# fmt: off
+PROFILES = {  # tuner_trials: the cnn search, half of them in each trunk family (05_cnn)
+    'smoke': dict(n_spectra=600, tuner_trials=2, tuner_epochs=1, epochs=2, ae_epochs=2, z_epochs=2, batch_size=64,
+                  size_grid=[300], compact=True, shift_n_train=300, shift_n_heldout=150, shift_epochs=1),
+    'quick': dict(n_spectra=3000, tuner_trials=6, tuner_epochs=2, epochs=10, ae_epochs=6, z_epochs=10, batch_size=64,
+                  size_grid=[500, 1500], compact=True, shift_n_train=3000, shift_n_heldout=1500, shift_epochs=12),
+    'full': dict(n_spectra=96115, tuner_trials=40, tuner_epochs=12, epochs=60, ae_epochs=50, z_epochs=60, batch_size=32,
+                 size_grid=[1000, 2000, 4000, 8000, 16000, 32000, 64000, 96115], compact=False,
+                 shift_n_train=40000, shift_n_heldout=20000, shift_epochs=60),
 }
+# fmt: on
 # shift_*: the domain-shift stage's own mocks (training sources, held-out sources) and its training epochs; z_epochs: the redshift network's
 
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04i_distributed.ipynb #f5b6ef8b
 from __future__ import annotations
-import os, re
+import inspect, os, re
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 from .config import SEED, get_logger
 from .records import iter_records, _check_parquet
 from .sdssfiles import iter_fits_records
-from .preprocess import PreprocessSummary, process_chunk, write_dataset, _check_options, _check_inputs
+from .preprocess import PreprocessSummary, preprocess, process_chunk, write_dataset
+from .preprocess import _check_options, _check_inputs
 from .predict import Predictor, predictions_table, check_out_file
 
 log = get_logger(__name__)
@@ -284,31 +285,56 @@ def _preprocess_task(task: Task, smoothing_px: float, max_missing: float, batch_
     return [(len(cat), *process_chunk(cat, pix, smoothing_px, max_missing)) for cat, pix in src], errors
 
 
+def _preprocess_options(options: dict) -> dict:
+    "`preprocess`'s options (smoothing_px, max_missing, seed, batch_size, on_bad): `options` over its defaults."
+    params = inspect.signature(preprocess).parameters
+    names = ('smoothing_px', 'max_missing', 'seed', 'batch_size', 'on_bad')
+    if unknown := sorted(set(options) - set(names)):
+        raise TypeError(f"unknown option(s) {', '.join(unknown)}: preprocess options are {', '.join(names)}")
+    return {k: options.get(k, params[k].default) for k in names}
+
+
+def _input_items(parts, refused: str, nothing: str, refusal: str) -> list:
+    "`input_parts(parts)`, or a ValueError: `nothing` where there are none, `refusal` (formatted with the file) for a part of kind `refused`."
+    items = input_parts(parts)
+    if not items:
+        raise ValueError(nothing)
+    for kind, x in items:
+        if kind == refused:
+            raise ValueError(refusal.format(x[0] if kind == 'fits' else x))
+    return items
+
+
+def _add_counts(acc: dict, new: dict):
+    "Add a task's {reason: count or list} to the running totals `acc`."
+    for k, v in new.items():
+        acc[k] = acc.get(k, [] if isinstance(v, list) else 0) + v
+
+
 def preprocess_parts(
     parts,
     out='data/dataset.h5',
     scheduler: str | None = None,
     n_workers: int = 2,
     client=None,
-    smoothing_px: float = 0.0,
-    max_missing: float = 0.05,
-    seed: int = SEED,
-    batch_size: int = 2048,
-    on_bad: str = 'skip',
     rows_per_task: int = 8192,
     files_per_task: int = 256,
     progress: bool = True,
+    **options,
 ) -> PreprocessSummary:
-    "`preprocess` of raw-record files and SDSS spec files (or folders of them) on a Dask cluster: the workers process the chunks, this process writes the same `out` as `preprocess` of the concatenated input."
-    _check_options(smoothing_px, max_missing, on_bad)
-    items = input_parts(parts)
-    if not items:
-        raise ValueError("Nothing to preprocess: give raw-record .parquet files (--raw) or SDSS spec files (--fits).")
+    """`preprocess` of raw-record files and SDSS spec files (or folders of them) on a Dask cluster: the workers process the
+    chunks, this process writes the same `out` as `preprocess` of the concatenated input. `options`: `preprocess`'s own
+    (smoothing_px, max_missing, seed, batch_size, on_bad), with its defaults."""
+    o = _preprocess_options(options)
+    smoothing_px, max_missing, batch_size = o['smoothing_px'], o['max_missing'], o['batch_size']
+    _check_options(smoothing_px, max_missing, o['on_bad'])
+    items = _input_items(
+        parts,
+        'h5',
+        "Nothing to preprocess: give raw-record .parquet files (--raw) or SDSS spec files (--fits).",
+        "{} is a dataset (.h5) already: preprocess takes raw-record .parquet files or SDSS spec files.",
+    )
     for kind, x in items:
-        if kind == 'h5':
-            raise ValueError(
-                f"{x} is a dataset (.h5) already: preprocess takes raw-record .parquet files or SDSS spec files."
-            )
         out = _check_inputs(x if kind == 'raw' else None, x if kind == 'fits' else None, out)
     tasks = plan_tasks(parts, rows_per_task, files_per_task)
     errors = {}
@@ -318,23 +344,13 @@ def preprocess_parts(
             results = map_ordered(c, _preprocess_task, tasks, float(smoothing_px), float(max_missing), int(batch_size))
             try:
                 for res, err in results:
-                    for k, v in err.items():
-                        errors[k] = errors.get(k, [] if isinstance(v, list) else 0) + v
+                    _add_counts(errors, err)
                     yield from res
             finally:
                 results.close()
 
-        return write_dataset(
-            chunks(),
-            out,
-            sum(t.n for t in tasks),
-            smoothing_px=smoothing_px,
-            max_missing=max_missing,
-            seed=seed,
-            on_bad=on_bad,
-            progress=progress,
-            errors=errors,
-        )
+        kw = dict(smoothing_px=smoothing_px, max_missing=max_missing, seed=o['seed'], on_bad=o['on_bad'])
+        return write_dataset(chunks(), out, sum(t.n for t in tasks), progress=progress, errors=errors, **kw)
 
 # %% ../nbs/04i_distributed.ipynb #864defc9
 _PREDICTORS: dict = {}  # in each worker process: the Predictor last asked for, its model loaded once
@@ -368,14 +384,14 @@ def predict_parts(
     "`predict` over dataset .h5 and raw .parquet files on a Dask cluster, each worker loading the model once: the table `predict` gives for each file, concatenated in input order."
     out = check_out_file(out) if out else None
     pr = Predictor(model_path)  # bundle and calibration checked here; the model itself is loaded by the workers
-    items = input_parts(parts)
-    if not items:
-        raise ValueError("Nothing to predict: give dataset .h5 or raw-record .parquet files (--data).")
+    items = _input_items(
+        parts,
+        'fits',
+        "Nothing to predict: give dataset .h5 or raw-record .parquet files (--data).",
+        "{}: predict takes dataset .h5 or raw-record .parquet files; preprocess SDSS spec files first "
+        "(`spectral-nb preprocess --fits`).",
+    )
     for kind, x in items:
-        if kind == 'fits':
-            raise ValueError(
-                f"{x[0]}: predict takes dataset .h5 or raw-record .parquet files; preprocess SDSS spec files first (`spectral-nb preprocess --fits`)."
-            )
         pr.check_data(x)  # every file checked before any work
     tasks = plan_tasks(
         parts, rows_per_task=max(1, rows_per_task // batch_size) * batch_size
@@ -390,8 +406,7 @@ def predict_parts(
             for t, (o, d) in zip(tasks, results):
                 outs += o
                 bar.update(t.n)
-                for k, v in d.items():
-                    dropped[k] = dropped.get(k, [] if isinstance(v, list) else 0) + v
+                _add_counts(dropped, d)
         finally:
             results.close()
     where = items[0][1] if len(items) == 1 else f"{len(items)} files ({items[0][1]}, ...)"

@@ -71,17 +71,8 @@ def plot_confusion(cm, classes, title: str = '', ours: float | None = None, thes
     cm = np.asarray(cm)
     k = len(classes)
     fig, ax = plt.subplots(figsize=(max(4.5, 0.55 * k + 2.5), max(3.8, 0.5 * k + 2)))
-    sns.heatmap(
-        cm,
-        annot=True,
-        fmt='d',
-        cmap='Blues',
-        xticklabels=classes,
-        yticklabels=classes,
-        cbar=False,
-        ax=ax,
-        annot_kws={'fontsize': 7 if k > 6 else 9},
-    )
+    style = dict(annot=True, fmt='d', cmap='Blues', cbar=False, annot_kws={'fontsize': 7 if k > 6 else 9})
+    sns.heatmap(cm, xticklabels=classes, yticklabels=classes, ax=ax, **style)
     ax.set_xlabel('predicted class')
     ax.set_ylabel('true class (rows)')
     sub = [

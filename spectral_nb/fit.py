@@ -144,28 +144,19 @@ def fit_streaming(
     return hist
 
 
-def epoch_log(n_train: int, epochs: int, name: str):
+def epoch_log(n_train: int, epochs: int, name: str, keys=('loss', 'accuracy', 'val_accuracy')):
+    "A callback logging one INFO line per epoch: a heartbeat with the `keys` of Keras's logs and the training speed."
     import keras
 
-    class EpochLog(keras.callbacks.Callback):
-        "One INFO line per epoch: a heartbeat with loss, accuracy and speed."
+    fmt = f"%s epoch %d/%d: {', '.join(k + ' %.4f' for k in keys)}, %.0f spectra/s"
 
+    class EpochLog(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             self.t = time.perf_counter()
 
         def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            dt = time.perf_counter() - self.t
-            log.info(
-                "%s epoch %d/%d: loss %.4f, accuracy %.4f, val_accuracy %.4f, %.0f spectra/s",
-                name,
-                epoch + 1,
-                epochs,
-                logs.get('loss', np.nan),
-                logs.get('accuracy', np.nan),
-                logs.get('val_accuracy', np.nan),
-                n_train / max(dt, 1e-9),
-            )
+            speed = n_train / max(time.perf_counter() - self.t, 1e-9)
+            log.info(fmt, name, epoch + 1, epochs, *[(logs or {}).get(k, np.nan) for k in keys], speed)
 
     return EpochLog()
 
@@ -242,21 +233,19 @@ def load_task(
     h5_path,
     task: str = 'main',
     spec: InputSpec | None = None,
-    max_rows: int | None = None,
-    seed: int = SEED,
-    scaler=None,
-    check_size: bool = True,
+    *,
     stream: bool | None = False,
     kind: str | None = None,
+    **options,
 ) -> dict:
     """{'train'|'val'|'test', 'scaler', 'spec', 'dataset'} of `task` for a model of `kind` ('cnn' or 'mixed'; by default
     'cnn' for a flux-only spec): arrays (`TaskData`), or with `stream=True` streamed batches (`H5Batches`); `stream=None`
-    streams when the task would not fit in memory."""
+    streams when the task would not fit in memory. `options`: max_rows, seed, scaler and check_size (see `task_arrays`)."""
     ds = h5_path if isinstance(h5_path, Dataset) else Dataset(h5_path)
     if stream is None:
-        stream = needs_streaming(ds.path, task, max_rows)
+        stream = needs_streaming(ds.path, task, options.get('max_rows'))
     if not stream:
-        return task_arrays(ds, task, spec, max_rows, seed, scaler, check_size)
+        return task_arrays(ds, task, spec, **options)
     spec = spec or InputSpec(feature_columns=FEATURE_COLUMNS)
     kind = kind or ('cnn' if spec.use_flux and not spec.feature_columns else 'mixed')
-    return stream_task(ds, task, kind, spec, scaler, seed=seed, max_rows=max_rows, check_size=check_size)
+    return stream_task(ds, task, kind, spec, **options)

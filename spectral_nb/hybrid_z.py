@@ -11,19 +11,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .config import *
 from .mock import ZWARNING_SMALL_DELTA_CHI2, ZWARNING_Z_FITLIMIT
 from .inputs import noise_level
-from spectral_nb.template_fit import (
-    S_MAX,
-    FIT_REST_NPIX,
-    DV_DISTINCT_KMS,
-    TemplateSet,
-    design,
-    legendre_basis,
-    shift_of_z,
-    z_of_shift,
-    _refine,
-    save_templates,
-    load_templates,
-)
+from .template_fit import S_MAX, FIT_REST_NPIX, DV_DISTINCT_KMS, TemplateSet, design, legendre_basis
+from .template_fit import shift_of_z, z_of_shift, _refine, save_templates, load_templates
 
 log = get_logger(__name__)
 

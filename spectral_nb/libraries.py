@@ -220,32 +220,7 @@ def sptype_teff(sptype: str) -> float:
     return float(np.interp(x, xs, [SPTYPE_TEFF[k] for k in keys]))
 
 
-NORMAL_SEQUENCE = (
-    'O',
-    'OB',
-    'B6',
-    'B9',
-    'A0',
-    'F2',
-    'F5',
-    'F9',
-    'G0',
-    'G2',
-    'K1',
-    'K3',
-    'K5',
-    'K7',
-    'M0',
-    'M1',
-    'M2',
-    'M3',
-    'M4',
-    'M5',
-    'M6',
-    'M7',
-    'M8',
-    'M9',
-)
+NORMAL_SEQUENCE = tuple('O OB B6 B9 A0 F2 F5 F9 G0 G2 K1 K3 K5 K7 M0 M1 M2 M3 M4 M5 M6 M7 M8 M9'.split())
 SEQUENCE_TEFF = {k: STAR_TEFF[k] for k in NORMAL_SEQUENCE}  # (config's STAR_TEFF)
 
 

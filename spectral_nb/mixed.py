@@ -107,7 +107,7 @@ def train_mixed(
     cols, use_flux = spec.feature_columns, spec.use_flux
     name = name or f'mixed_{task}'
     seed_everything(seed)
-    data = load_task(h5_path, task, spec, max_rows, seed, stream=stream, kind='mixed')
+    data = load_task(h5_path, task, spec, max_rows=max_rows, seed=seed, stream=stream, kind='mixed')
     k = len(data['train'].classes)
     cw_mode = TASK_WEIGHTS[task] if class_weight == 'task' else class_weight
     with staged_run(out_dir) as stage:
@@ -208,7 +208,11 @@ def size_experiment(
             n_eff = min(int(n), n_all)
             seed_everything(seed)
             data = load_task(
-                h5_path, 'main', InputSpec(model_smoothing_px=sigma, feature_columns=FEATURE_COLUMNS), n_eff, seed
+                h5_path,
+                'main',
+                InputSpec(model_smoothing_px=sigma, feature_columns=FEATURE_COLUMNS),
+                max_rows=n_eff,
+                seed=seed,
             )
             model = build_mixed(len(CLASSES))
             h = fit_model(model, data, 'mixed', epochs, batch_size=batch_size, patience=epochs, seed=seed)

@@ -8,19 +8,8 @@ from functools import lru_cache
 import numpy as np
 from .config import *
 from .libraries import SSP_LIBRARIES
-from spectral_nb.mock_templates import (
-    REST_WAVE,
-    REST_LOGLAM0,
-    REST_NPIX,
-    WIDE_WAVE,
-    WIDE_LOGLAM,
-    GALAXY_AGES,
-    load_qso_composite,
-    library_ssps,
-    add_lines,
-    _shift,
-    _sig,
-)
+from .mock_templates import REST_WAVE, REST_LOGLAM0, REST_NPIX, WIDE_WAVE, WIDE_LOGLAM, ssp_mix
+from .mock_templates import load_qso_composite, library_ssps, add_lines, _shift, _sig
 from .mock_instruments import sigma_inst_kms
 
 # %% auto #0
@@ -251,7 +240,6 @@ def _hosts(z: np.ndarray, rng, libraries=SSP_LIBRARIES) -> tuple:
     "Host galaxies of quasars: old + intermediate + young stellar populations of one library each (as galaxies are made), at 150 or 250 km/s; (wide-grid spectra, their rest flux at 5,100 A)."
     n = len(z)
     meta, T = library_ssps(tuple(sorted(libraries)))
-    nssp = len(meta)
     flat = T.reshape(-1, REST_NPIX)
     di = rng.integers(1, 3, n)
     young = rng.uniform(0, 0.15, n)
@@ -259,16 +247,9 @@ def _hosts(z: np.ndarray, rng, libraries=SSP_LIBRARIES) -> tuple:
     libs = np.array(sorted(set(meta.library)), dtype=object)
     lib = libs[rng.integers(0, len(libs), n)]
     i5100 = int(np.searchsorted(REST_WAVE, 5100.0))
-    out, at5100 = np.zeros((n, WIDE_NPIX)), np.zeros(n)
-    for w, (lo, hi) in zip((1 - young - inter, inter, young), GALAXY_AGES.values()):
-        idx = np.zeros(n, int)
-        for L in libs:
-            m = lib == L
-            pool = np.flatnonzero(((meta.library == L) & meta.age_gyr.between(lo, hi)).to_numpy())
-            idx[m] = pool[rng.integers(0, len(pool), m.sum())]
-        out += w[:, None] * _shift(flat, di * nssp + idx, z)
-        at5100 += w * flat[di * nssp + idx, i5100]
-    return out, at5100
+    weights = (1 - young - inter, inter, young)
+    out, rows = ssp_mix(meta, flat, lib, weights, di, z, rng)
+    return out, sum(w * flat[r, i5100] for w, r in zip(weights, rows))
 
 # %% ../nbs/03f_mock_quasars.ipynb #2e46bba2
 def quasar_models(

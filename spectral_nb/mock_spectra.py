@@ -117,7 +117,6 @@ def _galaxies(pop: np.ndarray, z: np.ndarray, lrg: np.ndarray, rng, libraries=SS
     "Galaxy continua: old + intermediate + young SSPs of one population library per galaxy, broadened, dust-attenuated; (continuum, ebv, dispersion, library)."
     n = len(pop)
     meta, T = library_ssps(tuple(sorted(libraries)))
-    nssp = len(meta)
     flat = T.reshape(-1, REST_NPIX)
     disp = np.where(lrg, rng.uniform(180, 330, n), rng.uniform(50, 250, n))
     di = np.abs(np.array(DISPERSIONS_KMS)[None] - disp[:, None]).argmin(1)
@@ -128,14 +127,7 @@ def _galaxies(pop: np.ndarray, z: np.ndarray, lrg: np.ndarray, rng, libraries=SS
     old = 1 - young - inter
     libs = np.array(sorted(set(meta.library)), dtype=object)
     lib = libs[rng.integers(0, len(libs), n)]
-    cont = np.zeros((n, WIDE_NPIX))
-    for w, (lo, hi) in zip((old, inter, young), GALAXY_AGES.values()):
-        idx = np.zeros(n, int)
-        for L in libs:
-            m = lib == L
-            pool = np.flatnonzero(((meta.library == L) & meta.age_gyr.between(lo, hi)).to_numpy())
-            idx[m] = pool[rng.integers(0, len(pool), m.sum())]
-        cont += w[:, None] * _shift(flat, di * nssp + idx, z)
+    cont, _ = ssp_mix(meta, flat, lib, (old, inter, young), di, z, rng)
     ebv = np.where(lrg, rng.uniform(0, 0.05, n), rng.uniform(0, 0.35, n) * (0.3 + sfish))
     cont = cont * attenuation(WIDE_WAVE / (1 + z[:, None]), ebv)
     return cont, ebv, disp, lib
@@ -292,18 +284,6 @@ def model_spectra(
     wide *= scale[:, None]
     galcont *= scale[:, None]
     truth = {k: v * scale for k, v in truth.items()}
-    return dict(
-        wide=wide,
-        galcont=galcont,
-        mags=synth_mags(wide),
-        truth=truth,
-        sigma_narrow=sigma_narrow,
-        sigma_broad=sigma_broad,
-        qso=qso,
-        teff=teff,
-        ebv=ebv,
-        alpha_nu=alpha,
-        library=lib,
-        library_id=lib_id,
-        bal=bal,
-    )
+    out = dict(wide=wide, galcont=galcont, mags=synth_mags(wide), truth=truth, qso=qso, teff=teff, ebv=ebv, bal=bal)
+    out.update(sigma_narrow=sigma_narrow, sigma_broad=sigma_broad, alpha_nu=alpha, library=lib, library_id=lib_id)
+    return out

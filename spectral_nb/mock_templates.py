@@ -14,7 +14,7 @@ __all__ = ['REST_LOGLAM0', 'REST_NPIX', 'REST_LOGLAM', 'REST_WAVE', 'WIDE_LOGLAM
            'TIO_HEADS', 'SWAN_HEADS', 'CN_HEADS', 'STAR_KIND', 'PHYSICAL_ONLY', 'LIBRARY_POOL', 'AP_TAU',
            'DISPERSIONS_KMS', 'GALAXY_AGES', 'QSO_WIDTHS_KMS', 'planck_lambda', 'gauss_tau', 'band_tau', 'star_tau',
            'star_templates', 'star_templates_m_dwarf', 'library_stars', 'galaxy_templates', 'attenuation',
-           'library_ssps', 'load_qso_composite', 'qso_line_ratio', 'line_profiles', 'add_lines']
+           'library_ssps', 'ssp_mix', 'load_qso_composite', 'qso_line_ratio', 'line_profiles', 'add_lines']
 
 # %% ../nbs/03c_mock_templates.ipynb #ecaeea24
 from .libraries import LIB_LOGLAM0, LIB_NPIX, STAR_LIBRARIES, SSP_LIBRARIES, star_library, ssp_library
@@ -165,21 +165,7 @@ def star_templates_m_dwarf() -> np.ndarray:
     return m * disc[np.searchsorted(REST_WAVE, 8000)] / m[np.searchsorted(REST_WAVE, 8000)]
 
 # %% ../nbs/03c_mock_templates.ipynb #02e59ee7
-PHYSICAL_ONLY = (
-    'CV',
-    'Carbon',
-    'CarbonWD',
-    'Carbon_lines',
-    'WDmagnetic',
-    'L0',
-    'L1',
-    'L2',
-    'L3',
-    'L4',
-    'L5.5',
-    'L9',
-    'T2',
-)
+PHYSICAL_ONLY = tuple('CV Carbon CarbonWD Carbon_lines WDmagnetic L0 L1 L2 L3 L4 L5.5 L9 T2'.split())
 LIBRARY_POOL = {
     'A0p': 'A0',
     'M0V': 'M0',
@@ -216,12 +202,17 @@ def _physical_star(teff: np.ndarray, kind: np.ndarray) -> np.ndarray:
     return np.array([cache[k] for k in key])
 
 
+def _library_subset(allm: pd.DataFrame, allf: np.ndarray, libraries: tuple) -> tuple:
+    "(meta, float64 flux) of the spectra of a library table that belong to `libraries`."
+    keep = allm.library.isin(libraries).to_numpy()
+    return allm[keep].reset_index(drop=True), allf[keep].astype(np.float64)
+
+
 @lru_cache(maxsize=None)
 def library_stars(libraries: tuple = STAR_LIBRARIES) -> tuple:
     "(meta, templates (n, REST_NPIX)) of the observed stars of `libraries`, extended beyond each one's coverage by the MaStar star nearest in Teff and then by the physical model of its Teff; unit median at 5,500 A."
     allm, allf = star_library()
-    keep = allm.library.isin(libraries).to_numpy()
-    meta, flux = allm[keep].reset_index(drop=True), allf[keep].astype(np.float64)
+    meta, flux = _library_subset(allm, allf, libraries)
     ms = (allm.library == 'mastar').to_numpy()
     near = np.abs(np.log10(allm.teff.to_numpy()[ms])[None] - np.log10(meta.teff.to_numpy())[:, None]).argmin(1)
     phys = _physical_star(meta.teff.to_numpy(), np.where(meta.subclass == 'WD', 'wd', 'normal'))
@@ -284,8 +275,7 @@ def _population_models() -> np.ndarray:
 def library_ssps(libraries: tuple = SSP_LIBRARIES) -> tuple:
     "(meta, templates (len(DISPERSIONS_KMS), n, REST_NPIX) float32): the SSPs of `libraries`, extended by the M11-MARCS population nearest in age (ages >= 2 Gyr) and then by the physical population model, unit median at 5,500 A, broadened to each dispersion."
     allm, allf = ssp_library()
-    keep = allm.library.isin(libraries).to_numpy()
-    meta, flux = allm[keep].reset_index(drop=True), allf[keep].astype(np.float64)
+    meta, flux = _library_subset(allm, allf, libraries)
     marcs = np.flatnonzero((allm.library == 'm11_marcs').to_numpy())
     age = meta.age_gyr.to_numpy()
     near = marcs[np.abs(allm.age_gyr.to_numpy()[marcs][None] - age[:, None]).argmin(1)]
@@ -297,6 +287,26 @@ def library_ssps(libraries: tuple = SSP_LIBRARIES) -> tuple:
     return meta, np.stack([_broaden(out, s) for s in DISPERSIONS_KMS]).astype(
         np.float32
     )  # (the libraries' own resolution is neglected)
+
+
+def ssp_mix(
+    meta: pd.DataFrame, flat: np.ndarray, lib: np.ndarray, weights, di: np.ndarray, z: np.ndarray, rng
+) -> tuple:
+    """Stellar populations of galaxies and quasar hosts: for each spectrum, one SSP per age bin of `GALAXY_AGES` drawn
+    from its library `lib` and weighted by `weights` (old, intermediate, young), at dispersion index `di` of `flat`
+    (`library_ssps` templates reshaped to (len(DISPERSIONS_KMS) * n_ssp, REST_NPIX)), shifted to `z`.
+    Returns (wide-grid spectra, the rows of `flat` drawn for each bin)."""
+    n, nssp = len(z), len(meta)
+    out, rows = np.zeros((n, WIDE_NPIX)), []
+    for w, (lo, hi) in zip(weights, GALAXY_AGES.values()):
+        idx = np.zeros(n, int)
+        for L in sorted(set(meta.library)):
+            m = lib == L
+            pool = np.flatnonzero(((meta.library == L) & meta.age_gyr.between(lo, hi)).to_numpy())
+            idx[m] = pool[rng.integers(0, len(pool), m.sum())]
+        out += w[:, None] * _shift(flat, di * nssp + idx, z)
+        rows.append(di * nssp + idx)
+    return out, rows
 
 # %% ../nbs/03c_mock_templates.ipynb #f8456fcc
 QSO_WIDTHS_KMS = (0.0, 1200.0, 2400.0)

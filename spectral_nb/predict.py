@@ -19,17 +19,8 @@ from .records import iter_records, prefetch
 from .sdssfiles import spectrum_files, iter_fits_records
 from .catalog import ZW, DROP_BITS, LOW_SN, catalog_columns, write_table
 from .inputs import InputSpec, prepare_flux, feature_input, model_feed
-from spectral_nb.bundle import (
-    check_bundle,
-    load_bundle,
-    bundle_spec,
-    bundle_calibration,
-    apply_temperature,
-    flag_low_confidence,
-    embedding_model,
-    novelty_score,
-    one_blas_thread,
-)
+from .bundle import check_bundle, load_bundle, bundle_spec, bundle_calibration, apply_temperature
+from .bundle import flag_low_confidence, embedding_model, novelty_score, one_blas_thread
 
 log = get_logger(__name__)
 

@@ -13,19 +13,8 @@ from tqdm.auto import tqdm
 from .config import *
 from .records import iter_records, count_records, check_writable, prefetch, CATALOG_COLUMNS
 from .sdssfiles import iter_fits_records
-from spectral_nb.spectra import (
-    BadSpectrumError,
-    PIXEL_KEYS,
-    bad_pixels,
-    equivalent_widths,
-    fill_bad,
-    gaussian_smooth,
-    grid_chunk,
-    missing_fraction,
-    pixel_problems,
-    sn_median,
-    spectrum_scale,
-)
+from .spectra import BadSpectrumError, PIXEL_KEYS, bad_pixels, equivalent_widths, fill_bad, gaussian_smooth
+from .spectra import grid_chunk, missing_fraction, pixel_problems, sn_median, spectrum_scale
 from .dataset import DATASET_FORMAT, Scaler, read_fluxes, check_dataset
 
 log = get_logger(__name__)
@@ -62,17 +51,7 @@ def make_labels(cls, sub) -> tuple:
 
 # %% ../nbs/04_preprocess.ipynb #b0359efc
 INFO_COLUMNS = [
-    'specObjID',
-    'plate',
-    'mjd',
-    'fiberID',
-    'ra',
-    'dec',
-    'class',
-    'subClass',
-    'z',
-    'zErr',
-    'zWarning',
+    *'specObjID plate mjd fiberID ra dec class subClass z zErr zWarning'.split(),
     *[f'petroMag_{b}' for b in 'ugriz'],
     *[f'petroMagErr_{b}' for b in 'ugriz'],
     'source',

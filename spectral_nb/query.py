@@ -19,22 +19,8 @@ __all__ = ['log', 'SPEC_COLUMNS', 'PHOTO_COLUMNS', 'EMISSION_COLUMNS', 'MAX_ROWS
            'RateLimiter', 'astroquery_runner', 'query_catalog']
 
 # %% ../nbs/01_query.ipynb #50e956ac
-SPEC_COLUMNS = (
-    'specObjID',
-    'bestObjID',
-    'fluxObjID',
-    'targetObjID',
-    'plate',
-    'mjd',
-    'fiberID',
-    'run2d',
-    'ra',
-    'dec',
-    'class',
-    'subClass',
-    'z',
-    'zErr',
-    'zWarning',
+SPEC_COLUMNS = tuple(
+    'specObjID bestObjID fluxObjID targetObjID plate mjd fiberID run2d ra dec class subClass z zErr zWarning'.split()
 )
 PHOTO_COLUMNS = tuple(f'petroMag_{b}' for b in 'ugriz') + tuple(f'petroMagErr_{b}' for b in 'ugriz')
 EMISSION_COLUMNS = (

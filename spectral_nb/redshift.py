@@ -11,20 +11,14 @@ import matplotlib.pyplot as plt
 from .config import *
 from .dataset import Dataset
 from .inputs import InputSpec, Augment, model_input, augment_flux, flux_input
-from .fit import load_task, seed_everything, early_stopping, fit_streaming, is_streamed
+from .fit import load_task, seed_everything, early_stopping, fit_streaming, is_streamed, epoch_log
 from .streaming import needs_streaming, stream_task, predict_streaming
 from .bundle import save_bundle, load_bundle, bundle_spec, staged_run
 from .predict import chunks_h5, chunks_raw
 from .baselines import redshift_metrics, plot_z_fit
 from .template_fit import build_templates, design, fit_templates, TEMPLATES_JSON
-from spectral_nb.hybrid_z import (
-    hybrid_templates,
-    hybrid_redshift,
-    zerr_floor,
-    candidate_coverage,
-    save_hybrid,
-    load_hybrid,
-)
+from .hybrid_z import hybrid_templates, hybrid_redshift, zerr_floor, candidate_coverage, save_hybrid
+from .hybrid_z import load_hybrid
 
 log = get_logger(__name__)
 
@@ -114,25 +108,8 @@ def from_u(out: np.ndarray) -> tuple:
 
 # %% ../nbs/08b_redshift.ipynb #c6b38265
 def _heartbeat(n_train: int, epochs: int, name: str):
-    import keras
-
-    class Beat(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            log.info(
-                "%s epoch %d/%d: loss %.4f, val_loss %.4f, %.0f spectra/s",
-                name,
-                epoch + 1,
-                epochs,
-                logs.get('loss', np.nan),
-                logs.get('val_loss', np.nan),
-                n_train / max(time.perf_counter() - self.t, 1e-9),
-            )
-
-    return Beat()
+    "The redshift network's per-epoch log line: its loss on training and validation spectra."
+    return epoch_log(n_train, epochs, name, keys=('loss', 'val_loss'))
 
 
 def predict_z(model, X: np.ndarray, batch_size: int = 1024, edges=Z_BIN_EDGES) -> tuple:

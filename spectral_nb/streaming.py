@@ -16,17 +16,8 @@ import keras
 from .config import *
 from .dataset import Dataset, Scaler, check_task, check_trainable, encode_labels, read_flux_rows
 from .preprocess import FEATURE_COLUMNS
-from spectral_nb.inputs import (
-    InputSpec,
-    task_spec,
-    dataset_record,
-    fit_input_scaler,
-    model_input,
-    model_feed,
-    augment_flux,
-    Augment,
-    class_weights,
-)
+from .inputs import InputSpec, task_spec, dataset_record, fit_input_scaler, model_input, model_feed
+from .inputs import augment_flux, Augment, class_weights
 
 log = get_logger(__name__)
 
@@ -247,19 +238,19 @@ def stream_task(
     kind: str = 'cnn',
     spec: InputSpec | None = None,
     scaler: Scaler | None = None,
-    batch_size: int = 64,
-    block: int = BLOCK,
-    seed: int = SEED,
-    augment: bool | Augment | None = None,
-    class_weight: dict | str | None = None,
+    *,
     max_rows: int | None = None,
     check_size: bool = True,
-    target=None,
+    **batches,
 ) -> dict:
     """{'train'|'val'|'test': H5Batches, 'scaler', 'spec', 'classes', 'dataset'}: what `inputs.task_arrays` gives as arrays
     (same rows, InputSpec and scaler), as streamed batches; only training batches are shuffled and augmented. `spec`
-    defaults to the fluxes, with every feature column for a 'mixed' model. `target`: a function of a split's `info`
-    giving its training targets (e.g. redshift bins) instead of the task's labels; class weights then do not apply."""
+    defaults to the fluxes, with every feature column for a 'mixed' model. `batches`: the options of `H5Batches`
+    (batch_size, block, seed, augment, class_weight, target), with its defaults; `class_weight` may also be 'balanced',
+    'sqrt' or None, made from the training labels. `target`: a function of a split's `info` giving its training targets
+    (e.g. redshift bins) instead of the task's labels; class weights then do not apply."""
+    seed, block, target = batches.get('seed', SEED), batches.get('block', BLOCK), batches.get('target')
+    augment, class_weight = batches.pop('augment', None), batches.pop('class_weight', None)
     ds = h5_path if isinstance(h5_path, Dataset) else Dataset(h5_path)
     col, classes, _ = check_task(task)
     spec = task_spec(ds, spec or InputSpec(feature_columns=FEATURE_COLUMNS if kind == 'mixed' else ()))
@@ -280,13 +271,10 @@ def stream_task(
             kind,
             spec,
             scaler,
-            batch_size,
-            block,
-            seed,
             augment=augment if s == 'train' else None,
             class_weight=class_weight if s == 'train' else None,
             rows=rows,
-            target=target,
+            **batches,
         )
         for s in ('train', 'val', 'test')
     }
