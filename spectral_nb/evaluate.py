@@ -19,8 +19,8 @@ from .streaming import predict_streaming
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'ECE_BINS', 'FLAG_VAL_FRACTION', 'FLAG_RULE', 'NOVELTY_VAL_FRACTION', 'wilson_ci', 'plot_history',
-           'plot_confusion', 'plot_acc_by_sn', 'pick_examples', 'plot_examples', 'reliability',
+__all__ = ['log', 'ECE_BINS', 'FLAG_VAL_FRACTION', 'MIN_T_ERRORS', 'FLAG_RULE', 'NOVELTY_VAL_FRACTION', 'wilson_ci',
+           'plot_history', 'plot_confusion', 'plot_acc_by_sn', 'pick_examples', 'plot_examples', 'reliability',
            'expected_calibration_error', 'fit_temperature', 'flag_threshold', 'flag_summary', 'calibrate',
            'plot_reliability', 'coverage_curve', 'plot_coverage', 'predict_proba', 'predict_embedded',
            'report_classifier']
@@ -172,17 +172,26 @@ def _nll(prob, y, t: float) -> float:
     return float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-300, None)).mean())
 
 
+MIN_T_ERRORS = 5  # fewer validation errors than this: no temperature is fitted (T = 1)
+
+
 def fit_temperature(
     prob,  # softmax probabilities (n, classes) of the validation split
     y,  # its true class indices
     bounds: tuple = (0.05, 20.0),  # search interval of T
+    min_errors: int = MIN_T_ERRORS,  # fewer validation errors: T = 1 (the likelihood would only sharpen to the bound)
 ) -> float:
-    "The temperature T minimising the negative log-likelihood of softmax(log p / T) on (validation) labels `y`."
+    """The temperature T minimising the negative log-likelihood of softmax(log p / T) on (validation) labels `y`; 1 where
+    the validation split holds fewer than `min_errors` errors, since the likelihood of a split with no errors keeps
+    rising as T falls and the fit would stop at its lower bound, a confidence of 1.00 for every spectrum."""
     from scipy.optimize import minimize_scalar
 
     prob, y = np.asarray(prob, np.float64), np.asarray(y, int)
     if len(y) == 0:
         raise ValueError("fit_temperature needs validation spectra; the validation split is empty.")
+    if (errors := int((prob.argmax(1) != y).sum())) < min_errors:
+        log.info("temperature: %d validation errors (< %d): T = 1 kept, not fitted", errors, min_errors)
+        return 1.0
     r = minimize_scalar(
         lambda lt: _nll(prob, y, math.exp(lt)),
         bounds=(math.log(bounds[0]), math.log(bounds[1])),
@@ -237,6 +246,7 @@ def calibrate(
 ) -> tuple:
     "(calibration, flag) dicts of a classifier: temperature and flag thresholds fitted on validation (novelty scores optional), their effect measured on test."
     t = fit_temperature(p_val, y_val)
+    val_errors = int((np.asarray(p_val).argmax(1) != np.asarray(y_val)).sum())
     pv, pt = apply_temperature(np.asarray(p_val, np.float64), t), apply_temperature(np.asarray(p_test, np.float64), t)
     cal = dict(
         temperature=t,
@@ -244,6 +254,10 @@ def calibrate(
         ece_after=expected_calibration_error(pt, y_test),
         n_val=int(len(y_val)),
         n_test=int(len(y_test)),
+        val_errors=val_errors,
+        temperature_fitted=val_errors >= MIN_T_ERRORS,
+        bin_counts_before=reliability(p_test, y_test).n.tolist(),
+        bin_counts_after=reliability(pt, y_test).n.tolist(),
     )
     nth, nv, nt = None, np.zeros(len(pv), bool), np.zeros(len(pt), bool)
     if nov_val is not None and nov_test is not None and len(nov_val):

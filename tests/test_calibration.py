@@ -77,14 +77,18 @@ def two_class(tmp_path_factory, mock_dataset):
 def test_report_records_calibration_and_flag_in_metrics_figures_and_bundle(two_class):
     d, _, path, m = two_class
     saved = json.loads((d / 'run' / 'metrics_cnn2.json').read_text())
-    assert set(saved['calibration']) == {'temperature', 'ece_before', 'ece_after', 'n_val', 'n_test'}
+    assert set(saved['calibration']) == {'temperature', 'ece_before', 'ece_after', 'n_val', 'n_test', 'val_errors',
+                                         'temperature_fitted', 'bin_counts_before', 'bin_counts_after'}
     assert {'threshold', 'novelty_threshold', 'fraction_flagged', 'fraction_novel', 'accuracy_unflagged', 'errors_removed', 'rule'} <= set(saved['flag'])
     assert saved['calibration']['n_test'] == m['n_test'] and saved['calibration']['n_val'] == m['n_val']
     assert saved['flag']['fraction_flagged_val'] <= 0.05
     for f in ('reliability_cnn2.png', 'coverage_cnn2.png'):
         assert f in m['figures'] and (d / 'run' / f).stat().st_size > 1000
     meta = json.loads((path / 'meta.json').read_text())
-    assert meta['calibration'] == pytest.approx(saved['calibration']) and meta['flag']['threshold'] == saved['flag']['threshold']
+    scalars = lambda c: {k: v for k, v in c.items() if not isinstance(v, list)}
+    assert scalars(meta['calibration']) == pytest.approx(scalars(saved['calibration']))
+    assert meta['calibration']['bin_counts_after'] == saved['calibration']['bin_counts_after']
+    assert meta['flag']['threshold'] == saved['flag']['threshold']
     assert meta['flag']['novelty_threshold'] == saved['flag']['novelty_threshold'] > 0
     assert np.asarray(meta['novelty']['precision']).shape == (64, 64) and np.asarray(meta['novelty']['means']).shape == (2, 64)
     assert 'novelty' not in saved   # the matrices live in the bundle, not in the metrics
@@ -154,3 +158,17 @@ def test_a_bundle_without_calibration_still_predicts_with_one_warning(two_class,
     b = predict(path, h5, progress=False)   # the calibrated bundle: the old one's probabilities at its temperature
     np.testing.assert_allclose(b[['prob_GALAXY', 'prob_STAR']].to_numpy(), apply_temperature(probs, m['calibration']['temperature']), atol=1e-5)
     assert (a['predicted'] == b['predicted']).all()
+
+
+def test_too_few_validation_errors_keep_t_one_instead_of_the_bound():
+    "A validation split with (almost) no errors would drive T to its lower bound (every confidence 1.00): T = 1 is kept."
+    p, y = _synthetic(600, 3.0, seed=5)
+    right = p.argmax(1) == y
+    pv, yv = p[right][:300], y[right][:300]             # no validation errors at all
+    assert fit_temperature(pv, yv) == 1.0
+    cal, _ = calibrate(pv, yv, p[300:], y[300:])
+    assert cal['temperature'] == 1.0 and cal['val_errors'] == 0 and not cal['temperature_fitted']
+    assert sum(cal['bin_counts_before']) == sum(cal['bin_counts_after']) == cal['n_test']
+    wrong = np.flatnonzero(~right)[:10]                  # with errors enough, the fit runs (and sharpens nothing to 0.05)
+    pv2, yv2 = np.concatenate([pv, p[wrong]]), np.concatenate([yv, y[wrong]])
+    assert fit_temperature(pv2, yv2) != 1.0 and fit_temperature(pv2, yv2) > 0.05
