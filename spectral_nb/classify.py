@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 import numpy as np, pandas as pd
 from .config import *
-from .records import RecordWriter, CATALOG_COLUMNS
+from .records import RecordWriter, CATALOG_COLUMNS, filled_catalog, write_records
 from .sdssfiles import spectrum_files, iter_fits_records, sdss_specobjid
 from .predict import predict, is_fits_input
 from .catalog import catalog_columns, write_table
@@ -17,8 +17,7 @@ from .catalog import catalog_columns, write_table
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'DEFAULT_MODELS', 'default_model', 'spectra_records', 'write_records', 'fits_to_records', 'classify',
-           'pretrain']
+__all__ = ['log', 'DEFAULT_MODELS', 'default_model', 'spectra_records', 'fits_to_records', 'classify', 'pretrain']
 
 # %% ../nbs/09_classify.ipynb #09c10006
 DEFAULT_MODELS = Path(str(resources.files('spectral_nb'))) / 'models' / 'default'
@@ -100,33 +99,13 @@ def spectra_records(flux=None, loglam=None, wave=None, ivar=None, and_mask=None,
     return cat, pix
 
 
-def _filled(cat: pd.DataFrame) -> pd.DataFrame:
-    "`cat` with every raw-record catalogue column, missing values empty: '' for text, 0 for integers, NaN otherwise."
-    out = {}
-    for c, t in CATALOG_COLUMNS.items():
-        v = cat[c] if c in cat else pd.Series(np.nan, index=cat.index)
-        if t == 'str':
-            v = v.fillna('').astype(str)
-        elif t in ('int32', 'int64', 'uint64'):
-            v = pd.to_numeric(v, errors='coerce').fillna(0).astype(t)
-        out[c] = v
-    return pd.DataFrame(out, index=cat.index)
-
-
-def write_records(out, cat: pd.DataFrame, pix: dict) -> Path:
-    "Write raw records (lists of per-spectrum arrays of any length) to a raw.parquet."
-    with RecordWriter(out) as w:
-        w.write(_filled(cat.reset_index(drop=True)), pix)
-    return Path(out)
-
-
 def fits_to_records(data, out) -> Path | None:
     "The readable spectra of SDSS files (`spectrum_files(data)`) as a raw.parquet at `out`; None when none can be read."
     w = None
     try:
         for cat, pix in iter_fits_records(spectrum_files(data)):
             w = w or RecordWriter(out)
-            w.write(_filled(cat), pix)
+            w.write(filled_catalog(cat), pix)
     finally:
         if w is not None:
             w.close()

@@ -203,10 +203,10 @@ def fit_temperature(
 
 # %% ../nbs/04h_evaluate.ipynb #ca1b0005
 FLAG_RULE = (
-    'calibrated top probability < threshold, or novelty > novelty_threshold; novelty_threshold flags the {1:.0%} of the '
+    'calibrated top probability < threshold, or novelty > novelty_threshold; novelty_threshold flags the {1:.1%} of the '
     'validation split farthest from the training classes, threshold is the largest that flags at most {0:.0%} of it in all'
 )
-NOVELTY_VAL_FRACTION = 0.01  # the novelty term flags this fraction of the validation split (within the flag's budget)
+NOVELTY_VAL_FRACTION = 0.025  # the novelty term flags this fraction of the validation split (within the flag's budget)
 
 
 def flag_threshold(prob, max_fraction: float = FLAG_VAL_FRACTION, already=None) -> float:

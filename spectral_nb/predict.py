@@ -373,12 +373,15 @@ class Predictor:
             nov = novelty_score(emb, self.novelty) if (self.novelty and emb is not None) else np.full(len(info), np.nan)
         o = info[[c for c in dict.fromkeys((*self.OUT_COLUMNS, self.col)) if c in info]].copy()
         o['novelty'] = nov
-        o['flag'] = flag_low_confidence(p, self.threshold, nov if self.nov_th is not None else None, self.nov_th)
+        flag = flag_low_confidence(p, self.threshold, nov if self.nov_th is not None else None, self.nov_th)
         low = p.max(1) < self.threshold
         novel = (nov > self.nov_th) if self.nov_th is not None else np.zeros(len(o), bool)
         o['ZWARNING'] = np.where(low, ZW['LOW_CONFIDENCE'], 0) | np.where(novel, ZW['NOVELTY'], 0)
         if 'sn_median' in o:  # noise, sky or an empty fibre: a network still gives some class, often with p ~ 1
-            o['ZWARNING'] |= np.where(o['sn_median'].to_numpy() < LOW_SN, ZW['LOW_SN'], 0)
+            no_signal = o['sn_median'].to_numpy() < LOW_SN
+            o['ZWARNING'] |= np.where(no_signal, ZW['LOW_SN'], 0)
+            flag = flag | no_signal.astype(flag.dtype)
+        o['flag'] = flag
         if 'missing_frac' in o:
             o['ZWARNING'] |= np.where(o['missing_frac'].to_numpy() > TRAIN_MAX_MISSING, ZW['LITTLE_COVERAGE'], 0)
         for j, c in enumerate(self.meta['classes']):

@@ -10,17 +10,18 @@ import numpy as np, pandas as pd
 import pyarrow as pa
 import matplotlib.pyplot as plt
 from .config import *
-from .records import RecordWriter
+from .records import RecordWriter, write_records
 from .sdssfiles import sdss_specobjid
 from .plots import plot_spectrum, data_banner
+from .catalog import ZW
 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'SURVEYS', 'REAL_EXTRA', 'real_dev_dir', 'survey_name', 'load_real_dev', 'write_real_dev',
+__all__ = ['log', 'SURVEYS', 'REAL_EXTRA', 'NOISE_N', 'real_dev_dir', 'survey_name', 'load_real_dev', 'write_real_dev',
            'write_real_dev_fits', 'score_objects', 'object_metrics', 'real_metrics', 'display_flux',
-           'plot_real_confusion', 'plot_misses', 'real_predictions', 'score_model', 'run_real', 'yardstick_table',
-           'survey_table']
+           'plot_real_confusion', 'plot_misses', 'noise_records', 'noise_flags', 'real_predictions', 'score_model',
+           'run_real', 'yardstick_table', 'survey_table']
 
 # %% ../nbs/08d_real_sdss.ipynb #b2cdce05
 SURVEYS = ('SDSS-I/II', 'BOSS', 'eBOSS')  # scored apart as well as together
@@ -248,6 +249,43 @@ def plot_misses(obj: pd.DataFrame, name: str, max_n: int = 24, dev: tuple | None
     return data_banner(fig, 'sdss', f'{name}; spectra smoothed over {width} pixels for display, grey: ivar = 0')
 
 # %% ../nbs/08d_real_sdss.ipynb #d3a857cc
+NOISE_N = 200  # spectra of no object the real stage shows every classifier
+
+
+def noise_records(out, n: int = NOISE_N, seed: int = SEED) -> Path:
+    """`n` spectra of no object (an empty fibre, sky, a flat-noise fibre) as raw records on the SDSS grid: Gaussian noise
+    of 0.5-3 (1e-17 erg/s/cm^2/A) per pixel with its inverse variance, half of them on a flat offset of up to 0.15 like
+    the flat-noise fibres of SDSS plates."""
+    rng = np.random.default_rng(seed)
+    sig = rng.uniform(0.5, 3, n)
+    flux = rng.uniform(0, 0.15, (n, 1)) * (rng.random((n, 1)) < 0.5) + rng.normal(0, 1, (n, NPIX)) * sig[:, None]
+    cat = pd.DataFrame(dict(specObjID=np.arange(1, n + 1, dtype=np.uint64), source='noise'))
+    pix = dict(
+        loglam=[LOGLAM0 + DLOGLAM * np.arange(NPIX)] * n,
+        flux=list(flux.astype(np.float32)),
+        ivar=[np.full(NPIX, s**-2, np.float32) for s in sig],
+        and_mask=[np.zeros(NPIX, np.int32)] * n,
+    )
+    return write_records(out, cat, pix)
+
+
+def noise_flags(model_path, raw) -> dict:
+    "How a classifier treats spectra of no object (`noise_records`): the share flagged, by which ZWARNING bit, its answers."
+    from spectral_nb.predict import predict
+
+    p = predict(model_path, raw, progress=False)
+    zw, top = p['ZWARNING'].to_numpy(np.int64), p[[c for c in p if c.startswith('prob_')]].to_numpy(float).max(1)
+    bits = {k.lower(): float(((zw & ZW[k]) > 0).mean()) for k in ('LOW_SN', 'LOW_CONFIDENCE', 'NOVELTY')}
+    answers = {str(k): int(v) for k, v in p['predicted'].value_counts().items()}
+    return dict(
+        n=len(p),
+        fraction_flagged=float(p['flag'].mean()),
+        **bits,
+        median_top_probability=float(np.median(top)),
+        predicted=answers,
+    )
+
+
 def real_predictions(model_path, raw_path, cat: pd.DataFrame) -> pd.DataFrame:
     "A saved classifier's per-spectrum predictions on raw records (`predict`: preprocessed on the fly onto its grid), answered spectra only, with each spectrum's class, zWarning, obj_group, survey and row."
     from spectral_nb.predict import predict
@@ -282,6 +320,7 @@ def run_real(run_dir, models: dict, out_dir, max_misses: int = 24) -> dict:
     (out / 'figures').mkdir(parents=True, exist_ok=True)
     cat, pix = load_real_dev()
     raw = write_real_dev(out / 'raw.parquet', cat, pix)
+    noise = noise_records(out / 'noise.parquet')
     metrics, tables = {}, []
     for name, path in models.items():
         path = Path(path) if Path(path).is_absolute() else run_dir / path
@@ -293,7 +332,7 @@ def run_real(run_dir, models: dict, out_dir, max_misses: int = 24) -> dict:
             log.warning("real: %s is a %r classifier, not a main-class one: not scored", path, task)
             continue
         m, obj, _ = score_model(path, raw, cat)
-        metrics[name] = dict(m, model=str(path))
+        metrics[name] = dict(m, model=str(path), noise=noise_flags(path, noise))
         tables.append(obj.assign(model=name))
         for kind, fig in (
             ('confusion', plot_real_confusion(m, name)),

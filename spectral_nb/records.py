@@ -15,7 +15,7 @@ log = get_logger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'CATALOG_COLUMNS', 'PIXEL_COLUMNS', 'TRUTH_PREFIX', 'record_schema', 'check_writable', 'RecordWriter',
-           'iter_records', 'read_records', 'count_records', 'prefetch']
+           'iter_records', 'read_records', 'count_records', 'prefetch', 'filled_catalog', 'write_records']
 
 # %% ../nbs/00a_records.ipynb #21bb598e
 CATALOG_COLUMNS = {  # name: dtype of the catalogue part of a raw record
@@ -246,3 +246,23 @@ def prefetch(it: Iterable, depth: int = 2) -> Iterator:
     finally:
         stop.set()
         t.join(timeout=30)  # never leave the reader running into interpreter shutdown
+
+
+def filled_catalog(cat: pd.DataFrame) -> pd.DataFrame:
+    "`cat` with every raw-record catalogue column, missing values empty: '' for text, 0 for integers, NaN otherwise."
+    out = {}
+    for c, t in CATALOG_COLUMNS.items():
+        v = cat[c] if c in cat else pd.Series(np.nan, index=cat.index)
+        if t == 'str':
+            v = v.fillna('').astype(str)
+        elif t in ('int32', 'int64', 'uint64'):
+            v = pd.to_numeric(v, errors='coerce').fillna(0).astype(t)
+        out[c] = v
+    return pd.DataFrame(out, index=cat.index)
+
+
+def write_records(out, cat: pd.DataFrame, pix: dict) -> Path:
+    "Write raw records (lists of per-spectrum arrays of any length) to a raw.parquet."
+    with RecordWriter(out) as w:
+        w.write(filled_catalog(cat.reset_index(drop=True)), pix)
+    return Path(out)

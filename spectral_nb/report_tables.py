@@ -581,6 +581,9 @@ AIMS = {  # id -> (where it was set, what it asks, comparison, threshold); `aim_
     'z_sigma_nmad': ('issue 23', 'hybrid redshift sigma_NMAD of dz/(1+z)', '<=', {c: a[0] for c, a in Z_AIMS.items()}),
     'z_outliers': ('issue 23', 'hybrid redshift outlier fraction', '<=', {c: a[1] for c, a in Z_AIMS.items()}),
     'z_speed': ('issue 23', f'hybrid redshift >= {Z_SPEED_AIM:,} spectra/s end to end', '>=', Z_SPEED_AIM),
+    'real_balanced': ('issue 22', 'balanced accuracy on the real SDSS development set >= 0.97', '>=', 0.97),
+    'real_recall': ('issue 22', "every class's recall on the real SDSS development set >= 0.95", '>=', 0.95),
+    'noise_flagged': ('issue 25', 'spectra of no object (noise on the SDSS grid) flagged >= 95%', '>=', 0.95),
 }
 HELDOUT_AIM_MODELS = ('cnn_compact', 'mixed_all')  # the models issue 9 names; the stage's other models are ablations
 
@@ -672,6 +675,17 @@ def aim_rows(m: dict) -> list:
             add('z_sigma_nmad', c, ('redshift', 'hybrid', 'sigma_nmad', c), n, f'test {c}', False, Z_AIMS[c][0])
             add('z_outliers', c, ('redshift', 'hybrid', 'outlier_fraction', c), n, f'test {c}', True, Z_AIMS[c][1])
         add('z_speed', 'hybrid', ('redshift', 'hybrid', 'spectra_per_s'), fraction=False)
+    for k, r in m.get('real', {}).items():
+        add('real_balanced', k, ('real', k, 'balanced_accuracy'), r.get('n'), 'real objects', fraction=False)
+        for c, n in r.get('support', {}).items():
+            add('real_recall', f'{k}: {c}', ('real', k, 'recall', c), n, f'real {c}')
+        add(
+            'noise_flagged',
+            k,
+            ('real', k, 'noise', 'fraction_flagged'),
+            (r.get('noise') or {}).get('n'),
+            'noise spectra',
+        )
     return rows
 
 

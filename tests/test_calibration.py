@@ -90,7 +90,9 @@ def test_report_records_calibration_and_flag_in_metrics_figures_and_bundle(two_c
     assert meta['calibration']['bin_counts_after'] == saved['calibration']['bin_counts_after']
     assert meta['flag']['threshold'] == saved['flag']['threshold']
     assert meta['flag']['novelty_threshold'] == saved['flag']['novelty_threshold'] > 0
-    assert np.asarray(meta['novelty']['precision']).shape == (64, 64) and np.asarray(meta['novelty']['means']).shape == (2, 64)
+    bank = np.asarray(meta['novelty']['bank'])
+    assert meta['novelty']['kind'] == 'knn_cosine' and bank.shape[1] == 64 and 0 < len(bank) <= 2048
+    assert np.allclose(np.linalg.norm(bank, axis=1), 1, atol=1e-3)   # unit features: the score is a cosine distance
     assert 'novelty' not in saved   # the matrices live in the bundle, not in the metrics
 
 
@@ -102,8 +104,9 @@ def test_predict_writes_calibrated_probabilities_and_a_flag(two_class, tmp_path)
     np.testing.assert_allclose(back[['prob_GALAXY', 'prob_STAR']].sum(axis=1), 1, atol=1e-5)
     low = df[['prob_GALAXY', 'prob_STAR']].max(axis=1) < m['flag']['threshold']
     novel = df['novelty'] > m['flag']['novelty_threshold']
-    np.testing.assert_array_equal(df['flag'], (low | novel).astype(int))
-    assert np.isfinite(df['novelty']).all() and (df['novelty'] > 0).all()
+    no_signal = df['sn_median'] < 0.5   # LOW_SN: noise, sky or an empty fibre
+    np.testing.assert_array_equal(df['flag'], (low | novel | no_signal).astype(int))
+    assert np.isfinite(df['novelty']).all() and (df['novelty'] >= 0).all()   # 0: a spectrum in the novelty bank itself
     te = df[(df['split'] == 'test') & df['label_main'].isin(KEEP)]
     assert abs(te['flag'].mean() - m['flag']['fraction_flagged']) < 1e-9
 
@@ -172,3 +175,20 @@ def test_too_few_validation_errors_keep_t_one_instead_of_the_bound():
     wrong = np.flatnonzero(~right)[:10]                  # with errors enough, the fit runs (and sharpens nothing to 0.05)
     pv2, yv2 = np.concatenate([pv, p[wrong]]), np.concatenate([yv, y[wrong]])
     assert fit_temperature(pv2, yv2) != 1.0 and fit_temperature(pv2, yv2) > 0.05
+
+
+def test_noise_only_spectra_are_flagged(two_class, tmp_path):
+    "Spectra of no object (noise on the SDSS grid, some on a small flat offset): the network still answers a class, the flag must say so."
+    from spectral_nb.real_sdss import noise_records, noise_flags
+    d, h5, path, m = two_class
+    f = noise_flags(path, noise_records(tmp_path / 'noise.parquet', n=120, seed=7))
+    assert f['n'] == 120 and f['fraction_flagged'] >= 0.95, f
+    assert f['low_sn'] >= 0.95   # and why: LOW_SN, the median S/N per pixel below 0.5
+
+
+def test_a_bundle_with_the_old_mahalanobis_novelty_still_scores(two_class):
+    from spectral_nb.bundle import novelty_score
+    rng = np.random.default_rng(0)
+    old = dict(means=[[0.0] * 4, [1.0] * 4], precision=np.eye(4).tolist())
+    e = rng.normal(0, 1, (10, 4))
+    np.testing.assert_allclose(novelty_score(e, old), np.minimum((e**2).sum(1), ((e - 1)**2).sum(1)) / 4)
