@@ -18,7 +18,7 @@ setuptools.setup(
     author=cfg['author'],
     author_email=cfg['author_email'],
     keywords=cfg['keywords'].split(),
-    packages=setuptools.find_packages(include=['spectral_nb', 'spectral_nb.*']),
+    packages=setuptools.find_namespace_packages(include=['spectral_nb', 'spectral_nb.*'], exclude=['*.__pycache__']),  # data folders too (no setuptools warning)
     include_package_data=True,
     package_data={'spectral_nb': ['data/*.txt', 'data/real_sdss_dev/*', 'models/default/*', 'models/default/*/*']},  # the quasar composite; the real-SDSS yardstick; the pretrained model
     install_requires=requirements,

@@ -123,7 +123,8 @@ def test_truncated_model_file_says_so(model, tmp_path, sdss_files):
 
 def test_noise_only_spectra_are_flagged(model, tmp_path):
     "200 spectra of pure Gaussian noise on the SDSS grid (no source at all): at least 95% carry LOW_SN (or no answer)."
-    from spectral_nb.classify import spectra_records, write_records
+    from spectral_nb.classify import spectra_records
+    from spectral_nb.records import write_records
     from spectral_nb.config import sdss_loglam
 
     rng = np.random.default_rng(0)
@@ -149,3 +150,19 @@ def test_cli_stderr_carries_no_tensorflow_chatter(sdss_files, tmp_path):
     assert 'wrote' in r.stderr   # our own log line stays
     cat = read_table(tmp_path / 'cat.fits')
     assert {'CLASS', 'Z', 'Z_ERR', 'ZWARNING'} <= set(cat.columns) and len(cat) > 20
+
+
+def test_specutils_spectra_from_its_own_sdss_loader_classify_as_the_files_do(tmp_path):
+    "Real SDSS spectra written as spec files, read back by specutils' SDSS-III/IV loader: `classify(spectra=...)` gives the answers `classify(data=files)` gives."
+    specutils = pytest.importorskip('specutils')   # a dev requirement: installed by `make test`
+    from spectral_nb.classify import classify
+    from spectral_nb.real_sdss import load_real_dev, write_real_dev_fits
+    cat, pix = load_real_dev()
+    pick = [int(i) for i in np.flatnonzero(cat['class'].isin(['GALAXY', 'QSO', 'STAR']).to_numpy())[::12][:12]]
+    files = write_real_dev_fits(tmp_path / 'spec', cat.iloc[pick].reset_index(drop=True), {k: [v[i] for i in pick] for k, v in pix.items()})
+    spectra = [specutils.Spectrum.read(f, format='SDSS-III/IV spec') for f in files]
+    a = classify(spectra=spectra, redshift_model=False)
+    b = classify(data=[str(f) for f in files], redshift_model=False)
+    assert len(a) == len(b) == len(files)
+    np.testing.assert_array_equal(a['CLASS'].to_numpy(), b['CLASS'].to_numpy())
+    np.testing.assert_allclose(a['PROB_QSO'].to_numpy(float), b['PROB_QSO'].to_numpy(float), atol=2e-3)
