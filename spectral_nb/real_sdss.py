@@ -21,7 +21,7 @@ log = get_logger(__name__)
 __all__ = ['log', 'SURVEYS', 'REAL_EXTRA', 'NOISE_N', 'real_dev_dir', 'survey_name', 'load_real_dev', 'write_real_dev',
            'write_real_dev_fits', 'score_objects', 'object_metrics', 'real_metrics', 'display_flux',
            'plot_real_confusion', 'plot_misses', 'noise_records', 'noise_flags', 'real_predictions', 'score_model',
-           'run_real', 'yardstick_table', 'survey_table']
+           'score_redshift', 'run_real', 'yardstick_table', 'survey_table']
 
 # %% ../nbs/08d_real_sdss.ipynb #b2cdce05
 SURVEYS = ('SDSS-I/II', 'BOSS', 'eBOSS')  # scored apart as well as together
@@ -308,14 +308,35 @@ def score_model(model_path, raw_path, cat: pd.DataFrame, classes=CLASSES) -> tup
     return m, obj, pred
 
 
+def score_redshift(model_path, raw_path, cat: pd.DataFrame) -> dict:
+    """A saved redshift bundle's redshifts on the set against SDSS's, per method ('network', 'hybrid'): per-class
+    sigma_NMAD, outlier fraction and fractions within 1 and 2 Z_ERR (`redshift.redshift_scores`), on the spectra with
+    zWarning == 0, each object once (its first such spectrum)."""
+    from spectral_nb.redshift import predict_redshift, redshift_scores
+
+    ok = cat[cat['zWarning'] == 0].drop_duplicates('obj_group')[['specObjID', 'class', 'z']]
+    out = {}
+    for method in ('network', 'hybrid'):
+        r = predict_redshift(model_path, raw_path, method=method).merge(ok, on='specObjID', how='inner')
+        warn = r['zwarning'].to_numpy() != 0 if 'zwarning' in r else None
+        s = redshift_scores(
+            r['z_pred'].to_numpy(), r['z_err'].to_numpy(), r['z'].to_numpy(), r['class'].to_numpy(), warn
+        )
+        s.pop('by_class')
+        out[method] = s
+    return out
+
+
 def _write_json(path: Path, obj):
     tmp = path.with_name(f'.{path.name}.tmp')
     tmp.write_text(json.dumps(obj, indent=1, default=float))
     os.replace(tmp, path)
 
 
-def run_real(run_dir, models: dict, out_dir, max_misses: int = 24) -> dict:
-    "The real stage: each main-class classifier of `models` ({name: bundle folder, absolute or relative to `run_dir`}) scored on the set; writes metrics.json, figures/ and real_predictions.csv to `out_dir`; returns the metrics."
+def run_real(run_dir, models: dict, out_dir, max_misses: int = 24, redshift_model=None) -> dict:
+    """The real stage: each main-class classifier of `models` ({name: bundle folder, absolute or relative to `run_dir`})
+    scored on the set; writes metrics.json, figures/ and real_predictions.csv to `out_dir`, and, with a `redshift_model`
+    bundle, its redshifts scored against SDSS's (`score_redshift`) to redshift.json; returns the classifiers' metrics."""
     run_dir, out = Path(run_dir), Path(out_dir)
     (out / 'figures').mkdir(parents=True, exist_ok=True)
     cat, pix = load_real_dev()
@@ -348,6 +369,11 @@ def run_real(run_dir, models: dict, out_dir, max_misses: int = 24) -> dict:
     t = pd.concat(tables, ignore_index=True)
     t[['model'] + [c for c in t if c != 'model']].to_csv(out / 'real_predictions.csv', index=False)
     _write_json(out / 'metrics.json', metrics)
+    zpath = None if redshift_model is None else run_dir / redshift_model  # (an absolute path stays as it is)
+    if zpath is not None and (zpath / 'meta.json').exists():
+        _write_json(out / 'redshift.json', score_redshift(zpath, raw, cat))
+    elif zpath is not None:
+        log.warning("real: no redshift model at %s (the redshift stage was not run?): redshifts not scored", zpath)
     return metrics
 
 

@@ -123,7 +123,10 @@ def stage_params(stage: str, run: Path, prof: dict, seed: int, source: str, urls
         ), run / L.domain_shift
     if stage == 'real':
         # a yardstick: the run's classifiers scored on real SDSS spectra; nothing is trained or tuned on them
-        return dict(run_dir=str(run), models=dict(REAL_MODELS), out_dir=str(run / L.real)), run / L.real
+        zm = f'{L.redshift}/models/cnn_compact_z'  # the redshift stage's network and hybrid, scored on SDSS's redshifts
+        return dict(
+            run_dir=str(run), models=dict(REAL_MODELS), out_dir=str(run / L.real), redshift_model=zm
+        ), run / L.real
     raise ValueError(f"Unknown stage {stage!r}: stages are {', '.join(STAGE_ORDER)}.")
 
 
@@ -370,6 +373,9 @@ def collect_metrics(run: Path, profile: str, source: str, seed: int) -> dict:
     if rl:
         # per model: balanced_accuracy, recall, accuracy, accuracy_ci95, n (objects), n_spectra, confusion, by_survey
         out['real'] = rl
+    rz = _load(run / L.real / 'redshift.json')
+    if rz:  # per method (network, hybrid): sigma_nmad, outlier_fraction, within_1/2_zerr, n per class
+        out['real_redshift'] = rz
     cc = _load(run / L.cnn / 'metrics_cnn_compact.json')
     if cc and bl:
         out['head_to_head'] = head_to_head(cc, bl['baselines'])

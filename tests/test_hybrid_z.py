@@ -155,3 +155,19 @@ def test_sets_with_fewer_eigen_templates_are_padded(sets):
     star2 = TemplateSet('STAR:M', 'STAR', sets[2].basis[:2], sets[2].shifts)
     h2 = hybrid_redshift(flux, posterior(zt, 0.003), LZ_EDGES, hybrid_templates(small + [star2]))
     assert (np.abs(h2.z_pred - zt) / (1 + zt) < 1e-4).all()
+
+
+def test_the_pretrained_redshift_model_is_scored_on_the_real_set(tmp_path):
+    "`real_sdss.score_redshift`: network and hybrid against SDSS's redshifts, per class, each clean object once."
+    from spectral_nb.classify import default_model
+    from spectral_nb.real_sdss import load_real_dev, write_real_dev, score_redshift
+    cat, pix = load_real_dev()
+    s = score_redshift(default_model('redshift'), write_real_dev(tmp_path / 'real.parquet', cat, pix), cat)
+    clean = cat[cat['zWarning'] == 0].drop_duplicates('obj_group')
+    for meth in ('network', 'hybrid'):
+        assert s[meth]['n'] == {c: int((clean['class'] == c).sum()) for c in ('GALAXY', 'QSO', 'STAR')}, s[meth]['n']
+        assert all(0 <= s[meth]['outlier_fraction'][c] <= 1 for c in ('GALAXY', 'QSO', 'STAR'))
+    assert 'fraction_flagged' in s['hybrid'] and 'fraction_flagged' not in s['network']
+    # the hybrid refines the network: on real galaxies and quasars its redshifts are the more precise
+    for c in ('GALAXY', 'QSO'):
+        assert s['hybrid']['sigma_nmad'][c] < s['network']['sigma_nmad'][c], (c, s['hybrid']['sigma_nmad'], s['network']['sigma_nmad'])

@@ -90,6 +90,9 @@ def test_metrics_exist_are_probabilities_and_beat_the_majority_baseline(smoke_ru
         assert abs(r['balanced_accuracy'] - np.mean(rec)) < 1e-12 and abs(r['accuracy'] - np.trace(cm) / cm.sum()) < 1e-12, name
         assert set(r['by_survey']) == {'SDSS-I/II', 'BOSS', 'eBOSS'} and sum(b['n_spectra'] for b in r['by_survey'].values()) == r['n_spectra']
         assert (smoke_run / 'real' / 'figures' / f'misses_{name}.png').stat().st_size > 2000
+        assert r['noise']['n'] == 200 and r['noise']['fraction_flagged'] >= 0.95, (name, r['noise'])   # spectra of no object
+    for meth in ('network', 'hybrid'):   # the run's redshift network and hybrid on SDSS's redshifts
+        assert set(m['real_redshift'][meth]['sigma_nmad']) == {'GALAXY', 'QSO', 'STAR'} and m['real_redshift'][meth]['n']['QSO'] > 100
 
 
 def test_every_figure_the_report_links_exists_and_is_a_png(smoke_run):
