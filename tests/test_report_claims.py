@@ -10,12 +10,16 @@ from pathlib import Path
 import pytest
 
 from spectral_nb.config import CLASSES
+from spectral_nb.report_thesis import THESIS_FIGURES, THESIS_SHARES, THESIS_TABLES, check_thesis_refs, thesis_refs
+from spectral_nb.report_aims import (
+    AIMS, aim_rows, aims_md, aims_summary_md, aims_table, degenerate_findings, degenerate_md, get_path,
+)
+from spectral_nb.report_discussion import discussion_md, dominance_md, flatter_md, leans_on_md, leans_on_table
 from spectral_nb.report_tables import (
-    AIMS, AE_FIGURES, CLASSIFIERS, DATA_FIGURES, PREPROCESS_FIGURES, THESIS_FIGURES, THESIS_SHARES, THESIS_TABLES,
-    aim_rows, aims_md, aims_summary_md, aims_table, baselines_table, calibration_table, check_thesis_refs,
-    classifier_captions, degenerate_findings, degenerate_md, discussion_md, domain_shift_note, dominance_md, flatter_md,
-    get_path, head_to_head_table, headline_table, leans_on_md, leans_on_table, md_table, mixed_heading, thesis_refs,
-    trials_note,
+    CLASSIFIERS, baselines_table, calibration_table, domain_shift_note, head_to_head_table, headline_table, md_table,
+)
+from spectral_nb.report_figures import (
+    AE_FIGURES, DATA_FIGURES, PREPROCESS_FIGURES, classifier_captions, mixed_heading, trials_note,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -337,5 +341,5 @@ def test_the_search_space_is_stated_beside_the_thesis():
 def test_temperature_bounds_are_the_fit_s():
     import inspect
     from spectral_nb.evaluate import fit_temperature
-    from spectral_nb.report_tables import TEMPERATURE_BOUNDS
+    from spectral_nb.report_aims import TEMPERATURE_BOUNDS
     assert inspect.signature(fit_temperature).parameters['bounds'].default == TEMPERATURE_BOUNDS
