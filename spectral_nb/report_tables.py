@@ -25,9 +25,9 @@ from .report_discussion import flatter_md
 # %% auto #0
 __all__ = ['HELDOUT_TWIN', 'CLASSIFIERS', 'THESIS_SEARCH', 'enrich_metrics', 'md_table', 'heldout_accuracy', 'data_banner_md',
            'stage_table', 'headline_table', 'heldout_sources_note', 'size_table', 'baselines_table',
-           'calibration_table', 'head_to_head_table', 'head_to_head_note', 'redshift_table', 'redshift_speed_note',
-           'domain_shift_note', 'domain_shift_table', 'real_table', 'search_space_table', 'real_accuracy_md',
-           'real_sdss_note', 'real_sdss_tables', 'real_figures']
+           'calibration_table', 'head_to_head_table', 'head_to_head_note', 'redshift_table', 'real_redshift_table',
+           'redshift_speed_note', 'domain_shift_note', 'domain_shift_table', 'real_table', 'search_space_table',
+           'real_accuracy_md', 'real_sdss_note', 'real_sdss_tables', 'real_figures']
 
 # %% ../nbs/99a_report_tables.ipynb #f9a0d005
 def enrich_metrics(m: dict, run) -> dict:
@@ -299,6 +299,30 @@ def redshift_table(m: dict) -> pd.DataFrame:
                         for v in (_verdict(r['sigma_nmad'][c], aim[0]), _verdict(r['outlier_fraction'][c], aim[1]))
                         if v
                     ),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def real_redshift_table(m: dict) -> pd.DataFrame:
+    """The run's redshift network and hybrid on the real SDSS development set against SDSS's redshifts (the real stage's
+    `score_redshift`: clean objects, each once), per class, with the mock aims' verdicts beside for reference."""
+    f = lambda v, d=4: '' if v is None else f'{v:.{d}g}'
+    rows = []
+    for meth, r in m.get('real_redshift', {}).items():
+        for c in CLASSES:
+            aim = Z_AIMS.get(c, (None, None)) if meth == 'hybrid' else (None, None)
+            verdicts = (_verdict(r['sigma_nmad'][c], aim[0]), _verdict(r['outlier_fraction'][c], aim[1]))
+            rows.append(
+                {
+                    'method': meth,
+                    'class (SDSS)': c,
+                    'n real objects': r['n'][c],
+                    'sigma_NMAD': f(r['sigma_nmad'][c], 3),
+                    'outliers': f(r['outlier_fraction'][c], 3),
+                    'within 1 / 2 Z_ERR': f"{f(r['within_1_zerr'][c], 2)} / {f(r['within_2_zerr'][c], 2)}",
+                    'mock aim (sigma_NMAD, outliers)': '' if aim[0] is None else f'<= {aim[0]:g}, <= {aim[1]:g}',
+                    'verdict on the real set': '; '.join(v for v in verdicts if v),
                 }
             )
     return pd.DataFrame(rows)
