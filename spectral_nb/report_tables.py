@@ -270,19 +270,15 @@ def _verdict(v, aim, lower_is_better: bool = True) -> str:
     return '' if v is None or aim is None else aim_verdict(v, '<=' if lower_is_better else '>=', aim)
 
 
-def redshift_table(m: dict) -> pd.DataFrame:
-    """The redshift methods side by side per class on the mock test split: the network alone, the hybrid (network
-    candidates refined by a local template fit) and the full template scan; sigma_NMAD, outliers, the fraction within
-    1 and 2 Z_ERR, speed, and the hybrid's aims with their verdicts."""
+def _z_rows(z: dict, extra=None) -> list:
+    "One row per method and class of redshift scores `z` ({method: redshift_scores}), with the hybrid's aims and verdicts."
     f = lambda v, d=4: '' if v is None else f'{v:.{d}g}'
-    z = m.get('redshift', {})
     rows = []
-    for meth in ('network', 'hybrid', 'template'):
-        if meth not in z:
-            continue
+    for meth in [k for k in ('network', 'hybrid', 'template') if k in z]:
         r = z[meth]
         for c in CLASSES:
             aim = Z_AIMS.get(c, (None, None)) if meth == 'hybrid' else (None, None)
+            verdicts = (_verdict(r['sigma_nmad'][c], aim[0]), _verdict(r['outlier_fraction'][c], aim[1]))
             rows.append(
                 {
                     'method': meth,
@@ -291,41 +287,31 @@ def redshift_table(m: dict) -> pd.DataFrame:
                     'sigma_NMAD': f(r['sigma_nmad'][c], 3),
                     'outliers': f(r['outlier_fraction'][c], 3),
                     'within 1 / 2 Z_ERR': f"{f(r['within_1_zerr'][c], 2)} / {f(r['within_2_zerr'][c], 2)}",
-                    'candidates hold the truth': f(r.get('candidates_contain_truth', {}).get(c), 3),
-                    'spectra/s': f(r.get('spectra_per_s'), 4),
+                    **(extra(r, c, f) if extra else {}),
                     'aim (sigma_NMAD, outliers)': '' if aim[0] is None else f'<= {aim[0]:g}, <= {aim[1]:g}',
-                    'verdict': '; '.join(
-                        v
-                        for v in (_verdict(r['sigma_nmad'][c], aim[0]), _verdict(r['outlier_fraction'][c], aim[1]))
-                        if v
-                    ),
+                    'verdict': '; '.join(v for v in verdicts if v),
                 }
             )
-    return pd.DataFrame(rows)
+    return rows
+
+
+def redshift_table(m: dict) -> pd.DataFrame:
+    """The redshift methods side by side per class on the mock test split: the network alone, the hybrid (network
+    candidates refined by a local template fit) and the full template scan; sigma_NMAD, outliers, the fraction within
+    1 and 2 Z_ERR, speed, and the hybrid's aims with their verdicts."""
+    speed = lambda r, c, f: {
+        'candidates hold the truth': f(r.get('candidates_contain_truth', {}).get(c), 3),
+        'spectra/s': f(r.get('spectra_per_s'), 4),
+    }
+    return pd.DataFrame(_z_rows(m.get('redshift', {}), speed))
 
 
 def real_redshift_table(m: dict) -> pd.DataFrame:
     """The run's redshift network and hybrid on the real SDSS development set against SDSS's redshifts (the real stage's
     `score_redshift`: clean objects, each once), per class, with the mock aims' verdicts beside for reference."""
-    f = lambda v, d=4: '' if v is None else f'{v:.{d}g}'
-    rows = []
-    for meth, r in m.get('real_redshift', {}).items():
-        for c in CLASSES:
-            aim = Z_AIMS.get(c, (None, None)) if meth == 'hybrid' else (None, None)
-            verdicts = (_verdict(r['sigma_nmad'][c], aim[0]), _verdict(r['outlier_fraction'][c], aim[1]))
-            rows.append(
-                {
-                    'method': meth,
-                    'class (SDSS)': c,
-                    'n real objects': r['n'][c],
-                    'sigma_NMAD': f(r['sigma_nmad'][c], 3),
-                    'outliers': f(r['outlier_fraction'][c], 3),
-                    'within 1 / 2 Z_ERR': f"{f(r['within_1_zerr'][c], 2)} / {f(r['within_2_zerr'][c], 2)}",
-                    'mock aim (sigma_NMAD, outliers)': '' if aim[0] is None else f'<= {aim[0]:g}, <= {aim[1]:g}',
-                    'verdict on the real set': '; '.join(v for v in verdicts if v),
-                }
-            )
-    return pd.DataFrame(rows)
+    names = {'class': 'class (SDSS)', 'n test': 'n real objects', 'verdict': 'verdict on the real set'}
+    names['aim (sigma_NMAD, outliers)'] = 'mock aim (sigma_NMAD, outliers)'
+    return pd.DataFrame(_z_rows(m.get('real_redshift', {}))).rename(columns=names)
 
 
 def redshift_speed_note(m: dict) -> str:
