@@ -9,7 +9,7 @@ import os
 os.environ.setdefault(
     'TF_CPP_MIN_LOG_LEVEL', '3'
 )  # before anything imports TensorFlow: no node_def_util/oneDNN chatter
-import json, logging, sys, time
+import io, json, logging, sys, time
 from pathlib import Path
 from .config import get_logger
 from .cli_parser import build_parser
@@ -313,16 +313,25 @@ def cmd_download(a) -> int:
 
 
 def cmd_explore(a) -> int:
-    "Serve the explorer of a run folder as a voila app (blocks until interrupted)."
+    "Serve the explorer of a run folder or of SDSS spectrum files as a voila app (blocks until interrupted)."
     from spectral_nb.explorer_serve import serve_command
 
-    cmd = serve_command(a.run, a.model, a.port)
+    if a.run is None and not a.data:
+        raise ValueError(
+            "explore needs a run folder (--run reports/quick) or SDSS spectrum files (--data spec-*.fits)."
+        )
+    cmd = serve_command(a.run, a.model, a.port, data=a.data)
+    what = a.run if a.data is None else f"{len(a.data)} spectrum file argument(s)"
     print(
-        f"spectral-nb explore: serving {a.run} ({a.model}) at http://127.0.0.1:{a.port}/ - Ctrl-C stops it",
+        f"spectral-nb explore: serving {what} ({a.model}) at http://127.0.0.1:{a.port}/ - Ctrl-C stops it",
         file=sys.stderr,
     )
     sys.stderr.flush()
     sys.stdout.flush()
+    if isinstance(sys.stderr, io.TextIOWrapper) and sys.stderr.fileno() != 2:  # voila's own log back on the terminal
+        os.dup2(
+            sys.stderr.fileno(), 2
+        )  # (main sent fd 2 to /dev/null for TensorFlow's C++ notices; the app quiets those)
     os.execv(
         cmd[0], cmd
     )  # this process becomes the voila server: stopping it stops the server and its kernel, leaving no orphan

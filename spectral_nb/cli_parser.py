@@ -230,7 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
         'explore', 'browse a run\'s spectra and predictions in a voila app (confusion matrix, spectra, latent space)'
     )
     e.add_argument(
-        '--run', type=Path, required=True, help='run folder written by `spectral-nb reproduce` (e.g. reports/quick)'
+        '--run', type=Path, default=None, help='run folder written by `spectral-nb reproduce` (reports/quick)'
+    )
+    e.add_argument(
+        '--data',
+        nargs='+',
+        default=None,
+        help="SDSS spectrum files instead of (or beside) a run: spec-*.fits, spSpec-*.fit, spPlate-*.fits, folders or "
+        "quoted globs; without --run the pretrained model classifies them",
     )
     e.add_argument(
         '--model', default='cnn_compact', help='classifier of the run to explore (cnn_compact, cnn, mixed_main, ...)'

@@ -166,3 +166,14 @@ def test_specutils_spectra_from_its_own_sdss_loader_classify_as_the_files_do(tmp
     assert len(a) == len(b) == len(files)
     np.testing.assert_array_equal(a['CLASS'].to_numpy(), b['CLASS'].to_numpy())
     np.testing.assert_allclose(a['PROB_QSO'].to_numpy(float), b['PROB_QSO'].to_numpy(float), atol=2e-3)
+
+
+def test_explore_takes_sdss_files_or_a_run_and_says_so_when_given_neither(tmp_path):
+    "`spectral-nb explore --data FILES` is accepted by the parser; with neither --run nor --data: exit 2 and one line naming both."
+    import subprocess, sys
+    from spectral_nb.cli_parser import build_parser
+    a = build_parser().parse_args(['explore', '--data', 'a/spec-1.fits', "b/spec-*.fits", '--port', '8999'])
+    assert a.run is None and a.data == ['a/spec-1.fits', 'b/spec-*.fits'] and a.port == 8999
+    exe = Path(sys.executable).parent / 'spectral-nb'
+    r = subprocess.run([str(exe), 'explore'], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and '--run' in r.stderr and '--data' in r.stderr, r.stderr
