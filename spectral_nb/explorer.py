@@ -4,117 +4,137 @@
 
 # %% ../nbs/10_explorer.ipynb #9ba8a4a9
 from __future__ import annotations
-import time
 from pathlib import Path
 import numpy as np, pandas as pd
 from .config import *
 from .dataset import check_dataset, read_fluxes
-from .spectra import gaussian_smooth
-from .explorer_data import MAX_LATENT, RawIvar, explorer_latent, explorer_predictions
+from spectral_nb.explorer_data import (
+    MAX_LATENT,
+    RawIvar,
+    explorer_fits,
+    explorer_latent,
+    explorer_predictions,
+    model_task,
+    run_classifiers,
+)
+from .explorer_selection import TABLE_COLUMNS, SelectionMixin
+from .explorer_spectrum import LINE_LISTS, SpectrumMixin
 
 # %% auto #0
-__all__ = ['LABELLED_LINES', 'ExplorerApp']
+__all__ = ['CLASS_COLORS', 'ExplorerApp']
 
-# %% ../nbs/10_explorer.ipynb #e1a0a003
-LABELLED_LINES = (
-    'Lya',
-    'CIV',
-    'CIII]',
-    'MgII',
-    '[OII]3727',
-    'CaK',
-    'Hd',
-    'Gband',
-    'Hb',
-    '[OIII]5007',
-    'Mgb',
-    'NaD',
-    'Ha',
-    '[SII]6717',
-    'CaT8542',
-)
+# %% ../nbs/10_explorer.ipynb #e1a0a013
+CLASS_COLORS = {'GALAXY': '#1f77b4', 'QSO': '#ff7f0e', 'STAR': '#2ca02c'}
 
+# %% ../nbs/10_explorer.ipynb #e1a0a004
+class ExplorerApp(SelectionMixin, SpectrumMixin):
+    """The explorer of a run folder (or of SDSS files, `data`): confusion matrix, filters, one linked selection shown as
+    chips, a sortable table, the spectrum with its noise band, lines and reconstruction, probabilities, latent view; `.widget`."""
 
-class ExplorerApp:
-    "The explorer of a run folder: confusion matrix, filters, spectrum with noise band, line markers, reconstruction, probabilities, latent view; `.widget`."
-
-    def __init__(self, run, model: str = 'cnn_compact', split: str = 'test', max_latent: int = MAX_LATENT):
+    def __init__(
+        self, run=None, model: str = 'cnn_compact', split: str = 'test', max_latent: int = MAX_LATENT, data=None
+    ):
         import ipywidgets as W, bqplot as bq
 
-        self.run = Path(run)
-        self.h5 = check_dataset(self.run / RUN_LAYOUT.dataset)
-        self.info = pd.read_hdf(self.h5, 'source_info').reset_index(drop=True)
-        self.info['row'] = np.arange(len(self.info))
-        p = explorer_predictions(self.run, model)
-        self.model, self.classes = model, [c[5:] for c in p.columns if c.startswith('prob_')]
-        self.df = self.info.merge(
-            p[
-                [
-                    c
-                    for c in p.columns
-                    if c.startswith('prob_') or c in ('specObjID', 'predicted', 'flag', 'novelty', 'z_pred', 'z_err')
-                ]
-            ],
-            on='specObjID',
-            how='left',
-        )
-        self.truth = 'label_main'
-        self.ivar = RawIvar(self.run / RUN_LAYOUT.raw)
-        aed = self.run / RUN_LAYOUT.autoencoder_model / 'autoencoder.keras'
-        self._ae = aed if aed.exists() else None
+        self.run = Path(run) if run is not None else None
+        self._load(model, data)
         self.wave = sdss_wavelength()
-        # -- controls
+        self.classes = [c[5:] for c in self.pred_columns if c.startswith('prob_')]
+        t = self.df[self.truth].astype(str)
+        present = set(t) | set(self.df['predicted'].dropna().astype(str))
+        self.cm_classes = [c for c in self.classes if c in present] or list(self.classes)
+        self.cm_sel, self.lat_rows, self._zoom, self._busy = None, None, None, False
+        self.sort_key, self.sort_desc = None, False
+        # -- filters (each a removable chip while it is not 'all')
+        splits = ['all', *sorted(self.df['split'].astype(str).unique())]
         self.split = W.Dropdown(
-            options=['all', 'train', 'val', 'test'], value=split, description='split', layout=W.Layout(width='170px')
+            options=splits,
+            value=split if split in splits else 'all',
+            description='split',
+            layout=W.Layout(width='170px'),
         )
-        self.cls = W.Dropdown(options=['all', *self.classes], description='true class', layout=W.Layout(width='190px'))
+        self.cls = W.Dropdown(
+            options=['all', *self.cm_classes], description='true class', layout=W.Layout(width='250px')
+        )
         self.outcome = W.Dropdown(
             options=['all', 'correct', 'incorrect'], description='outcome', layout=W.Layout(width='180px')
         )
         self.flagged = W.Dropdown(
             options=['all', 'flagged', 'unflagged'], description='flag', layout=W.Layout(width='170px')
         )
+        sn = self.df['sn_median'].to_numpy(float)
         self.sn = W.FloatSlider(
             description='S/N >=',
             min=0,
-            max=float(np.nanpercentile(self.df['sn_median'], 99)),
+            max=float(np.nanpercentile(sn, 99)) if np.isfinite(sn).any() else 1.0,
             step=0.5,
             value=0,
             layout=W.Layout(width='260px'),
         )
-        self.listing = W.Select(rows=12, layout=W.Layout(width='330px'))
+        for k, w in dict(split=self.split, cls=self.cls, outcome=self.outcome, flag=self.flagged, sn=self.sn).items():
+            w.add_class(f'snb-f-{k}')
+        self.chips = W.HBox(layout=W.Layout(flex_flow='row wrap', align_items='center'))
+        self.chips.add_class('snb-chips')
+        # -- table of spectra: sortable headers over a list, CSV export of the selection
+        self.listing = W.Select(rows=14, layout=W.Layout(width='100%'))
         self.listing.add_class('snb-list')
+        self.sort_buttons = {}
+        for k, h, w in TABLE_COLUMNS:
+            b = W.Button(description=h, tooltip=f'sort by {h}', layout=W.Layout(width=f'{w * 7 + 7}px', padding='0'))
+            b.add_class('snb-sort')
+            b.add_class(f'snb-sort-{k}')
+            b.on_click(lambda _, k=k: self.sort_by(k))
+            self.sort_buttons[k] = b
         self.prev, self.next = W.Button(description='< previous'), W.Button(description='next >')
         self.prev.add_class('snb-prev')
         self.next.add_class('snb-next')
-        self.smooth = W.IntSlider(description='smooth (px)', min=0, max=10, value=0)
-        self.zslide = W.FloatSlider(
-            description='marker z',
-            min=-0.01,
-            max=6.0,
-            step=0.0005,
-            readout_format='.4f',
-            layout=W.Layout(width='420px'),
-        )
+        self.csv_button = W.Button(description='CSV of the selection', icon='download', layout=W.Layout(width='auto'))
+        self.csv_button.add_class('snb-csv-button')
+        self.csv = W.HTML()
+        self.csv.add_class('snb-csv')
+        self.csv_button.on_click(lambda _: self.export_csv())
+        # -- spectrum controls
+        self.smooth = W.IntSlider(description='smooth (px)', min=0, max=10, value=0, layout=W.Layout(width='260px'))
         self.recon = W.Checkbox(
             description='autoencoder reconstruction', value=self._ae is not None, disabled=self._ae is None
         )
-        self.title, self.panel, self.status = W.HTML(), W.HTML(layout=W.Layout(width='330px')), W.HTML()
+        self.lineset = W.Dropdown(
+            options=list(LINE_LISTS), value='lines of its class', description='lines', layout=W.Layout(width='230px')
+        )
+        self.rest = W.Checkbox(description='rest frame (at the marker z)', value=False)
+        self.reset = W.Button(description='reset zoom', icon='search-minus', tooltip='show the whole spectrum')
+        self.reset.add_class('snb-reset')
+        self.rest.add_class('snb-rest')
+        self.lineset.add_class('snb-lines')
+        self.ztext = W.BoundedFloatText(
+            description='marker z', min=Z_RANGE[0], max=Z_RANGE[1], step=0.0001, layout=W.Layout(width='190px')
+        )
+        self.ztext.add_class('snb-ztext')
+        self.zslide = W.FloatSlider(
+            min=-0.01, max=0.04, step=0.00001, readout_format='.5f', layout=W.Layout(width='330px'), description='fine'
+        )
+        self.zslide.add_class('snb-zslide')
+        self.snap_cat = W.Button(description='catalogue z', tooltip='put the marker at the catalogue redshift')
+        self.snap_pred = W.Button(description='predicted z', tooltip="put the marker at the network's redshift")
+        self.snap_cat.add_class('snb-snap-cat')
+        self.snap_pred.add_class('snb-snap-pred')
+        self.title, self.panel, self.status = W.HTML(), W.HTML(), W.HTML()
         self.title.add_class('snb-title')
+        self.panel.add_class('snb-panel')
         self.status.add_class('snb-status')
         # -- confusion matrix of buttons
         self.cm_box = W.VBox()
-        self.cm_sel = None
-        # -- spectrum figure
-        xs, ys = bq.LinearScale(), bq.LinearScale()
+        self.cm_box.add_class('snb-cm')
+        # -- spectrum figure, with the line-label strip above it on the same wavelength scale
+        xs, ys, ym = bq.LinearScale(), bq.LinearScale(), bq.LinearScale(min=0.0, max=1.0)
         self.band = bq.Lines(
             x=[],
             y=[],
             scales=dict(x=xs, y=ys),
             fill='between',
             colors=['#bbbbbb'],
-            fill_colors=['#cccccc'],
-            fill_opacities=[0.6],
+            fill_colors=['#bbbbbb'],
+            fill_opacities=[0.5],
             stroke_width=0,
         )
         self.line = bq.Lines(x=[], y=[], scales=dict(x=xs, y=ys), colors=['black'], stroke_width=1)
@@ -122,285 +142,196 @@ class ExplorerApp:
             x=[], y=[], scales=dict(x=xs, y=ys), colors=['#1f77b4'], stroke_width=1.2, opacities=[0.9]
         )
         self.mpred = bq.Lines(
-            x=[], y=[], scales=dict(x=xs, y=ys), colors=['#d62728'], line_style='dashed', stroke_width=1
+            x=[], y=[], scales=dict(x=xs, y=ym), colors=['#d62728'], line_style='dashed', stroke_width=1
         )
         self.mcat = bq.Lines(
-            x=[], y=[], scales=dict(x=xs, y=ys), colors=['#2ca02c'], line_style='dotted', stroke_width=1
+            x=[], y=[], scales=dict(x=xs, y=ym), colors=['#2ca02c'], line_style='dotted', stroke_width=1.2
         )
+        self.xaxis = bq.Axis(scale=xs, label='observed wavelength (A)')
+        self.fig = bq.Figure(
+            marks=[self.band, self.line, self.rline, self.mcat, self.mpred],
+            axes=[self.xaxis, bq.Axis(scale=ys, orientation='vertical', label='flux (1e-17 erg/s/cm2/A)')],
+            interaction=bq.interacts.PanZoom(scales={'x': [xs]}),  # wavelength only: the flux axis follows the view
+            layout=W.Layout(width='100%', height='380px'),
+            fig_margin=dict(top=5, bottom=45, left=65, right=10),
+        )
+        self.fig.add_class('snb-spectrum')
+        sy = bq.LinearScale(min=0.0, max=1.0)
         self.mlab = bq.Label(
             x=[],
             y=[],
             text=[],
-            scales=dict(x=xs, y=ys),
+            scales=dict(x=xs, y=sy),
             colors=['#d62728'],
-            font_size=11,
+            default_size=10,
             rotate_angle=-90,
-            align='end',
+            align='start',
         )
-        self.fig = bq.Figure(
-            marks=[self.band, self.line, self.rline, self.mcat, self.mpred, self.mlab],
-            axes=[
-                bq.Axis(scale=xs, label='observed wavelength (A)'),
-                bq.Axis(scale=ys, orientation='vertical', label='flux (1e-17 erg/s/cm2/A)'),
-            ],
-            interaction=bq.interacts.PanZoom(scales={'x': [xs], 'y': [ys]}),
-            layout=W.Layout(width='100%', height='360px'),
-            fig_margin=dict(top=20, bottom=45, left=60, right=10),
+        self.clab = bq.Label(
+            x=[],
+            y=[],
+            text=[],
+            scales=dict(x=xs, y=sy),
+            colors=['#2ca02c'],
+            default_size=10,
+            rotate_angle=-90,
+            align='start',
         )
-        self.fig.add_class('snb-spectrum')
+        self.strip = bq.Figure(
+            marks=[self.mlab, self.clab],
+            layout=W.Layout(width='100%', height='128px'),
+            fig_margin=dict(top=2, bottom=2, left=65, right=10),
+        )
+        self.strip.add_class('snb-strip')
         self._xs, self._ys = xs, ys
-        # -- latent view
-        self.lat = explorer_latent(self.run, max_latent)
-        self.latent_fig = None
+        xs.observe(self._on_zoom, names=['min', 'max'])
+        # -- latent view: the selection opaque, the rest faded, the spectrum shown as a star
+        self.lat = explorer_latent(self.run, max_latent) if self.run is not None and data is None else None
+        self.latent_fig, self.legend = None, W.HTML()
         if self.lat is not None:
-            lx, ly, col = (
-                bq.LinearScale(),
-                bq.LinearScale(),
-                bq.OrdinalColorScale(domain=list(CLASSES), colors=['#1f77b4', '#ff7f0e', '#2ca02c']),
-            )
-            lab = self.info['label_main'].to_numpy()[self.lat['row'].to_numpy()]
+            self.lat = self.lat[self.lat['row'].isin(self.df['row'])].reset_index(drop=True)
+            lx, ly = bq.LinearScale(), bq.LinearScale()
+            col = bq.OrdinalColorScale(domain=list(CLASS_COLORS), colors=list(CLASS_COLORS.values()))
+            lab = self.df.loc[self.lat['row'].to_numpy(), 'label_main'].astype(str).to_numpy()
             self.lat_sc = bq.Scatter(
                 x=self.lat['pc1'].to_numpy(),
                 y=self.lat['pc2'].to_numpy(),
                 color=lab,
                 scales=dict(x=lx, y=ly, color=col),
-                default_size=8,
-                opacities=[0.6],
-                selected_style={'opacity': 1.0, 'stroke': 'black'},
-                unselected_style={'opacity': 0.15},
+                default_size=10,
+                opacities=[0.7],
+                selected_style={},
+                unselected_style={},
             )
-            brush = bq.interacts.BrushSelector(x_scale=lx, y_scale=ly, marks=[self.lat_sc])
+            self.lat_cur = bq.Scatter(
+                x=[],
+                y=[],
+                scales=dict(x=lx, y=ly),
+                marker='diamond',
+                default_size=220,
+                colors=['#d62728'],
+                stroke='black',
+            )
+            self.brush = bq.interacts.BrushSelector(x_scale=lx, y_scale=ly, marks=[self.lat_sc], color='#555555')
             self.lat_sc.observe(self._on_latent, names='selected')
             self.latent_fig = bq.Figure(
-                marks=[self.lat_sc],
-                interaction=brush,
+                marks=[self.lat_sc, self.lat_cur],
+                interaction=self.brush,
                 title='autoencoder latent space (PCA): drag a box',
-                axes=[
-                    bq.Axis(scale=lx, label='PC 1'),
-                    bq.Axis(scale=ly, orientation='vertical', label='PC 2'),
-                    bq.Axis(scale=col, orientation='vertical', side='right', visible=False),
-                ],
-                layout=W.Layout(width='440px', height='380px'),
+                axes=[bq.Axis(scale=lx, label='PC 1'), bq.Axis(scale=ly, orientation='vertical', label='PC 2')],
+                layout=W.Layout(width='420px', height='380px'),
+                fig_margin=dict(top=40, bottom=40, left=50, right=10),
             )
             self.latent_fig.add_class('snb-latent')
+            dots = ' '.join(f"<span style='color:{c}'>&#9679;</span> {k}" for k, c in CLASS_COLORS.items())
+            self.legend.value = (
+                f"<div class='snb-legend'>{dots} (true class) &nbsp; <span style='color:#d62728'>&#9670;</span> "
+                f"the spectrum shown; faded: outside the selection</div>"
+            )
         for w in (self.split, self.cls, self.outcome, self.flagged, self.sn):
-            w.observe(lambda _: self._filter(), names='value')
+            w.observe(lambda _: self._changed(), names='value')
         self.listing.observe(lambda ch: self.show(), names='value')
-        self.smooth.observe(lambda _: self.show(), names='value')
-        self.recon.observe(lambda _: self.show(), names='value')
-        self.zslide.observe(lambda ch: self._markers(), names='value')
+        for w in (self.smooth, self.recon, self.rest, self.lineset):
+            w.observe(lambda _: self.show(keep_z=True), names='value')
+        self.ztext.observe(self._on_ztext, names='value')
+        self.zslide.observe(self._on_zslide, names='value')
+        self.snap_cat.on_click(lambda _: self.set_z(self._zcat))
+        self.snap_pred.on_click(lambda _: self.set_z(self._zpred if np.isfinite(self._zpred) else self._zcat))
+        self.reset.on_click(lambda _: self.reset_zoom())
         self.prev.on_click(lambda _: self.step(-1))
         self.next.on_click(lambda _: self.step(1))
-        filters = W.HBox([self.split, self.cls, self.outcome, self.flagged, self.sn])
-        left = W.VBox(
+        self._zcat, self._zpred, self._fs = 0.0, np.nan, None
+        self.widget = self._layout(W)
+        self._changed()
+
+    def _load(self, model, data):
+        "The catalogue rows, predictions and readers of the run (or of the SDSS files `data`); the model's task."
+        if data is not None:
+            models = run_classifiers(self.run) if self.run is not None else {}
+            bundle = models.get(model) or (Path(model) if model and (Path(model) / 'meta.json').exists() else None)
+            zm = self.run / RUN_LAYOUT.redshift_model if self.run is not None else None
+            fx = explorer_fits(data, bundle, zm if zm is not None and (zm / 'meta.json').exists() else None)
+            self.h5, self.info, self._flux, self.ivar = None, fx['info'], fx['flux'], fx['ivar']
+            p, bundle, self.source = fx['predictions'], fx['model'], f'{len(fx["info"]):,} spectra from SDSS files'
+            self.model = model if model in models else f'{Path(bundle).parent.name}/{Path(bundle).name}'
+            self._ae = None
+        else:
+            self.h5 = check_dataset(self.run / RUN_LAYOUT.dataset)
+            self.info = pd.read_hdf(self.h5, 'source_info').reset_index(drop=True)
+            self.info['row'] = np.arange(len(self.info))
+            p, bundle, self._flux = explorer_predictions(self.run, model), run_classifiers(self.run)[model], None
+            self.ivar, self.model = RawIvar(self.run / RUN_LAYOUT.raw), model
+            src = self.info['source'].iloc[0] if 'source' in self.info and len(self.info) else '?'
+            self.source = f'run <code>{self.run}</code>, {len(self.info):,} spectra, data source: <b>{src}</b>'
+            aed = self.run / RUN_LAYOUT.autoencoder_model / 'autoencoder.keras'
+            self._ae = aed if aed.exists() else None
+        self.task, self.truth, self.group = model_task(bundle)
+        self.pred_columns = [
+            c
+            for c in p.columns
+            if c.startswith('prob_') or c in ('specObjID', 'predicted', 'flag', 'novelty', 'z_pred', 'z_err')
+        ]
+        df = self.info.merge(p[self.pred_columns], on='specObjID', how='left')
+        df[self.truth] = df[self.truth].fillna('').astype(str)
+        df['predicted'] = df['predicted'].fillna('').astype(str)
+        if self.group is not None:  # a subclass model: its group's spectra, scored against its own truth column
+            df = df[df['label_main'] == self.group]
+        df['truth'] = df[self.truth]
+        probs = df[[c for c in self.pred_columns if c.startswith('prob_')]].to_numpy(float)
+        df['prob'] = np.nanmax(np.where(np.isfinite(probs), probs, -np.inf), 1) if probs.size else np.nan
+        df['prob'] = df['prob'].where(np.isfinite(df['prob']))
+        for c in ('z_pred', 'z_err', 'flag', 'novelty', 'sn_median', 'z'):
+            if c not in df:
+                df[c] = np.nan
+        self.df = df.set_index('row', drop=False)
+
+    def _read(self, row: int) -> np.ndarray:
+        "One spectrum's fluxes: one row of the dataset (or of the files' fluxes held in memory)."
+        if self.h5 is None:
+            return np.asarray(self._flux[row], np.float64)
+        return read_fluxes(self.h5, row, row + 1)[0].astype(np.float64)
+
+    def _layout(self, W):
+        "The page: banner, filters and chips; the matrix and the table at the left, the spectrum taking the rest of the width."
+        head = W.HBox(
             [
-                W.HTML(f'<b>{model}</b>: confusion matrix of the split (rows true, columns predicted); click a cell'),
-                self.cm_box,
-                self.listing,
-                W.HBox([self.prev, self.next]),
-                self.panel,
+                W.HTML(
+                    f'<b>{self.model}</b>: confusion matrix (rows: true {self.truth}, columns: predicted); click a cell'
+                )
             ]
         )
+        hdr = W.HBox(list(self.sort_buttons.values()), layout=W.Layout(overflow='hidden'))
+        latent = (
+            [self.latent_fig, self.legend]
+            if self.latent_fig is not None
+            else [W.HTML('<i>no autoencoder (a run without one, or SDSS files): no latent view</i>')]
+        )
+        left = W.VBox(
+            [head, self.cm_box, hdr, self.listing, W.HBox([self.prev, self.next, self.csv_button]), self.csv, *latent],
+            layout=W.Layout(flex='0 0 auto', width='600px', margin='0 12px 0 0'),
+        )
+        zrow = W.HBox([self.ztext, self.zslide, self.snap_cat, self.snap_pred], layout=W.Layout(flex_flow='row wrap'))
+        crow = W.HBox(
+            [self.reset, self.smooth, self.lineset, self.rest, self.recon], layout=W.Layout(flex_flow='row wrap')
+        )
         right = W.VBox(
-            [self.title, self.fig, W.HBox([self.smooth, self.recon]), self.zslide, self.status]
-            + (
-                [self.latent_fig]
-                if self.latent_fig is not None
-                else [W.HTML('<i>no autoencoder in this run: no latent view</i>')]
-            )
+            [self.title, self.strip, self.fig, crow, zrow, self.status, self.panel],
+            layout=W.Layout(flex='1 1 0', min_width='520px'),
         )
-        src = self.info['source'].iloc[0] if 'source' in self.info and len(self.info) else '?'
-        banner = W.HTML(
-            f"<b>spectral_nb explorer</b> - run <code>{self.run}</code>, {len(self.info):,} spectra, data source: <b>{src}</b>"
+        what = {'main': 'main classes', 'galaxy': 'galaxy subclasses', 'star': 'star groups'}[self.task]
+        scope = '' if self.group is None else f' ({len(self.df):,} {self.group} spectra, scored against {self.truth})'
+        banner = W.HTML(f'<b>spectral_nb explorer</b> - {self.source}; model <b>{self.model}</b>: {what}{scope}')
+        filters = W.HBox(
+            [self.split, self.cls, self.outcome, self.flagged, self.sn], layout=W.Layout(flex_flow='row wrap')
         )
-        self.widget = W.VBox([banner, filters, W.HBox([left, right])])
-        self._filter()
-
-    # -- selection
-    def selection(self) -> pd.DataFrame:
-        "Rows passing the filters (and the clicked confusion-matrix cell, if any)."
-        d = self.df
-        m = np.ones(len(d), bool)
-        if self.split.value != 'all':
-            m &= (d['split'] == self.split.value).to_numpy()
-        if self.cls.value != 'all':
-            m &= (d[self.truth] == self.cls.value).to_numpy()
-        ok = (d['predicted'] == d[self.truth]).to_numpy()
-        if self.outcome.value != 'all':
-            m &= ok if self.outcome.value == 'correct' else ~ok
-        if self.flagged.value != 'all':
-            m &= (d['flag'] == 1).to_numpy() if self.flagged.value == 'flagged' else (d['flag'] != 1).to_numpy()
-        if self.sn.value > 0:
-            m &= (d['sn_median'] >= self.sn.value).to_numpy()
-        self._base = m.copy()
-        if self.cm_sel is not None:
-            t, p = self.cm_sel
-            m &= ((d[self.truth] == t) & (d['predicted'] == p)).to_numpy()
-        return d[m]
-
-    def _filter(self, keep_cell: bool = False):
-        if not keep_cell:
-            self.cm_sel = None
-        self._set_listing(self.selection())
-        self._draw_cm()
-
-    def _set_listing(self, sel: pd.DataFrame, limit: int = 2000):
-        opts = [
-            (
-                f"{r.specObjID}  {r[self.truth]} -> {r.predicted}  p={r[f'prob_{r.predicted}']:.2f}{'  FLAG' if r.flag == 1 else ''}",
-                int(r.row),
-            )
-            for _, r in sel.head(limit).iterrows()
-        ]
-        self.listing.options = opts
-        self.status.value = f"{len(sel):,} spectra selected{' (first 2,000 listed)' if len(sel) > limit else ''}"
-        self.listing.value = opts[0][1] if opts else None
-        if not opts:
-            self.show()
-
-    def _build_cm(self):
-        "The confusion-matrix grid: one button per (true, predicted) cell, made once; `_draw_cm` updates their counts and colours."
-        import ipywidgets as W
-
-        self._cm_buttons = {}
-        rows = [
-            W.HBox(
-                [W.Label('true \\ pred', layout=W.Layout(width='80px'))]
-                + [W.Label(c, layout=W.Layout(width='84px')) for c in self.classes]
-            )
-        ]
-        for i, t in enumerate(self.classes):
-            cells = [W.Label(t, layout=W.Layout(width='80px'))]
-            for j, p in enumerate(self.classes):
-                b = W.Button(layout=W.Layout(width='84px'))
-                b.add_class(f'snb-cm-{i}-{j}')
-                b.on_click(lambda _, t=t, p=p: self.click_cell(t, p))
-                self._cm_buttons[t, p] = b
-                cells.append(b)
-            rows.append(W.HBox(cells))
-        self.cm_box.children = rows
-
-    def _draw_cm(self):
-        if not hasattr(self, '_cm_buttons'):
-            self._build_cm()
-        d = self.df[self._base]
-        cm = pd.crosstab(
-            pd.Categorical(d[self.truth], self.classes), pd.Categorical(d['predicted'], self.classes), dropna=False
-        ).to_numpy()
-        for i, t in enumerate(self.classes):
-            n = max(cm[i].sum(), 1)
-            for j, p in enumerate(self.classes):
-                b, frac = self._cm_buttons[t, p], cm[i, j] / n
-                b.description, b.tooltip = f'{cm[i, j]}', f'true {t}, predicted {p}: {cm[i, j]} spectra'
-                b.style.button_color = f'rgba({31 if i == j else 214}, {119 if i == j else 39}, {180 if i == j else 40}, {0.12 + 0.88 * frac:.2f})'
-                b.style.font_weight = 'bold' if self.cm_sel == (t, p) else 'normal'
-
-    def click_cell(self, true: str, pred: str):
-        "What a click on a confusion-matrix cell does: list the spectra of that cell and show the first."
-        self.cm_sel = (true, pred)
-        self._set_listing(self.selection())
-        self._draw_cm()
-
-    def _on_latent(self, ch):
-        idx = ch['new']
-        if idx is None or not len(idx):
-            return
-        rows = self.lat['row'].to_numpy()[np.asarray(idx)]
-        self.cm_sel = None
-        self._set_listing(self.df[self.df['row'].isin(rows)])
-
-    def step(self, k: int):
-        "Show the previous (k=-1) or next (k=1) spectrum of the list."
-        vals = [v for _, v in self.listing.options]
-        if not vals:
-            return
-        i = vals.index(self.listing.value) if self.listing.value in vals else 0
-        self.listing.value = vals[(i + k) % len(vals)]
-
-    # -- drawing
-    def current(self):
-        "The row of the spectrum on screen (None if the selection is empty)."
-        return None if self.listing.value is None else self.df.iloc[int(self.listing.value)]
-
-    def show(self):
-        "Draw the current spectrum (only its row is read from the HDF5 file)."
-        t0 = time.perf_counter()
-        r = self.current()
-        if r is None:
-            self.line.x = self.line.y = []
-            self.title.value = '<i>no spectrum selected</i>'
-            return
-        f = read_fluxes(self.h5, int(r.row), int(r.row) + 1)[0].astype(np.float64)
-        s = self.smooth.value
-        fs = gaussian_smooth(f[None], s)[0] if s else f
-        iv = self.ivar(r.specObjID)
-        with self.fig.hold_sync():
-            self.line.x, self.line.y = self.wave, fs
-            if iv is not None:
-                sig = np.where(iv > 0, 1 / np.sqrt(np.maximum(iv, 1e-30)), 0.0)  # no band where the pixel has no data
-                self.band.x, self.band.y = (
-                    self.wave,
-                    np.vstack([np.zeros_like(sig), sig]),
-                )  # the 1-sigma noise, from zero
-            else:
-                self.band.x = self.band.y = []
-            if self.recon.value and self._ae is not None:
-                rx, ry = self._reconstruct(f)
-                self.rline.x, self.rline.y = rx, ry
-            else:
-                self.rline.x = self.rline.y = []
-            lo, hi = np.nanpercentile(fs, [0.5, 99.5])
-            pad = 0.08 * (hi - lo + 1e-9)
-            self._xs.min, self._xs.max = float(self.wave[0]), float(self.wave[-1])
-            self._ys.min, self._ys.max = float(lo - pad), float(hi + pad)
-        zp = r.get('z_pred', np.nan)
-        self._zcat = float(r.z)
-        self.zslide.value = float(zp if np.isfinite(zp) else r.z)
-        self._markers()
-        probs = ' '.join(f"{c} <b>{r[f'prob_{c}']:.3f}</b>" for c in self.classes)
-        ok = r.predicted == r[self.truth]
-        self.title.value = (
-            f"<b>specObjID {r.specObjID}</b> (plate {r.plate}, MJD {r.mjd}, fibre {r.fiberID}) - true <b>{r[self.truth]}</b> "
-            f"{r.subClass}, predicted <b style='color:{'green' if ok else 'red'}'>{r.predicted}</b>"
+        style = W.HTML(
+            '<style>.snb-list select{font-family:monospace;font-size:12px}'
+            '.snb-chip button,.snb-chip{border-radius:12px}.snb-sort{font-size:11px;font-weight:bold}'
+            '.snb-cm-head{font-size:10px;line-height:11px;text-align:center;white-space:nowrap}</style>'
         )
-        zline = f"z_pred {zp:.4f} +- {r.z_err:.4f}" if np.isfinite(zp) else 'no redshift network in this run'
-        self.panel.value = (
-            f"<b>{self.model}</b> (calibrated): {probs}<br>flag <b>{int(r.flag)}</b> (novelty {r.novelty:.2f})<br>"
-            f"catalogue z {r.z:.4f} (zWarning {int(r.zWarning)}); {zline}<br>S/N {r.sn_median:.1f}, split {r.split}, "
-            f"r = {r.petroMag_r:.2f}<br>grey: 1-sigma noise; <span style='color:#1f77b4'>blue: autoencoder reconstruction</span>; "
-            f"<span style='color:#2ca02c'>dotted: lines at the catalogue z</span>, "
-            f"<span style='color:#d62728'>dashed: at the marker z (slider)</span>"
-            + ("" if iv is not None else "<br><i>no raw.parquet in the run: no noise band</i>")
+        root = W.VBox(
+            [style, banner, filters, W.HBox([W.HTML('<b>selection:</b>'), self.chips]), W.HBox([left, right])],
+            layout=W.Layout(width='100%'),
         )
-        self.last_draw_ms = 1e3 * (time.perf_counter() - t0)
-        self.status.value = f"drawn in {self.last_draw_ms:.0f} ms (server side)"
-
-    def _reconstruct(self, f):
-        import keras
-        from spectral_nb.autoencoder import ae_pixel_index
-
-        if not hasattr(self, '_ae_model'):
-            self._ae_model = keras.models.load_model(self._ae)
-        idx = ae_pixel_index()
-        x = f[idx]
-        med = np.median(x)
-        sc = max(np.abs(x - med).max(), 1e-6)
-        y = self._ae_model((((x - med) / sc).astype(np.float32))[None, :, None], training=False).numpy()[0, :, 0]
-        return self.wave[idx], y * sc + med
-
-    def _markers(self):
-        ymin, ymax = self._ys.min or 0, self._ys.max or 1
-
-        def seg(z):
-            names = [l for l in LINES if self.wave[0] <= LINES[l] * (1 + z) <= self.wave[-1]]
-            return np.array([[LINES[l] * (1 + z)] * 2 for l in names]), np.array([[ymin, ymax]] * len(names)), names
-
-        with self.fig.hold_sync():
-            x, y, names = seg(self.zslide.value)
-            self.mpred.x, self.mpred.y = (x, y) if len(x) else ([], [])
-            lab = [k for k, n in enumerate(names) if n in LABELLED_LINES]
-            self.mlab.x, self.mlab.y, self.mlab.text = (
-                (x[lab, 0], [ymax - 0.03 * (ymax - ymin)] * len(lab), [names[k] for k in lab]) if lab else ([], [], [])
-            )
-            xc, yc, _ = seg(getattr(self, '_zcat', 0.0))
-            self.mcat.x, self.mcat.y = (xc, yc) if len(xc) else ([], [])
+        root.add_class('snb-root')
+        return root

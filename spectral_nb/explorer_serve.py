@@ -4,20 +4,47 @@
 
 # %% ../nbs/10b_explorer_serve.ipynb #e1a0c003
 from __future__ import annotations
-import json, sys
+import json, os, socket, sys
 from pathlib import Path
 from .config import *
 from .explorer_data import check_run
 
+log = get_logger(__name__)
+
 # %% auto #0
-__all__ = ['app_notebook', 'serve_command']
+__all__ = ['log', 'CULL_IDLE_S', 'quiet_kernel', 'app_notebook', 'check_port', 'serve_command']
 
 # %% ../nbs/10b_explorer_serve.ipynb #e1a0c006
-def app_notebook(run, model: str = 'cnn_compact') -> dict:
-    "A one-cell notebook (nbformat 4 JSON) that shows the explorer of `run`: what voila serves."
+CULL_IDLE_S = int(
+    os.environ.get('SPECTRAL_NB_CULL_IDLE_S', 60)
+)  # a kernel idle this long with no browser tab connected is stopped
+
+
+def quiet_kernel():
+    """Keep TensorFlow's start-up chatter off the explorer's page: its C++ notices go to file descriptor 2, which the kernel
+    shows as error boxes, so fd 2 goes to /dev/null (Python's `sys.stderr` stays the page's); TensorFlow's and absl's
+    Python loggers show errors only. Call before anything imports TensorFlow. `SPECTRAL_NB_VERBOSE=1`: no change."""
+    import logging
+
+    if os.environ.get('SPECTRAL_NB_VERBOSE') == '1':
+        return
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+    for name in ('tensorflow', 'absl', 'h5py'):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+
+
+def app_notebook(run, model: str = 'cnn_compact', data=None) -> dict:
+    "A one-cell notebook (nbformat 4 JSON) that shows the explorer of `run` (or of the SDSS files `data`): what voila serves."
+    where = repr(str(Path(run).resolve())) if run is not None else 'None'
+    extra = '' if data is None else f', data={[str(Path(d).resolve()) if Path(d).exists() else str(d) for d in data]!r}'
     code = (
-        f"from spectral_nb.explorer import ExplorerApp\n"
-        f"app = ExplorerApp({str(Path(run).resolve())!r}, {model!r})\napp.widget"
+        "from spectral_nb.explorer_serve import quiet_kernel\n"
+        "quiet_kernel()\n"
+        "from spectral_nb.explorer import ExplorerApp\n"
+        f"app = ExplorerApp({where}, {str(model)!r}{extra})\napp.widget"
     )
     return dict(
         nbformat=4,
@@ -27,20 +54,60 @@ def app_notebook(run, model: str = 'cnn_compact') -> dict:
     )
 
 
-def serve_command(run, model: str = 'cnn_compact', port: int = 8866) -> list:
-    "The voila command line that serves the explorer of `run` on 127.0.0.1:`port` (writes run/explorer/app.ipynb)."
-    run = check_run(run, model)
-    nb = run / RUN_LAYOUT.explorer / 'app.ipynb'
+def check_port(port: int, host: str = '127.0.0.1') -> int:
+    "`port` if nothing listens on it at `host`; else an error naming the port and the fix (never another port in silence)."
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, int(port)))
+        except OSError:
+            raise OSError(
+                f"port {port} on {host} is in use (another explorer or server?); stop it, or choose another with --port."
+            ) from None
+    return int(port)
+
+
+def _split_input(run, data):
+    "(run folder or None, SDSS files or None): a `run` that is not a run folder but names SDSS files is taken as `data`."
+    from spectral_nb.predict import is_fits_input
+
+    if run is not None and data is None and not (Path(run) / RUN_LAYOUT.dataset).exists() and is_fits_input(run):
+        return None, run
+    return run, data
+
+
+def serve_command(run, model: str = 'cnn_compact', port: int = 8866, data=None) -> list:
+    """The voila command line that serves the explorer of `run` (or of SDSS spectrum files `data`: files, a folder, a glob)
+    on 127.0.0.1:`port`; writes the app notebook (run/explorer/app.ipynb, or a temporary folder for files alone).
+    A busy port is an error here, before anything starts."""
+    import tempfile
+
+    run, data = _split_input(run, data)
+    if data is not None:
+        from spectral_nb.sdssfiles import spectrum_files
+
+        data = [str(f) for f in spectrum_files(data)]  # nothing found: an error naming `data`
+        if run is not None:
+            run = check_run(run, model)
+        folder = run / RUN_LAYOUT.explorer if run is not None else Path(tempfile.mkdtemp(prefix='spectral_nb_explore_'))
+    else:
+        run = check_run(run, model)
+        folder = run / RUN_LAYOUT.explorer
+    check_port(port)
+    nb = folder / ('app.ipynb' if data is None else 'app_files.ipynb')
     nb.parent.mkdir(parents=True, exist_ok=True)
-    nb.write_text(json.dumps(app_notebook(run, model), indent=1))
+    nb.write_text(json.dumps(app_notebook(run, model, data), indent=1))
     return [
         sys.executable,
         '-m',
         'voila',
         str(nb),
         f'--port={int(port)}',
+        '--Voila.port_retries=0',  # a busy port: an error, not a silent move to the next one
         '--no-browser',
         '--Voila.ip=127.0.0.1',
         '--show_tracebacks=True',
         '--theme=light',
+        f'--MappingKernelManager.cull_idle_timeout={CULL_IDLE_S}',  # a closed tab: its kernel stops
+        f'--MappingKernelManager.cull_interval={max(1, min(10, CULL_IDLE_S // 3))}',
+        '--MappingKernelManager.cull_connected=False',  # a kernel with a tab open is never culled
     ]
