@@ -157,26 +157,9 @@ class ExplorerApp(SelectionMixin, SpectrumMixin):
         )
         self.fig.add_class('snb-spectrum')
         sy = bq.LinearScale(min=0.0, max=1.0)
-        self.mlab = bq.Label(
-            x=[],
-            y=[],
-            text=[],
-            scales=dict(x=xs, y=sy),
-            colors=['#d62728'],
-            default_size=10,
-            rotate_angle=-90,
-            align='start',
-        )
-        self.clab = bq.Label(
-            x=[],
-            y=[],
-            text=[],
-            scales=dict(x=xs, y=sy),
-            colors=['#2ca02c'],
-            default_size=10,
-            rotate_angle=-90,
-            align='start',
-        )
+        style = dict(scales=dict(x=xs, y=sy), default_size=10, rotate_angle=-90, align='start')
+        self.mlab = bq.Label(x=[], y=[], text=[], colors=['#d62728'], **style)  # line labels at the marker z (red)
+        self.clab = bq.Label(x=[], y=[], text=[], colors=['#2ca02c'], **style)  # and at the catalogue z (green)
         self.strip = bq.Figure(
             marks=[self.mlab, self.clab],
             layout=W.Layout(width='100%', height='128px'),
