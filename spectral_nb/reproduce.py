@@ -171,6 +171,7 @@ def execute(nb: str, out: Path, params: dict, run: Path, what: str):
             progress_bar=False,
             kernel_name='python3',
             log_output=False,
+            extra_arguments=['--IPKernelApp.log_level=ERROR'],  # not the kernel's transport notice on every stage
         )
     except Exception as e:
         ename, evalue = getattr(e, 'ename', type(e).__name__), getattr(e, 'evalue', str(e))
