@@ -213,6 +213,7 @@ def hybrid_redshift(
     classes=None,
     batch: int = 256,
     workers: int = 2,
+    prior: float = 1.0,
 ) -> pd.DataFrame:
     """Refine the network's redshifts: `flux` (n, NPIX) as stored in dataset.h5, `p` (n, bins) the network's posterior
     over bins of log10(1 + z) with edges `lz_edges`. One row per spectrum: z_pred, z_err, z_err_fit, zwarning, delta_chi2,
@@ -220,12 +221,16 @@ def hybrid_redshift(
     (z_cand_star: the star fit, for spectra with a peak near z = 0).
     `classes`: each spectrum's main class (e.g. a classifier's top class) to fit with that class's templates only (None:
     every class whose redshift window a candidate reaches, the best kept). Batches of `batch` spectra run on `workers`
-    threads, one BLAS thread each (the same numbers for any `workers`)."""
+    threads, one BLAS thread each (the same numbers for any `workers`). The best candidate minimises chi2 + (free
+    amplitudes) ln(pixels) - 2 `prior` ln(its posterior mass): with `prior` = 1 the network's posterior is the prior of
+    Bayes' rule (chi2 being -2 ln of the likelihood); 0 leaves the choice to the templates alone. Measured on a mock the
+    pretrained model never saw (3,869 spectra, seed 11): quasar outliers 3.0% -> 2.5%, galaxies 0.32% -> 0.23%, stars
+    1.25% -> 1.0%, sigma_NMAD unchanged; on the real set no answer changed."""
     from threadpoolctl import threadpool_limits
 
     flux, p = np.asarray(flux), np.asarray(p)
     cls = None if classes is None else np.asarray(classes).astype(str)
-    args = (lz_edges, ht, n_cand, min_sep, half_coarse, half_fine, n_recentre, star_reach, dchi2_min)
+    args = (lz_edges, ht, n_cand, min_sep, half_coarse, half_fine, n_recentre, star_reach, dchi2_min, prior)
     sl = [slice(a, a + batch) for a in range(0, len(flux), batch)]
     one = lambda s: _hybrid_batch(flux[s], p[s], *args, None if cls is None else cls[s])
     with threadpool_limits(1, 'blas'):
@@ -237,7 +242,7 @@ def hybrid_redshift(
     return pd.concat(out, ignore_index=True) if out else _hybrid_batch(flux[:0], p[:0], *args, None)
 
 # %% ../nbs/08e_hybrid_z.ipynb #a8e00018
-def _hybrid_batch(flux, p, lz_edges, ht, n_cand, min_sep, hc, hf, n_recentre, star_reach, dchi2_min, classes):
+def _hybrid_batch(flux, p, lz_edges, ht, n_cand, min_sep, hc, hf, n_recentre, star_reach, dchi2_min, prior, classes):
     n = len(flux)
     scale = np.abs(flux).mean(1, dtype=np.float64)  # any scale will do: chi2 is in units of each spectrum's noise
     f = flux.astype(np.float32) / np.where(scale > 0, scale, 1.0)[:, None].astype(np.float32)
@@ -288,7 +293,8 @@ def _hybrid_batch(flux, p, lz_edges, ht, n_cand, min_sep, hc, hf, n_recentre, st
     # the best candidate by chi2 + (free amplitudes) ln(pixels); the gap to the next best distinct redshift
     kz = np.concatenate([fw.ks[gb], np.zeros((n, 1), np.int64)], 1)
     npar = np.where(cls == 'STAR', ht.star_minv.shape[0] if ns else 0, kz) + len(fw.P)
-    bic = x2 + npar * np.log(NPIX)
+    lp = np.log(np.maximum(np.concatenate([mass, np.where(near, mass, 0).max(1, keepdims=True)], 1), 1e-6))
+    bic = x2 + npar * np.log(NPIX) - 2 * prior * lp  # (prior > 0: the network's posterior mass of each candidate)
     rn, b = np.arange(n), bic.argmin(1)
     zb = zc[rn, b]
     far = np.abs(zc - zb[:, None]) / (1 + zb[:, None]) * C_KMS > DV_DISTINCT_KMS

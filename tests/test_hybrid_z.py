@@ -171,3 +171,22 @@ def test_the_pretrained_redshift_model_is_scored_on_the_real_set(tmp_path):
     # the hybrid refines the network: on real galaxies and quasars its redshifts are the more precise
     for c in ('GALAXY', 'QSO'):
         assert s['hybrid']['sigma_nmad'][c] < s['network']['sigma_nmad'][c], (c, s['hybrid']['sigma_nmad'], s['network']['sigma_nmad'])
+
+
+def test_where_the_templates_cannot_choose_the_networks_posterior_does(sets):
+    "Two redshifts the periodic templates fit equally well: with the posterior as the prior (the default) the hybrid takes the peak with more mass, whichever it is; with prior=0 the templates alone choose, the same one both times."
+    per = 600
+    x = np.arange(FIT_REST_NPIX)
+    rng = np.random.default_rng(4)
+    pq = TemplateSet('QSO', 'QSO', np.array([np.sin(2 * np.pi * m * x / per + rng.uniform(0, 6)) for m in range(1, 9)]),
+                     shift_range('QSO'))
+    htp = hybrid_templates([sets[0], pq, sets[2]])
+    z1 = 1.5
+    z2 = (1 + z1) * 10 ** (per * DLOGLAM) - 1
+    f = (observe(pq, z1) + 3 + 0.05 * rng.standard_normal(NPIX))[None]
+    for w1, z_expected in ((0.8, z1), (0.2, z2)):
+        p = w1 * posterior([z1]) + (1 - w1) * posterior([z2])
+        assert abs(hybrid_redshift(f, p, LZ_EDGES, htp).z_pred[0] - z_expected) / (1 + z_expected) < 1e-3, w1
+    alone = [hybrid_redshift(f, w1 * posterior([z1]) + (1 - w1) * posterior([z2]), LZ_EDGES, htp, prior=0).z_pred[0]
+             for w1 in (0.8, 0.2)]
+    assert alone[0] == pytest.approx(alone[1], rel=1e-6)
