@@ -94,7 +94,13 @@ def stage_params(stage: str, run: Path, prof: dict, seed: int, source: str, urls
         return dict(h5_path=h5, out_dir=str(run / L.cnn), demos=False, **common), run / L.cnn
     if stage == 'redshift':
         return dict(
-            h5_path=h5, out_dir=str(run / L.redshift), epochs=prof['z_epochs'], seed=seed, source=source, demos=False
+            h5_path=h5,
+            out_dir=str(run / L.redshift),
+            epochs=prof['z_epochs'],
+            seed=seed,
+            source=source,
+            demos=False,
+            n_mock=prof['z_n_mock'] if source == 'mock' else None,
         ), run / L.redshift
     if stage == 'mixed':
         return dict(
