@@ -58,16 +58,19 @@ def test_refinement_recovers_shifted_noiseless_templates_to_1e4(sets, ht):
         assert np.isnan(h.rv_kms[:6]).all() and (h.zwarning == 0).all()
 
 
-def test_two_peak_posterior_keeps_both_candidates_and_small_delta_chi2_sets_the_bit(sets):
-    per = 600  # templates periodic in 600 rest pixels fit as well at z as 600 pixels further
+def periodic_quasars(sets):
+    "(templates, spectrum, z1, z2): quasar templates periodic in 600 rest pixels, which fit a spectrum at z1 as well as 600 pixels further, at z2."
+    per = 600
     x = np.arange(FIT_REST_NPIX)
     rng = np.random.default_rng(4)
     pq = TemplateSet('QSO', 'QSO', np.array([np.sin(2 * np.pi * m * x / per + rng.uniform(0, 6)) for m in range(1, 9)]),
                      shift_range('QSO'))
-    htp = hybrid_templates([sets[0], pq, sets[2]])
     z1 = 1.5
-    z2 = (1 + z1) * 10 ** (per * DLOGLAM) - 1
-    f = observe(pq, z1) + 3 + 0.05 * rng.standard_normal(NPIX)
+    return hybrid_templates([sets[0], pq, sets[2]]), observe(pq, z1) + 3 + 0.05 * rng.standard_normal(NPIX), z1, (1 + z1) * 10 ** (per * DLOGLAM) - 1
+
+
+def test_two_peak_posterior_keeps_both_candidates_and_small_delta_chi2_sets_the_bit(sets):
+    htp, f, z1, z2 = periodic_quasars(sets)
     p = 0.55 * posterior([z1]) + 0.45 * posterior([z2])
     lz, mass, ok = posterior_peaks(p, LZ_EDGES, 3)
     assert ok[0, :2].all() and mass[0, 0] > mass[0, 1] > 0.2
@@ -175,15 +178,8 @@ def test_the_pretrained_redshift_model_is_scored_on_the_real_set(tmp_path):
 
 def test_where_the_templates_cannot_choose_the_networks_posterior_does(sets):
     "Two redshifts the periodic templates fit equally well: with the posterior as the prior (the default) the hybrid takes the peak with more mass, whichever it is; with prior=0 the templates alone choose, the same one both times."
-    per = 600
-    x = np.arange(FIT_REST_NPIX)
-    rng = np.random.default_rng(4)
-    pq = TemplateSet('QSO', 'QSO', np.array([np.sin(2 * np.pi * m * x / per + rng.uniform(0, 6)) for m in range(1, 9)]),
-                     shift_range('QSO'))
-    htp = hybrid_templates([sets[0], pq, sets[2]])
-    z1 = 1.5
-    z2 = (1 + z1) * 10 ** (per * DLOGLAM) - 1
-    f = (observe(pq, z1) + 3 + 0.05 * rng.standard_normal(NPIX))[None]
+    htp, f, z1, z2 = periodic_quasars(sets)
+    f = f[None]
     for w1, z_expected in ((0.8, z1), (0.2, z2)):
         p = w1 * posterior([z1]) + (1 - w1) * posterior([z2])
         assert abs(hybrid_redshift(f, p, LZ_EDGES, htp).z_pred[0] - z_expected) / (1 + z_expected) < 1e-3, w1
