@@ -315,15 +315,20 @@ def score_redshift(model_path, raw_path, cat: pd.DataFrame) -> dict:
     from spectral_nb.redshift import predict_redshift, redshift_scores
 
     ok = cat[cat['zWarning'] == 0].drop_duplicates('obj_group')[['specObjID', 'class', 'z']]
+    r = predict_redshift(model_path, raw_path).merge(
+        ok, on='specObjID', how='inner'
+    )  # the hybrid keeps the network's z
+    truth = (r['z'].to_numpy(), r['class'].to_numpy())
     out = {}
-    for method in ('network', 'hybrid'):
-        r = predict_redshift(model_path, raw_path, method=method).merge(ok, on='specObjID', how='inner')
-        warn = r['zwarning'].to_numpy() != 0 if 'zwarning' in r else None
-        s = redshift_scores(
-            r['z_pred'].to_numpy(), r['z_err'].to_numpy(), r['z'].to_numpy(), r['class'].to_numpy(), warn
+    if 'z_network' in r:  # a bundle without templates answers with the network alone
+        out['network'] = redshift_scores(r['z_network'].to_numpy(), r['z_network_err'].to_numpy(), *truth)
+        out['hybrid'] = redshift_scores(
+            r['z_pred'].to_numpy(), r['z_err'].to_numpy(), *truth, r['zwarning'].to_numpy() != 0
         )
-        s.pop('by_class')
-        out[method] = s
+    else:
+        out['network'] = redshift_scores(r['z_pred'].to_numpy(), r['z_err'].to_numpy(), *truth)
+    for m in out.values():
+        m.pop('by_class')
     return out
 
 

@@ -186,7 +186,7 @@ def test_noise_only_spectra_are_flagged(two_class, tmp_path):
     assert f['low_sn'] >= 0.95   # and why: LOW_SN, the median S/N per pixel below 0.5
 
 
-def test_a_bundle_with_the_old_mahalanobis_novelty_still_scores(two_class):
+def test_a_bundle_with_the_old_mahalanobis_novelty_still_scores():
     from spectral_nb.bundle import novelty_score
     rng = np.random.default_rng(0)
     old = dict(means=[[0.0] * 4, [1.0] * 4], precision=np.eye(4).tolist())
