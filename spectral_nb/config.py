@@ -328,9 +328,9 @@ REPORTS_DIR = PROJECT_ROOT / 'reports'
 PROFILES = {  # tuner_trials: the cnn search, half of them in each trunk family (05_cnn)
     'smoke': dict(n_spectra=600, tuner_trials=2, tuner_epochs=1, epochs=2, ae_epochs=2, z_epochs=2, batch_size=64,
                   size_grid=[300], compact=True, shift_n_train=300, shift_n_heldout=150, shift_epochs=1, z_n_mock=None),
-    'quick': dict(n_spectra=3000, tuner_trials=6, tuner_epochs=2, epochs=10, ae_epochs=6, z_epochs=10, batch_size=64,
+    'quick': dict(n_spectra=10000, tuner_trials=6, tuner_epochs=2, epochs=10, ae_epochs=6, z_epochs=10, batch_size=64,
                   size_grid=[500, 1500], compact=True, shift_n_train=3000, shift_n_heldout=1500, shift_epochs=12,
-                  z_n_mock=10000),
+                  z_n_mock=None),
     'full': dict(n_spectra=96115, tuner_trials=40, tuner_epochs=12, epochs=60, ae_epochs=50, z_epochs=60, batch_size=32,
                  size_grid=[1000, 2000, 4000, 8000, 16000, 32000, 64000, 96115], compact=False,
                  shift_n_train=40000, shift_n_heldout=20000, shift_epochs=60, z_n_mock=None),
@@ -338,7 +338,9 @@ PROFILES = {  # tuner_trials: the cnn search, half of them in each trunk family 
 # fmt: on
 # shift_*: the domain-shift stage's own mocks (training sources, held-out sources) and its training epochs; z_epochs: the redshift network's
 # z_n_mock: targets of the redshift stage's own mock survey (None: the run's dataset); 3,000 targets leave its network
-# 2,100 training spectra, too few to propose quasar redshifts well (issue 23)
+# 2,100 training spectra, too few to propose quasar redshifts well (issue 23). quick: 10,000 targets (was 3,000; the
+# redshift stage now trains on them): on the real SDSS set the models trained on 10k score 0.93-0.97 balanced accuracy
+# against 0.81-0.93 on 3k (issue 22; README)
 
 
 def get_profile(name: str) -> dict:

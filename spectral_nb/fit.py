@@ -13,7 +13,16 @@ import numpy as np
 from .config import *
 from .dataset import Dataset
 from .preprocess import FEATURE_COLUMNS
-from .inputs import InputSpec, TaskData, Augment, augment_flux, flux_input, model_feed, task_arrays
+from spectral_nb.inputs import (
+    InputSpec,
+    TaskData,
+    Augment,
+    augment_flux,
+    drop_catalogue,
+    flux_input,
+    model_feed,
+    task_arrays,
+)
 from .streaming import needs_streaming, stream_task
 
 log = get_logger(__name__)
@@ -54,7 +63,9 @@ def augmented_inputs(
         if X is None:
             X = np.empty((data.n,) + p.shape[1:], np.float32)
         X[a : a + len(p)] = p
-    return model_feed(X, data.feat, kind, data.spec)
+    cfg = cfg or Augment()
+    F = drop_catalogue(data.feat, data.spec, np.random.default_rng([seed, epoch, 3]), cfg.no_catalogue)
+    return model_feed(X, F, kind, data.spec)
 
 
 def early_stopping(model, fit_epoch, epochs: int, monitor: str = 'val_accuracy', patience: int = 4) -> dict:

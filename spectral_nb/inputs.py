@@ -15,9 +15,9 @@ from .preprocess import FEATURE_COLUMNS
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'NORMS', 'AUTO', 'SKY_LINES', 'InputSpec', 'prepare_flux', 'fit_input_scaler', 'flux_input', 'feature_input',
-           'model_input', 'model_feed', 'TaskData', 'task_spec', 'dataset_record', 'task_arrays', 'class_weights',
-           'Augment', 'noise_level', 'augment_flux']
+__all__ = ['log', 'NORMS', 'AUTO', 'SKY_LINES', 'CATALOGUE_ONLY', 'InputSpec', 'prepare_flux', 'fit_input_scaler', 'flux_input',
+           'feature_input', 'model_input', 'model_feed', 'TaskData', 'task_spec', 'dataset_record', 'task_arrays',
+           'class_weights', 'Augment', 'noise_level', 'augment_flux', 'drop_catalogue']
 
 # %% ../nbs/04b_inputs.ipynb #b2c3d4e5
 NORMS = ('median', 'none')
@@ -265,6 +265,9 @@ class Augment:
     sky: float = 3.0  # sky-line residual spikes, up to this many times the spectrum's noise
     brightness: float = 1.0  # overall scale 10^U(-b, b) (a no-op after median normalisation)
     p: float = 0.5  # probability of each perturbation per spectrum
+    gap: int = 1000  # longest block of pixels replaced by a straight line (0: none) ...
+    gap_p: float = 0.1  # ... with this probability per spectrum
+    no_catalogue: float = 0.25  # share of rows whose photometry and zErr are blanked (features of mixed models)
 
 
 def noise_level(flux: np.ndarray, step: int = 4) -> np.ndarray:
@@ -286,7 +289,7 @@ def _sky_windows(npix: int, half: int = 5) -> tuple:
 
 
 def augment_flux(flux: np.ndarray, rng: np.random.Generator, cfg: Augment = Augment()) -> np.ndarray:
-    "A perturbed copy of raw fluxes (n, npix): shift, tilt, sky residuals, noise, brightness."
+    "A perturbed copy of raw fluxes (n, npix): shift, tilt, sky residuals, noise, brightness, a filled gap."
     f = np.array(flux, np.float32, copy=True)
     n, npix = f.shape
     pick = lambda: np.flatnonzero(rng.random(n) < cfg.p)
@@ -308,4 +311,24 @@ def augment_flux(flux: np.ndarray, rng: np.random.Generator, cfg: Augment = Augm
         ].astype(np.float32)
     if cfg.brightness and len(r := pick()):
         f[r] *= (10 ** rng.uniform(-cfg.brightness, cfg.brightness, (len(r), 1))).astype(np.float32)
+    if cfg.gap and len(r := np.flatnonzero(rng.random(n) < cfg.gap_p)):
+        L = rng.integers(50, max(cfg.gap, 50) + 1, len(r))
+        a = rng.integers(0, npix - L + 1)
+        for i, a0, b0 in zip(r, a, a + L):  # pixels a0..b0-1 filled from their neighbours a0-1 and b0, as fill_bad does
+            lo, hi = f[i, max(a0 - 1, 0)], f[i, min(b0, npix - 1)]
+            lo, hi = (hi, hi) if a0 == 0 else ((lo, lo) if b0 == npix else (lo, hi))
+            f[i, a0:b0] = lo + (hi - lo) * (np.arange(a0, b0) - a0 + 1) / (b0 - a0 + 1)
+    return f
+
+
+CATALOGUE_ONLY = ('zErr', *(f'petroMag{e}_{b}' for e in ('', 'Err') for b in 'ugriz'))  # not in a spectrum file
+
+
+def drop_catalogue(feat: np.ndarray, spec: InputSpec, rng: np.random.Generator, p: float) -> np.ndarray:
+    "Standardised features (n, k) with the catalogue-only columns (photometry, zErr) of a share `p` of rows set to 0, what `feature_input` makes of a missing value."
+    cols = [j for j, c in enumerate(spec.feature_columns or ()) if c in CATALOGUE_ONLY]
+    if not (p and cols and len(feat)):
+        return feat
+    f = np.array(feat, np.float32, copy=True)
+    f[np.ix_(np.flatnonzero(rng.random(len(f)) < p), cols)] = 0.0
     return f

@@ -14,14 +14,15 @@ from .libraries import STAR_LIBRARIES, SSP_LIBRARIES
 from .mock_templates import WIDE_LOGLAM, line_profiles
 from .mock_instruments import SPECTROGRAPH_NAMES, observe, sigma_inst_kms, spectrograph_index
 from .mock_quasars import QSO_TRUTH
-from .mock_spectra import NEBULAR, model_spectra
+from .mock_nebular import NEBULAR
+from .mock_spectra import model_spectra
 
 log = get_logger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'FIT_LINES', 'ZWARNING_SMALL_DELTA_CHI2', 'ZWARNING_Z_FITLIMIT', 'sdss_galaxy_subclass', 'fit_line_fluxes',
-           'fit_redshift', 'MockConfig', 'allocate', 'mag_errors', 'generate_chunk', 'truth_schema', 'iter_mock',
-           'generate', 'write_mock']
+__all__ = ['log', 'FIT_LINES', 'ZWARNING_SMALL_DELTA_CHI2', 'ZWARNING_Z_FITLIMIT', 'LEGACY_LOWZ_QSO', 'sdss_galaxy_subclass',
+           'fit_line_fluxes', 'fit_redshift', 'MockConfig', 'allocate', 'mag_errors', 'generate_chunk', 'truth_schema',
+           'iter_mock', 'generate', 'write_mock']
 
 # %% ../nbs/03_mock.ipynb #014457b6
 FIT_LINES = ('Hb', '[OIII]4959', '[OIII]5007', '[NII]6548', 'Ha', '[NII]6584', 'Hb_broad', 'Ha_broad')
@@ -184,6 +185,9 @@ def allocate(n: int, mix: dict, rng: np.random.Generator) -> np.ndarray:
     return out[rng.permutation(n)]
 
 # %% ../nbs/03_mock.ipynb #a5d1b312
+LEGACY_LOWZ_QSO = 0.3  # share of SDSS-I/II quasars drawn at z = 0.05-0.6 (r = 15.5-19)
+
+
 def _draw_z_mag(cls: np.ndarray, pop: np.ndarray, rng, spec: np.ndarray | None = None) -> tuple:
     "Redshifts, r magnitudes and LRG flags of targets of classes `cls`, populations `pop`, observed by spectrographs `spec` (codes; None: all SDSS)."
     n = len(cls)
@@ -212,6 +216,9 @@ def _draw_z_mag(cls: np.ndarray, pop: np.ndarray, rng, spec: np.ndarray | None =
         np.where(hiz, rng.uniform(19.5, 21.7, q.sum()), rng.uniform(19.0, 21.5, q.sum())),
         np.where(hiz, rng.uniform(18.0, 20.2, q.sum()), rng.uniform(17.0, 20.3, q.sum())),
     )
+    # SDSS-I/II's low-redshift broad-line AGN, from its galaxy and low-z quasar targets (bright, host light beside)
+    low = np.flatnonzero(q)[(rng.random(q.sum()) < LEGACY_LOWZ_QSO) & ~b]
+    z[low], r[low] = rng.uniform(0.05, 0.6, len(low)), rng.uniform(15.5, 19.0, len(low))
     s = cls == 'STAR'
     z[s] = rng.normal(0, 150, s.sum()) / C_KMS
     r[s] = rng.uniform(15.0, 21.0, s.sum())

@@ -11,6 +11,7 @@ from .libraries import SSP_LIBRARIES
 from .mock_templates import REST_WAVE, REST_LOGLAM0, REST_NPIX, WIDE_WAVE, WIDE_LOGLAM, ssp_mix
 from .mock_templates import load_qso_composite, library_ssps, add_lines, _shift, _sig
 from .mock_instruments import sigma_inst_kms
+from .mock_nebular import emission_lines, add_nebular
 
 # %% auto #0
 __all__ = ['QSO_BROAD', 'COMPOSITE_NARROW', 'FE_FLOOR', 'PEI_SMC', 'QSO_NARROW', 'QSO_DIVERSITY', 'QSO_FLAGS', 'QSO_TRUTH',
@@ -186,14 +187,16 @@ QSO_DIVERSITY = dict(
     r_feii=(0.4, 0.25),  # R_FeII = EW(Fe II 4434-4684) / EW(H-beta): median, log scatter (Shen & Ho 2014)
     oiii_ew=(11.0, 0.45),  # EW([OIII] 5007) (A): median (the composite's), log scatter
     narrow_sigma_kms=(200.0, 0.25),  # narrow-line sigma: median, ln scatter
-    weak_line=(0.03, 0.1, 0.3),  # weak-line quasars: fraction, and their lines x U(lo, hi)
+    weak_line=(0.03, 0.1, 0.3),  # weak-line quasars (at z > 1.5): fraction, and their lines x U(lo, hi)
     red=(0.10, 0.05, 0.30),  # reddened quasars: fraction, SMC E(B-V) ~ U(lo, hi)
     ebv_blue=0.02,  # E(B-V) of the others: exponential of this mean
     host_dex=0.25,  # log scatter of host / quasar light around Shen et al. (2011) eq. 1
     host_max=0.85,  # largest host fraction at 5,100 A
+    min_broad_ha=60.0,  # least broad H-alpha EW (A) against quasar + host light: fainter, SDSS's galaxy templates win
+    sf_host=0.25,  # share of hosts that are star-forming (young light and nebular lines)
     l_pivot=45.0,  # log L5100 (erg/s) where the Baldwin effect leaves the composite's EWs unchanged
 )
-QSO_FLAGS = ('weak_line', 'reddened')  # boolean truths of a quasar
+QSO_FLAGS = ('weak_line', 'reddened', 'sf_host')  # boolean truths of a quasar
 QSO_TRUTH = (  # what `quasar_models` records of each quasar beyond slope, dust and BAL (`true_*` columns of the survey)
     'host_frac',
     *QSO_FLAGS,
@@ -236,20 +239,30 @@ def _bal_and_forest(model: np.ndarray, z: np.ndarray, wave_rest: np.ndarray, rng
     return bal
 
 # %% ../nbs/03f_mock_quasars.ipynb #cd9e94f8
-def _hosts(z: np.ndarray, rng, libraries=SSP_LIBRARIES) -> tuple:
-    "Host galaxies of quasars: old + intermediate + young stellar populations of one library each (as galaxies are made), at 150 or 250 km/s; (wide-grid spectra, their rest flux at 5,100 A)."
+def _hosts(
+    z: np.ndarray, rng, libraries=SSP_LIBRARIES, spec: np.ndarray | None = None, sf_share: float = 0.25
+) -> tuple:
+    "Host galaxies of quasars: old + intermediate + young stellar populations of one library each (as galaxies are made), at 150 or 250 km/s; a share `sf_share` star-forming, with nebular lines seen by spectrographs `spec`; (wide-grid spectra, their rest flux at 5,100 A of the stars alone, star-forming flags)."
     n = len(z)
     meta, T = library_ssps(tuple(sorted(libraries)))
     flat = T.reshape(-1, REST_NPIX)
     di = rng.integers(1, 3, n)
-    young = rng.uniform(0, 0.15, n)
+    sf = rng.random(n) < sf_share
+    young = np.where(sf, rng.uniform(0.2, 0.6, n), rng.uniform(0, 0.15, n))
     inter = rng.uniform(0.1, 0.5, n) * (1 - young)
     libs = np.array(sorted(set(meta.library)), dtype=object)
     lib = libs[rng.integers(0, len(libs), n)]
     i5100 = int(np.searchsorted(REST_WAVE, 5100.0))
     weights = (1 - young - inter, inter, young)
     out, rows = ssp_mix(meta, flat, lib, weights, di, z, rng)
-    return out, sum(w * flat[r, i5100] for w, r in zip(weights, rows))
+    if sf.any():  # nebular lines on the star-forming hosts, 30% of them starbursts
+        k = np.flatnonzero(sf)
+        pop = np.where(rng.random(len(k)) < 0.3, 'STARBURST', 'STARFORMING')
+        spec_k = np.zeros(len(k), int) if spec is None else np.asarray(spec)[k]
+        sub = out[k]
+        add_nebular(sub, out[k], z[k], emission_lines(pop, rng), spec_k)
+        out[k] = sub
+    return out, sum(w * flat[r, i5100] for w, r in zip(weights, rows)), sf
 
 # %% ../nbs/03f_mock_quasars.ipynb #2e46bba2
 def quasar_models(
@@ -260,7 +273,7 @@ def quasar_models(
     libraries: tuple = SSP_LIBRARIES,
     p: dict = QSO_DIVERSITY,
 ) -> tuple:
-    "Quasar models on the wide grid (arbitrary units) of redshifts `z`, r magnitudes `rmag`, spectrograph codes `spec`, and their truth (dict of arrays: alpha_nu, ebv, bal, host_frac, weak_line, reddened, r_feii, log_l5100, qsoew_<line>)."
+    "Quasar models on the wide grid (arbitrary units) of redshifts `z`, r magnitudes `rmag`, spectrograph codes `spec`, and their truth (dict of arrays: alpha_nu, ebv, bal, host_frac, weak_line, reddened, sf_host, r_feii, log_l5100, qsoew_<line>)."
     n = len(z)
     spec = np.zeros(n, int) if spec is None else np.asarray(spec)
     C = qso_components()
@@ -268,7 +281,7 @@ def quasar_models(
     alpha = rng.normal(-0.5, 0.3, n)
     logl = log_l5100(rmag, z, alpha)
     dl = logl - p['l_pivot']
-    weak = rng.random(n) < p['weak_line'][0]
+    weak = (rng.random(n) < p['weak_line'][0]) & (z > 1.5)  # found by their weak Ly-alpha + N V: at high z
     wf = np.where(weak, rng.uniform(p['weak_line'][1], p['weak_line'][2], n), 1.0)
     g, gw = rng.normal(0, p['line_dex_common'], n), rng.normal(0, p['width_dex_common'], n)
     blue = REST_WAVE < 1250  # below: the composite's absorbed forest region, kept as it is
@@ -320,7 +333,9 @@ def quasar_models(
     # host galaxy light, as a fraction of the 5,100 A light (Shen et al. 2011, eq. 1, with scatter)
     h = host_to_qso_5100(logl) * 10 ** rng.normal(0, p['host_dex'], n)
     frac = np.where(z < 0.8, np.minimum(h / (1 + h), p['host_max']), 0.0)
+    frac = np.minimum(frac, np.clip(1 - p['min_broad_ha'] / truth['qsoew_Ha'], 0, None))  # a quasar to SDSS
     hi = np.flatnonzero(frac > 0)
+    sf_host = np.zeros(n, bool)
     if len(hi):
         i5100 = int(np.searchsorted(REST_WAVE, 5100.0))
         a5100 = (
@@ -328,7 +343,7 @@ def quasar_models(
             * (1 + 10 ** g[hi] * wf[hi] * (C['base'][i5100] - 1))
             * smc_extinction(5100.0, ebv[hi])[:, 0]
         )
-        host, h5100 = _hosts(z[hi], rng, libraries)
+        host, h5100, sf_host[hi] = _hosts(z[hi], rng, libraries, spec[hi], p['sf_host'])
         model[hi] += (frac[hi] / (1 - frac[hi]) * a5100 / h5100)[:, None] * host
     truth.update(
         alpha_nu=alpha,
@@ -336,6 +351,7 @@ def quasar_models(
         bal=bal,
         host_frac=frac,
         weak_line=weak,
+        sf_host=sf_host,
         reddened=red,
         r_feii=r_fe,
         log_l5100=logl,

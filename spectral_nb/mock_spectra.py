@@ -12,9 +12,10 @@ from .mock_templates import *
 from .mock_templates import _shift, _ap_tau
 from .mock_instruments import sigma_inst_kms
 from .mock_quasars import quasar_models, QSO_TRUTH, QSO_FLAGS
+from .mock_nebular import NEBULAR, EXTREME_FRACTION, emission_lines, add_nebular
 
 # %% auto #0
-__all__ = ['NEBULAR', 'filter_weights', 'synth_mags', 'model_spectra']
+__all__ = ['filter_weights', 'synth_mags', 'model_spectra']
 
 # %% ../nbs/03d_mock_spectra.ipynb #4e7e94b7
 @lru_cache(maxsize=None)
@@ -113,8 +114,11 @@ def _physical_stars(sub: np.ndarray, z: np.ndarray, rng) -> tuple:
     return model, teff
 
 
-def _galaxies(pop: np.ndarray, z: np.ndarray, lrg: np.ndarray, rng, libraries=SSP_LIBRARIES) -> tuple:
-    "Galaxy continua: old + intermediate + young SSPs of one population library per galaxy, broadened, dust-attenuated; (continuum, ebv, dispersion, library)."
+def _galaxies(
+    pop: np.ndarray, z: np.ndarray, lrg: np.ndarray, rng, libraries=SSP_LIBRARIES, extreme: np.ndarray | None = None
+) -> tuple:
+    "Galaxy continua: old + intermediate + young SSPs of one population library per galaxy, broadened, dust-attenuated (`extreme` starbursts: nearly all young, little dust); (continuum, ebv, dispersion, library)."
+    ext = np.zeros(len(pop), bool) if extreme is None else np.asarray(extreme, bool)
     n = len(pop)
     meta, T = library_ssps(tuple(sorted(libraries)))
     flat = T.reshape(-1, REST_NPIX)
@@ -123,92 +127,16 @@ def _galaxies(pop: np.ndarray, z: np.ndarray, lrg: np.ndarray, rng, libraries=SS
     sfish = np.isin(pop, ['STARFORMING', 'STARBURST', 'STARFORMING BROADLINE', 'STARBURST BROADLINE'])
     young = np.where(sfish, rng.uniform(0.1, 0.6, n), np.where(lrg, rng.uniform(0, 0.04, n), rng.uniform(0.0, 0.25, n)))
     young = np.where(np.isin(pop, ['STARBURST', 'STARBURST BROADLINE']), rng.uniform(0.4, 0.9, n), young)
+    young = np.where(ext, rng.uniform(0.9, 1.0, n), young)
     inter = rng.uniform(0.05, 0.4, n) * (1 - young)
     old = 1 - young - inter
     libs = np.array(sorted(set(meta.library)), dtype=object)
     lib = libs[rng.integers(0, len(libs), n)]
     cont, _ = ssp_mix(meta, flat, lib, (old, inter, young), di, z, rng)
     ebv = np.where(lrg, rng.uniform(0, 0.05, n), rng.uniform(0, 0.35, n) * (0.3 + sfish))
+    ebv = np.where(ext, rng.uniform(0, 0.1, n), ebv)
     cont = cont * attenuation(WIDE_WAVE / (1 + z[:, None]), ebv)
     return cont, ebv, disp, lib
-
-
-def _emission_lines(pop: np.ndarray, rng) -> dict:
-    "Rest equivalent widths (A, emission > 0) and line ratios of the nebular lines, drawn by population."
-    n = len(pop)
-    sb = np.isin(pop, ['STARBURST', 'STARBURST BROADLINE'])
-    sf = np.isin(pop, ['STARFORMING', 'STARFORMING BROADLINE'])
-    agn = np.isin(pop, ['AGN', 'AGN BROADLINE'])
-    null = np.isin(pop, ['NULL', 'BROADLINE'])
-    ew_ha = np.select(
-        [sb, sf, agn],
-        [
-            rng.lognormal(np.log(95), 0.35, n).clip(62, 600),
-            rng.lognormal(np.log(20), 0.4, n).clip(6, 42),
-            rng.lognormal(np.log(9), 0.5, n).clip(2.5, 60),
-        ],
-        rng.lognormal(np.log(0.3), 0.8, n),
-    )
-    # BPT position: star-forming sequence (below the Kauffmann 2003 curve) or AGN branch (above the SDSS line)
-    x_sf = rng.uniform(-0.9, -0.4, n)
-    y_sf = 0.61 / (x_sf - 0.05) + 1.3 - np.abs(rng.normal(0.2, 0.12, n))
-    x_agn = rng.uniform(-0.25, 0.45, n)
-    y_agn = np.maximum(0.7 - 1.2 * (x_agn + 0.4) + np.abs(rng.normal(0.35, 0.25, n)), rng.uniform(-0.3, 1.1, n))
-    x = np.where(agn, x_agn, np.where(null, rng.uniform(-0.8, 0.3, n), x_sf))
-    y = np.where(agn, y_agn, np.where(null, rng.uniform(-0.5, 0.8, n), y_sf))
-    decrement = rng.uniform(2.86, 5.0, n)
-    sii = 10 ** np.where(agn, rng.normal(-0.2, 0.15, n), rng.normal(-0.45, 0.15, n))
-    oii = 10 ** np.where(agn, rng.normal(0.5, 0.2, n), rng.normal(0.3, 0.2, n))
-    broad = np.char.endswith(pop.astype(str), 'BROADLINE')
-    return dict(
-        ew_ha=ew_ha,
-        x=x,
-        y=y,
-        decrement=decrement,
-        sii=sii,
-        oii=oii,
-        broad=broad,
-        broad_ew=rng.lognormal(np.log(30), 0.35, n).clip(8, 150),  # broad H-alpha on the galaxy continuum (A)
-        broad_sigma=rng.uniform(1500, 5000, n) / 2.3548,  # FWHM 1,500-5,000 km/s
-        narrow_sigma=rng.uniform(40, 140, n),
-    )
-
-
-NEBULAR = (
-    '[OII]3727',
-    'Hd',
-    'Hg',
-    'Hb',
-    '[OIII]4959',
-    '[OIII]5007',
-    '[NII]6548',
-    'Ha',
-    '[NII]6584',
-    '[SII]6717',
-    '[SII]6731',
-)
-
-
-def _nebular_fluxes(p: dict, cont_ha: np.ndarray) -> dict:
-    "Line fluxes (model units x A, observed frame) of NEBULAR lines from the drawn EW and ratios; `cont_ha` is the continuum under H-alpha (x (1+z))."
-    ha = p['ew_ha'] * cont_ha
-    hb = ha / p['decrement']
-    nii = ha * 10 ** p['x']
-    oiii = hb * 10 ** p['y']
-    sii = ha * p['sii']
-    return {
-        '[OII]3727': hb * p['oii'],
-        'Hd': 0.259 * hb,
-        'Hg': 0.468 * hb,
-        'Hb': hb,
-        '[OIII]4959': oiii / 2.98,
-        '[OIII]5007': oiii,
-        '[NII]6548': nii / 3.05,
-        'Ha': ha,
-        '[NII]6584': nii,
-        '[SII]6717': 0.57 * sii,
-        '[SII]6731': 0.43 * sii,
-    }
 
 # %% ../nbs/03d_mock_spectra.ipynb #3c8d018b
 def _galaxy_models(
@@ -216,13 +144,12 @@ def _galaxy_models(
 ) -> tuple:
     "Galaxy models: the continuum of `_galaxies` plus the nebular lines (at the resolution of spectrographs `spec`) and broad H-beta and H-alpha; (model, continuum, ebv, library, nebular line fluxes, broad fluxes (n, 2), intrinsic narrow and broad sigmas (km/s))."
     spec = np.zeros(len(pop), int) if spec is None else spec
-    cont, ebv, disp, lib = _galaxies(pop, z, lrg, rng, libraries)
-    p = _emission_lines(pop, rng)
+    extreme = np.isin(pop, ['STARBURST', 'STARBURST BROADLINE']) & (rng.random(len(pop)) < EXTREME_FRACTION)
+    cont, ebv, disp, lib = _galaxies(pop, z, lrg, rng, libraries, extreme)
+    p = emission_lines(pop, rng, extreme)
+    model = cont.copy()
+    fl = add_nebular(model, cont, z, p, spec)
     ha_pix = np.clip(((np.log10(LINES['Ha'] * (1 + z)) - WIDE_LOGLAM[0]) / DLOGLAM).astype(int), 0, WIDE_NPIX - 1)
-    fl = _nebular_fluxes(p, cont[np.arange(len(pop)), ha_pix] * (1 + z))
-    centers = np.array([LINES[l] for l in NEBULAR])[None] * (1 + z[:, None])
-    sg = np.hypot(p['narrow_sigma'][:, None], sigma_inst_kms(centers, spec[:, None]))
-    model = add_lines(cont.copy(), WIDE_LOGLAM[0], centers, sg, np.stack([fl[l] for l in NEBULAR], 1))
     bflux = (p['broad_ew'] * cont[np.arange(len(pop)), ha_pix] * (1 + z) * p['broad'])[:, None] * np.array(
         [[1 / 3.5, 1.0]]
     )

@@ -17,7 +17,7 @@ from .config import *
 from .dataset import Dataset, Scaler, check_task, check_trainable, encode_labels, read_flux_rows
 from .preprocess import FEATURE_COLUMNS
 from .inputs import InputSpec, task_spec, dataset_record, fit_input_scaler, model_input, model_feed
-from .inputs import augment_flux, Augment, class_weights
+from .inputs import augment_flux, drop_catalogue, Augment, class_weights
 
 log = get_logger(__name__)
 
@@ -219,6 +219,9 @@ class H5Batches(keras.utils.PyDataset):
             else:
                 raw = np.zeros((len(info), 0), np.float32)
             val = model_input(raw, info, self.spec, self.scaler)
+            if self.augment:  # photometry and zErr missing, as in spectra without a catalogue row
+                rng = np.random.default_rng([self.seed, key[1], 3, g])
+                val = (val[0], drop_catalogue(val[1], self.spec, rng, self.augment.no_catalogue))
             self._cache = (key, val)
             return val
 

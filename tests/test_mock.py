@@ -56,9 +56,10 @@ def test_qso_broad_lines_sit_at_their_redshifted_wavelengths(with_models, line):
     inside = [i for i in q if wide[60] < QSO_PEAKS[line] * (1 + cat.z[i]) < wide[-60]]
     assert len(inside) >= 5
     offs = [_peak_offset(models['wide'][i], QSO_PEAKS[line], cat.z[i], search=40) for i in inside]
-    assert abs(np.median(offs)) <= 4, offs   # pixels of 69 km/s: centred on the composite's peak
-    # each quasar's own shift scatters the peaks: ~150 km/s, and C IV's blueshift ~400 km/s more (Richards et al. 2011)
-    assert np.median(np.abs(offs)) <= (8 if line == 'CIV' else 4), offs
+    # pixels of 69 km/s: centred on the composite's peak, C IV a little blueward of it in luminous quasars (its extra
+    # blueshift grows by 450 km/s per dex of L5100; Richards et al. 2011); each quasar's own shift scatters them, ~150 km/s
+    assert abs(np.median(offs)) <= (9 if line == 'CIV' else 4), offs
+    assert np.median(np.abs(offs)) <= (10 if line == 'CIV' else 4), offs
 
 
 def test_class_mix_is_the_requested_one(survey):
@@ -406,11 +407,11 @@ def test_quasar_line_ratios_spread_on_the_spectra_themselves():
 def test_weak_line_host_dominated_and_reddened_quasars_in_their_fractions(survey):
     cat, _ = survey
     q = cat[cat['class'] == 'QSO']
-    assert 0.012 <= q.true_weak_line.mean() <= 0.055                      # 3% weak-line quasars
+    assert 0.012 <= q.true_weak_line[q.true_z > 1.5].mean() <= 0.06 and not q.true_weak_line[q.true_z <= 1.5].any()  # 3% at z > 1.5
     assert 0.06 <= q.true_reddened.mean() <= 0.14                         # 10% reddened
     assert q.true_host_frac.max() <= 0.85 and (q.true_host_frac[q.true_z >= 0.8] == 0).all()
     low = q[q.true_z < 0.5]
-    assert len(low) > 30 and 0.25 <= (low.true_host_frac > 0.5).mean() <= 0.9   # host-dominated at low z
+    assert len(low) > 30 and 0.2 <= (low.true_host_frac > 0.5).mean() <= 0.9   # host-dominated at low z
     assert q.true_qsoew_Hb[q.true_weak_line].median() < 0.4 * q.true_qsoew_Hb[~q.true_weak_line].median()
 
 
@@ -436,3 +437,34 @@ def test_mock_log_states_the_count_it_wrote(tmp_path, caplog):
     wrote, asked = map(int, re.match(r'wrote (\d+) mock spectra of (\d+) targets', msg).groups())
     assert wrote == count_records(path) and asked == 300
     assert (wrote == asked) or f'{asked - wrote} dropped' in msg
+
+
+def test_extreme_emission_line_galaxies_are_starbursts(survey):
+    "The far tail of starbursts (green peas, blue compact dwarfs): H-alpha EWs of hundreds of A, labelled STARBURST by the SDSS rule."
+    cat, _ = survey
+    g = cat[cat['class'] == 'GALAXY']
+    ext = g[g.true_ew_Ha < -250]  # thesis sign: emission < 0
+    sb = g[g.subClass.astype(str).str.startswith('STARBURST')]
+    assert len(ext) >= 3 and 0.08 <= len(ext) / len(sb) <= 0.4
+    assert ext.subClass.astype(str).str.startswith('STARBURST').mean() >= 0.8  # a few too faint to measure
+    assert (ext.true_ew_OIII5007 < 2 * ext.true_ew_Hb).mean() > 0.7  # metal-poor: [O III] 5007 several times H-beta
+
+
+def test_star_forming_quasar_hosts_carry_nebular_lines():
+    "A quarter of low-z quasar hosts are star-forming: their spectra show narrow [O II] 3727 that the others lack."
+    cat, _, models = mock.generate_chunk(np.array(['QSO'] * 600, dtype=object), np.array(['QSO'] * 600, dtype=object),
+                                         np.random.default_rng(5), mock.MockConfig().validate(), return_models=True)
+    z, sf, h = (np.asarray(cat[c]) for c in ('true_z', 'true_sf_host', 'true_host_frac'))
+    low = np.flatnonzero((z > 0.05) & (z < 0.6) & (h > 0.3))
+    assert 0.08 <= sf[z < 0.8].mean() <= 0.4 and not sf[z >= 0.8].any()
+    oii = np.array([_ew(models['wide'][i], z[i], 3722, 3734, side=30.0) for i in low])
+    assert sf[low].sum() >= 5 and np.median(oii[sf[low]]) > np.median(oii[~sf[low]]) + 2
+
+
+def test_legacy_low_z_quasars(survey):
+    "SDSS-I/II's low-z broad-line AGN: 30% of its quasars at z = 0.05-0.6, bright; BOSS's quasars mostly at higher z."
+    cat, _ = survey
+    q = cat[cat['class'] == 'QSO']
+    leg, boss = q[q.true_spectrograph == 'SDSS'], q[q.true_spectrograph == 'BOSS']
+    assert 0.28 <= (leg.true_z < 0.6).mean() <= 0.6 and (boss.true_z < 0.6).mean() < 0.15
+    assert leg.true_petroMag_r[leg.true_z < 0.6].median() < 19.0           # bright: galaxy-sample and low-z quasar targets

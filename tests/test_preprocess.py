@@ -116,7 +116,10 @@ def test_mock_ews_recover_the_noiseless_ews_within_noise():
     ew0, _ = equivalent_widths(models['model'].astype(np.float32), pix['ivar'], z)
     for line in ('[OIII]5007', '[OIII]4959', '[SII]6717', '[SII]6731', '[OII]3727', 'Ha', 'Hb'):
         j = EW_LINES.index(line)
-        ok = np.isfinite(ew[:, j]) & np.isfinite(ew0[:, j]) & (err[:, j] > 0) & (np.asarray(cat['true_sn_median']) > 3)
+        # the extreme starbursts (EW(H-alpha) > 250 A) left out: their errors are dominated by where the continuum is put,
+        # which the EW error (pixel noise only) does not count
+        ordinary = np.asarray(cat['true_ew_Ha']) > -250
+        ok = np.isfinite(ew[:, j]) & np.isfinite(ew0[:, j]) & (err[:, j] > 0) & (np.asarray(cat['true_sn_median']) > 3) & ordinary
         pull = (ew[ok, j] - ew0[ok, j]) / err[ok, j]
         assert ok.sum() > 100, line
         assert abs(np.median(pull)) < 0.3 and 0.6 < np.std(pull[np.abs(pull) < 6]) < 1.6, (line, np.median(pull), np.std(pull))

@@ -220,3 +220,25 @@ def test_redshift_network_streams_when_memory_is_short(h5, tmp_path, monkeypatch
     assert len(rec) == m['n_test'] and np.isfinite(rec['z_pred']).all()
     got = predict_redshift(path, h5).set_index('specObjID').loc[rec['specObjID']]
     np.testing.assert_allclose(got['z_pred'].to_numpy(), rec['z_pred'].to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_training_blanks_the_catalogue_columns_of_some_rows_in_both_paths(h5):
+    "Augmentation hides photometry and zErr (never z or the EWs) of a share of training rows, streamed or in memory, as spectra without a catalogue row have them."
+    from spectral_nb.fit import augmented_inputs
+    from spectral_nb.inputs import Augment, CATALOGUE_ONLY
+    ref = load_task(h5, 'main')
+    cols = list(ref['spec'].feature_columns)
+    cat = [cols.index(c) for c in cols if c in CATALOGUE_ONLY]
+    keep = [cols.index(c) for c in cols if c not in CATALOGUE_ONLY]
+    assert cat and keep and 'z' in cols
+    td = ref['train']
+    aug = Augment(noise=0, shift=0, tilt=0, sky=0, brightness=0, gap=0, no_catalogue=0.5)
+    F = augmented_inputs(td, 'mixed', seed=3, epoch=0, cfg=aug)['features']
+    blank = (F[:, cat] == 0).all(1) & ~(td.feat[:, cat] == 0).all(1)
+    assert 0.3 < blank.mean() < 0.7 and np.array_equal(F[:, keep], td.feat[:, keep])
+    ds = S.H5Batches(h5, 'main', 'train', 'mixed', ref['spec'], ref['scaler'], batch_size=32, block=BLOCK, augment=aug)
+    served = _served(ds)
+    by_id = dict(zip(td.info['specObjID'], td.feat))
+    sb = np.array([(x['features'][cat] == 0).all() for x, _ in served.values()])
+    assert 0.3 < sb.mean() < 0.7
+    assert all(np.allclose(x['features'][keep], by_id[s][keep], atol=1e-6) for s, (x, _) in served.items())
