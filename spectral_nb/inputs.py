@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from .config import *
 from .dataset import Dataset, Scaler, check_task, check_trainable, encode_labels
-from .spectra import gaussian_smooth, spectrum_scale
+from .spectra import fill_bad, gaussian_smooth, spectrum_scale
 from .preprocess import FEATURE_COLUMNS
 
 log = get_logger(__name__)
@@ -314,10 +314,8 @@ def augment_flux(flux: np.ndarray, rng: np.random.Generator, cfg: Augment = Augm
     if cfg.gap and len(r := np.flatnonzero(rng.random(n) < cfg.gap_p)):
         L = rng.integers(50, max(cfg.gap, 50) + 1, len(r))
         a = rng.integers(0, npix - L + 1)
-        for i, a0, b0 in zip(r, a, a + L):  # pixels a0..b0-1 filled from their neighbours a0-1 and b0, as fill_bad does
-            lo, hi = f[i, max(a0 - 1, 0)], f[i, min(b0, npix - 1)]
-            lo, hi = (hi, hi) if a0 == 0 else ((lo, lo) if b0 == npix else (lo, hi))
-            f[i, a0:b0] = lo + (hi - lo) * (np.arange(a0, b0) - a0 + 1) / (b0 - a0 + 1)
+        k = np.arange(npix)[None]
+        f[r] = fill_bad(f[r], (k >= a[:, None]) & (k < (a + L)[:, None]))  # filled as preprocessing fills masked pixels
     return f
 
 

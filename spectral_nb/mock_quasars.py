@@ -259,8 +259,8 @@ def _hosts(
         k = np.flatnonzero(sf)
         pop = np.where(rng.random(len(k)) < 0.3, 'STARBURST', 'STARFORMING')
         spec_k = np.zeros(len(k), int) if spec is None else np.asarray(spec)[k]
-        sub = out[k]
-        add_nebular(sub, out[k], z[k], emission_lines(pop, rng), spec_k)
+        sub = out[k]  # a copy: its lines are scaled to its continuum, read before they are added
+        add_nebular(sub, sub, z[k], emission_lines(pop, rng), spec_k)
         out[k] = sub
     return out, sum(w * flat[r, i5100] for w, r in zip(weights, rows)), sf
 
